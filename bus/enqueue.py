@@ -1,0 +1,148 @@
+"""Turning "run task X with this payload" into a task record, and adding it.
+
+Options are resolved in one place: explicit arguments first, then the app's
+declaration of the task (when the caller passes an :class:`~bus.app.App`), then
+the defaults. The record stores the resolved options, so the worker that runs
+the task needs nothing but the record.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from bus import clock, scripts
+from bus.app import App
+from bus.ids import new_id
+from bus.keys import AppKeys, validate_app_name, validate_queue_name
+from bus.task import TaskRecord
+
+__all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "prepare"]
+
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueItem:
+    """One task to enqueue; ``None`` options fall back to the declaration.
+
+    Attributes:
+        name: The task name.
+        payload: A JSON-serialisable payload.
+        id: A caller-given id makes the enqueue idempotent.
+        queue: The queue.
+        run_at_ms: When the task becomes due (epoch ms).
+        delay_s: Due this many seconds from now (instead of ``run_at_ms``).
+        max_attempts: Attempts before the task is dead.
+        timeout_s: Per-attempt timeout.
+        backoff: Back-off spec.
+        kind: ``"task"`` or ``"event"``.
+    """
+
+    name: str
+    payload: Any = None
+    id: str | None = None
+    queue: str | None = None
+    run_at_ms: int | None = None
+    delay_s: float | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    backoff: Any = None
+    kind: str = "task"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """Where an enqueued task is: its app and id; ``added`` is False when the
+    id was already known and the enqueue changed nothing."""
+
+    app: str
+    id: str
+    added: bool
+
+
+def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, scripts.NewTask]:
+    """Resolve options and encode one task; return its queue and the script input.
+
+    Raises:
+        ValueError: An option is out of range or a name is invalid.
+        TypeError: The payload is not JSON-serialisable.
+    """
+    app_name = app.name if isinstance(app, App) else validate_app_name(app)
+    declared = app.get(item.name) if isinstance(app, App) else None
+    queue = validate_queue_name(item.queue or (declared.queue if declared else "default"))
+    max_attempts = item.max_attempts or (declared.max_attempts if declared else 5)
+    timeout_s = item.timeout_s or (declared.timeout_s if declared else 60.0)
+    backoff = item.backoff if item.backoff is not None else (declared.backoff if declared else None)
+    if max_attempts < 1:
+        raise ValueError(f"task {item.name!r}: max_attempts must be >= 1, got {max_attempts}")
+    if timeout_s <= 0:
+        raise ValueError(f"task {item.name!r}: timeout_s must be > 0, got {timeout_s}")
+    if item.run_at_ms is not None and item.delay_s is not None:
+        raise ValueError(f"task {item.name!r}: give run_at_ms or delay_s, not both")
+    run_at = item.run_at_ms or 0
+    if item.delay_s is not None:
+        if item.delay_s < 0:
+            raise ValueError(f"task {item.name!r}: delay_s must be >= 0, got {item.delay_s}")
+        run_at = now_ms + int(item.delay_s * 1000)
+    task_id = item.id or new_id(now_ms)
+    if not task_id or len(task_id) > 200:
+        raise ValueError(f"task id must be 1-200 characters, got {task_id!r}")
+    record = TaskRecord(
+        id=task_id,
+        app=app_name,
+        name=item.name,
+        queue=queue,
+        payload=item.payload,
+        kind=item.kind,
+        max_attempts=max_attempts,
+        timeout_s=float(timeout_s),
+        backoff=backoff,
+        created_ms=now_ms,
+        run_at_ms=run_at,
+    )
+    try:
+        encoded = record.encode()
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"task {item.name!r}: payload is not JSON-serialisable: {exc}") from exc
+    return queue, scripts.NewTask(task_id, encoded, max_attempts, run_at)
+
+
+async def enqueue_items(
+    redis: Redis, prefix: str, app: App | str, items: Sequence[EnqueueItem]
+) -> list[TaskRef]:
+    """Enqueue tasks of one app: validated first, then one script call per queue
+    and batch, pipelined in one round trip.
+
+    Every item is validated and encoded before anything is written, so a bad
+    item fails the whole call and writes nothing.
+    """
+    now = clock.now_ms()
+    app_name = app.name if isinstance(app, App) else validate_app_name(app)
+    keys = AppKeys(prefix, app_name)
+    by_queue: dict[str, list[tuple[int, scripts.NewTask]]] = defaultdict(list)
+    for index, item in enumerate(items):
+        queue, task = prepare(app, item, now)
+        by_queue[queue].append((index, task))
+    calls: list[tuple[list[int], str, list[scripts.NewTask]]] = []
+    for queue, entries in by_queue.items():
+        for start in range(0, len(entries), MAX_BATCH):
+            chunk = entries[start : start + MAX_BATCH]
+            calls.append(([i for i, _ in chunk], queue, [t for _, t in chunk]))
+    if len(calls) == 1:
+        indexes, queue, tasks = calls[0]
+        results = [await scripts.enqueue(redis, keys, queue, now, tasks)]
+    else:
+        results = await scripts.enqueue_pipelined(
+            redis, keys, [(queue, tasks) for _, queue, tasks in calls], now
+        )
+    refs: list[TaskRef | None] = [None] * len(items)
+    for (indexes, _, tasks), flags in zip(calls, results, strict=True):
+        for index, task, added in zip(indexes, tasks, flags, strict=True):
+            refs[index] = TaskRef(app_name, task.id, added)
+    return [ref for ref in refs if ref is not None]

@@ -1,0 +1,171 @@
+"""The Redis key layout: every key taskbus uses is built here, and only here.
+
+All keys of one application share the hash tag ``{<app>}``, so every multi-key
+operation on an app (the Lua scripts in ``bus/scripts/``) lands in one Redis
+Cluster slot. Bus-wide keys (the event log, the subscription registry) share the
+tag ``{.bus}``; a dot cannot appear in an app name, so the tags never collide.
+
+Task data is kept *apart from* the queues (the essay's principle): queues hold
+task ids only, and the records live in two per-app hashes. Keeping records in
+per-app hashes rather than one key per task means every key a script touches is
+known before it runs and is passed in ``KEYS`` (none is built inside Lua).
+
+Per app ``A`` (prefix ``P``, default ``bus``):
+
+==================================  =======  ==================================
+key                                 type     holds
+==================================  =======  ==================================
+``P:app:{A}:tasks``                 hash     id -> immutable record (JSON: name,
+                                             queue, payload, options, created)
+``P:app:{A}:state``                 hash     id -> mutable state (JSON: state,
+                                             attempts, max, token, worker, times)
+``P:app:{A}:errors``                hash     id -> JSON list, one entry a failed
+                                             attempt (type, message, traceback)
+``P:app:{A}:finished``              zset     id -> finished_ms (retention sweep)
+``P:app:{A}:dead``                  zset     id -> dead_ms (dead letters)
+``P:app:{A}:queues``                set      names of the app's queues
+``P:app:{A}:seq``                   string   claim-token counter (fencing)
+``P:app:{A}:wake``                  list     wake-ups when the app gains a queue
+``P:app:{A}:workers``               hash     worker id -> status record (JSON)
+``P:app:{A}:beats``                 zset     worker id -> last heartbeat ms
+``P:app:{A}:q:<Q>``                 list     ready task ids (LPUSH in, RPOP out)
+``P:app:{A}:q:<Q>:delayed``         zset     id -> run_at_ms (delayed, retrying)
+``P:app:{A}:q:<Q>:inflight``        zset     id -> lease deadline ms
+``P:app:{A}:q:<Q>:wake``            list     wake-up tokens for idle workers
+``P:app:{A}:w:<W>:wake``            list     wake-ups addressed to worker W
+==================================  =======  ==================================
+
+Bus-wide keys are documented in ``bus.router``, which owns them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+__all__ = ["AppKeys", "QueueKeys", "validate_app_name", "validate_queue_name"]
+
+_APP_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def validate_app_name(name: str) -> str:
+    """Return ``name`` if it is a valid app name, else raise ``ValueError``.
+
+    Args:
+        name: Lowercase letters, digits, ``_`` and ``-``; 1 to 64 characters.
+
+    Raises:
+        ValueError: The name has other characters or a bad length.
+    """
+    if not _APP_RE.match(name):
+        raise ValueError(
+            f"invalid app name {name!r}: use 1-64 characters of a-z, 0-9, '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_queue_name(name: str) -> str:
+    """Return ``name`` if it is a valid queue name, else raise ``ValueError``.
+
+    Args:
+        name: Letters, digits, ``_``, ``.`` and ``-``; 1 to 100 characters.
+
+    Raises:
+        ValueError: The name has other characters or a bad length.
+    """
+    if not _QUEUE_RE.match(name):
+        raise ValueError(
+            f"invalid queue name {name!r}: use 1-100 characters of A-Z, a-z, 0-9, '_', '.', '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The four keys of one named queue of an app."""
+
+    ready: str
+    delayed: str
+    inflight: str
+    wake: str
+
+
+@dataclass(frozen=True)
+class AppKeys:
+    """Every key of one app, built from the prefix and the app name."""
+
+    prefix: str
+    app: str
+
+    @cached_property
+    def base(self) -> str:
+        """The common start of every key of this app, hash tag included."""
+        return f"{self.prefix}:app:{{{self.app}}}"
+
+    @cached_property
+    def tasks(self) -> str:
+        """Hash: task id -> immutable record."""
+        return f"{self.base}:tasks"
+
+    @cached_property
+    def state(self) -> str:
+        """Hash: task id -> mutable state."""
+        return f"{self.base}:state"
+
+    @cached_property
+    def errors(self) -> str:
+        """Hash: task id -> list of attempt errors."""
+        return f"{self.base}:errors"
+
+    @cached_property
+    def finished(self) -> str:
+        """Zset: finished task id -> finished time (retention sweep)."""
+        return f"{self.base}:finished"
+
+    @cached_property
+    def dead(self) -> str:
+        """Zset: dead task id -> time it died."""
+        return f"{self.base}:dead"
+
+    @cached_property
+    def queues(self) -> str:
+        """Set of the app's queue names."""
+        return f"{self.base}:queues"
+
+    @cached_property
+    def seq(self) -> str:
+        """Counter for claim tokens."""
+        return f"{self.base}:seq"
+
+    @cached_property
+    def wake(self) -> str:
+        """List: wake-ups for ``*`` workers when the app gains a new queue."""
+        return f"{self.base}:wake"
+
+    @cached_property
+    def workers(self) -> str:
+        """Hash: worker id -> status record."""
+        return f"{self.base}:workers"
+
+    @cached_property
+    def beats(self) -> str:
+        """Zset: worker id -> last heartbeat."""
+        return f"{self.base}:beats"
+
+    def queue(self, name: str) -> QueueKeys:
+        """Return the keys of the named queue.
+
+        Args:
+            name: A queue name (see :func:`validate_queue_name`).
+        """
+        base = f"{self.base}:q:{name}"
+        return QueueKeys(
+            ready=base, delayed=f"{base}:delayed", inflight=f"{base}:inflight", wake=f"{base}:wake"
+        )
+
+    def worker_wake(self, worker_id: str) -> str:
+        """Return the wake-up list addressed to one worker."""
+        return f"{self.base}:w:{worker_id}:wake"

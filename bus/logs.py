@@ -1,0 +1,68 @@
+"""Logging setup: structlog, configured once by the CLI (or by an embedding app).
+
+JSON lines when the output is not a terminal, readable colour when it is.
+Events are snake_case past tense with key/value fields; the worker binds
+``app``, ``task_id``, ``event_id`` and ``attempt`` through contextvars. Levels
+below the configured one cost one method call (structlog's filtering logger),
+which keeps per-task debug lines off the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+__all__ = ["LEVELS", "configure_logging"]
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or repr).decode()
+
+
+def configure_logging(
+    level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
+    """Configure structlog for taskbus's processes.
+
+    Args:
+        level: ``debug``, ``info``, ``warning`` or ``error``.
+        json: JSON lines if True, console colour if False; by default JSON
+            unless the stream is a terminal.
+        stream: Where to write (default: standard error).
+
+    Raises:
+        ValueError: The level is not one of the four.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    out = stream or sys.stderr
+    as_json = json if json is not None else not out.isatty()
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if as_json:
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+        ]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=True))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )

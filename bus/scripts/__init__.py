@@ -1,0 +1,327 @@
+"""The engine's atomic operations: one Lua file each, one typed wrapper each.
+
+Each ``*.lua`` file beside this module is one atomic state change of an app's
+keys; its header lists its KEYS and ARGV. Every key a script touches is passed
+in ``KEYS`` and built by :mod:`bus.keys`; the caller passes the time in. Scripts
+are called by EVALSHA and loaded on a NOSCRIPT reply (a restarted server or a
+fresh replica has an empty script cache).
+
+The wrappers here only translate between Python values and the scripts'
+argument layouts; the policy (back-off, options, logging) lives in the callers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from bus.keys import AppKeys
+
+__all__ = [
+    "ClaimResult",
+    "ClaimedTask",
+    "Held",
+    "NewTask",
+    "Outcome",
+    "Script",
+    "beat",
+    "claim",
+    "enqueue",
+    "enqueue_command",
+    "enqueue_pipelined",
+    "release",
+    "renew",
+    "settle",
+]
+
+
+class Script:
+    """A Lua script loaded from this package, called by its SHA1."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8")
+        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+    async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run the script; load it first if the server does not know it.
+
+        Args:
+            client: The Redis client to run it on.
+            keys: The KEYS array, as the script's header lists them.
+            args: The ARGV array, as the script's header lists them.
+        """
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+_ENQUEUE = Script("enqueue")
+_CLAIM = Script("claim")
+_SETTLE = Script("settle")
+_RENEW = Script("renew")
+_RELEASE = Script("release")
+_BEAT = Script("beat")
+
+ALL_SCRIPTS = (_ENQUEUE, _CLAIM, _SETTLE, _RENEW, _RELEASE, _BEAT)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task to add: its id, encoded record, attempt limit and due time."""
+
+    id: str
+    record: bytes
+    max_attempts: int
+    run_at_ms: int
+
+
+async def enqueue(
+    client: Redis, keys: AppKeys, queue: str, now_ms: int, tasks: Sequence[NewTask]
+) -> list[bool]:
+    """Add tasks to one queue atomically; a known id is left as it is.
+
+    Args:
+        client: Redis client.
+        keys: The app's keys.
+        queue: The queue the tasks go to.
+        now_ms: The current time.
+        tasks: The tasks to add.
+
+    Returns:
+        One flag per task: True if it was added, False if its id was known.
+    """
+    q = keys.queue(queue)
+    args: list[Any] = [now_ms, queue]
+    for task in tasks:
+        args += (task.id, task.record, task.max_attempts, task.run_at_ms)
+    result = await _ENQUEUE(
+        client, (keys.tasks, keys.state, keys.queues, q.ready, q.delayed, q.wake, keys.wake), args
+    )
+    return [bool(flag) for flag in result]
+
+
+async def enqueue_pipelined(
+    client: Redis, keys: AppKeys, batches: Sequence[tuple[str, Sequence[NewTask]]], now_ms: int
+) -> list[list[bool]]:
+    """Run several :func:`enqueue` calls in one round trip (one per batch)."""
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            for queue, tasks in batches:
+                pipe.evalsha(*enqueue_command(keys, queue, now_ms, tasks))
+            results = await pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+            # Enqueue is idempotent, so running the whole pipeline again after
+            # loading the script is safe.
+            await client.script_load(_ENQUEUE.source)
+            continue
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        break
+    return [[bool(flag) for flag in result] for result in results]
+
+
+def enqueue_command(keys: AppKeys, queue: str, now_ms: int, tasks: Sequence[NewTask]) -> list[Any]:
+    """Return the EVALSHA arguments of :func:`enqueue`, for use in a pipeline."""
+    q = keys.queue(queue)
+    args: list[Any] = [now_ms, queue]
+    for task in tasks:
+        args += (task.id, task.record, task.max_attempts, task.run_at_ms)
+    return [
+        _ENQUEUE.sha,
+        7,
+        *(keys.tasks, keys.state, keys.queues, q.ready, q.delayed, q.wake, keys.wake),
+        *args,
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task this worker now holds: present ``token`` to settle or renew it."""
+
+    id: str
+    queue: str
+    attempt: int
+    token: str
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What a claim returned: the tasks, and when to look again if idle."""
+
+    tasks: list[ClaimedTask]
+    next_wake_ms: int | None
+
+
+async def claim(
+    client: Redis,
+    keys: AppKeys,
+    queues: Sequence[str],
+    *,
+    now_ms: int,
+    lease_ms: int,
+    max_tasks: int,
+    worker_id: str,
+    limit: int = 1000,
+) -> ClaimResult:
+    """Recover expired leases, promote due tasks, then claim up to ``max_tasks``.
+
+    Args:
+        client: Redis client.
+        keys: The app's keys.
+        queues: Queue names in the order they are served.
+        now_ms: The current time.
+        lease_ms: How long the claim holds without renewal.
+        max_tasks: The most tasks to claim.
+        worker_id: Recorded on each claimed task.
+        limit: The most recoveries and promotions per queue in one call.
+    """
+    script_keys = [keys.state, keys.tasks, keys.errors, keys.dead, keys.seq]
+    for name in queues:
+        q = keys.queue(name)
+        script_keys += (q.ready, q.delayed, q.inflight, q.wake)
+    raw = await _CLAIM(client, script_keys, (now_ms, lease_ms, max_tasks, worker_id, limit))
+    tasks = [
+        ClaimedTask(
+            id=raw[i].decode(),
+            queue=queues[int(raw[i + 1])],
+            attempt=int(raw[i + 2]),
+            token=raw[i + 3].decode(),
+            record=raw[i + 4],
+        )
+        for i in range(1, len(raw), 5)
+    ]
+    wake = int(raw[0])
+    return ClaimResult(tasks=tasks, next_wake_ms=None if wake < 0 else wake)
+
+
+OutcomeKind = Literal["ok", "retry", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one claimed task ended.
+
+    ``value`` is empty for ``ok``; ``"<run_at_ms>|<error JSON>"`` for
+    ``retry``; ``"<reason>|<error JSON>"`` for ``dead``.
+    """
+
+    id: str
+    token: str
+    queue: str
+    kind: OutcomeKind
+    value: bytes = b""
+
+
+async def settle(
+    client: Redis,
+    keys: AppKeys,
+    outcomes: Sequence[Outcome],
+    *,
+    now_ms: int,
+    retention_ms: int,
+    sweep_limit: int = 100,
+) -> list[str]:
+    """Record outcomes of claimed tasks; expire old finished records.
+
+    Args:
+        client: Redis client.
+        keys: The app's keys.
+        outcomes: What happened to each task.
+        now_ms: The current time.
+        retention_ms: How long finished records are kept (0: not at all).
+        sweep_limit: The most expired finished records to delete in this call.
+
+    Returns:
+        The ids whose outcome was rejected (stale token: fencing).
+    """
+    names, index = _index(outcomes)
+    script_keys = [keys.state, keys.tasks, keys.errors, keys.finished, keys.dead]
+    for name in names:
+        q = keys.queue(name)
+        script_keys += (q.inflight, q.delayed, q.wake)
+    args: list[Any] = [now_ms, retention_ms, sweep_limit]
+    for o in outcomes:
+        args += (o.id, o.token, index[o.queue], o.kind, o.value)
+    raw = await _SETTLE(client, script_keys, args)
+    return [item.decode() for item in raw]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A task a worker holds: enough to renew or release it."""
+
+    id: str
+    token: str
+    queue: str
+
+
+def _index(items: Sequence[Held] | Sequence[Outcome]) -> tuple[list[str], dict[str, int]]:
+    names: list[str] = []
+    index: dict[str, int] = {}
+    for item in items:
+        if item.queue not in index:
+            index[item.queue] = len(names)
+            names.append(item.queue)
+    return names, index
+
+
+async def renew(
+    client: Redis,
+    keys: AppKeys,
+    held: Sequence[Held],
+    *,
+    now_ms: int,
+    lease_ms: int,
+) -> list[str]:
+    """Extend the leases of held tasks; return the ids whose lease is lost."""
+    names, index = _index(held)
+    script_keys = [keys.state] + [keys.queue(name).inflight for name in names]
+    args: list[Any] = [now_ms, lease_ms]
+    for h in held:
+        args += (h.id, h.token, index[h.queue])
+    raw = await _RENEW(client, script_keys, args)
+    return [item.decode() for item in raw]
+
+
+async def release(client: Redis, keys: AppKeys, held: Sequence[Held], *, now_ms: int) -> int:
+    """Hand held tasks back to the front of their queues; return how many were."""
+    names, index = _index(held)
+    script_keys = [keys.state]
+    for name in names:
+        q = keys.queue(name)
+        script_keys += (q.ready, q.inflight, q.wake)
+    args: list[Any] = [now_ms]
+    for h in held:
+        args += (h.id, h.token, index[h.queue])
+    return int(await _RELEASE(client, script_keys, args))
+
+
+async def beat(
+    client: Redis,
+    keys: AppKeys,
+    worker_id: str,
+    status: bytes,
+    *,
+    now_ms: int,
+    reap_after_ms: int,
+) -> list[str]:
+    """Write a worker's status (empty: remove it); reap dead workers' records.
+
+    Returns:
+        The ids of the workers whose records were reaped.
+    """
+    raw = await _BEAT(
+        client, (keys.workers, keys.beats), (now_ms, worker_id, status, reap_after_ms)
+    )
+    return [item.decode() for item in raw]

@@ -1,0 +1,181 @@
+"""Task records: what a task is, what state it is in, and how both are encoded.
+
+A task is two entries in its app's hashes (see :mod:`bus.keys`): an immutable
+record written once at enqueue (name, queue, payload, options) and a small
+mutable state that the Lua scripts change atomically (state, attempts, claim
+token, worker, times). Errors of failed attempts are kept in a third hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+__all__ = ["AttemptError", "TaskInfo", "TaskRecord", "TaskState"]
+
+
+class TaskState(StrEnum):
+    """The states of a task; every change between them is one atomic script."""
+
+    SCHEDULED = "scheduled"  # waiting for run_at
+    QUEUED = "queued"  # ready, waiting for a worker
+    RUNNING = "running"  # claimed, under lease
+    SUCCEEDED = "succeeded"  # done; expires after the retention
+    RETRYING = "retrying"  # failed, waiting for its back-off
+    DEAD = "dead"  # out of attempts or failed for good; kept until purged
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """The immutable part of a task, written once at enqueue.
+
+    Attributes:
+        id: The task id, unique within the app.
+        app: The app whose queue holds the task.
+        name: The task name, which selects the handler.
+        queue: The named queue.
+        payload: The JSON-serialisable payload.
+        kind: ``"task"`` for a task enqueued by name, ``"event"`` for an event
+            routed to a subscription (the payload is then the event envelope).
+        max_attempts: Attempts before the task is dead.
+        timeout_s: Per-attempt timeout.
+        backoff: The back-off spec, as :class:`bus.options.Backoff` encodes it.
+        scope: ``"any"`` or ``"all"``.
+        created_ms: Enqueue time.
+        run_at_ms: When the task was first due (0 means at once).
+    """
+
+    id: str
+    app: str
+    name: str
+    queue: str
+    payload: Any
+    kind: str = "task"
+    max_attempts: int = 5
+    timeout_s: float = 60.0
+    backoff: Any = None
+    scope: str = "any"
+    created_ms: int = 0
+    run_at_ms: int = 0
+
+    def encode(self) -> bytes:
+        """Return the record as stored in Redis (JSON)."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "app": self.app,
+                "name": self.name,
+                "queue": self.queue,
+                "kind": self.kind,
+                "max": self.max_attempts,
+                "timeout_s": self.timeout_s,
+                "backoff": self.backoff,
+                "scope": self.scope,
+                "created_ms": self.created_ms,
+                "run_at_ms": self.run_at_ms,
+                "payload": self.payload,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TaskRecord:
+        """Parse a stored record.
+
+        Raises:
+            ValueError: The bytes are not a task record (corrupt or truncated).
+        """
+        try:
+            doc = orjson.loads(raw)
+            return cls(
+                id=doc["id"],
+                app=doc["app"],
+                name=doc["name"],
+                queue=doc["queue"],
+                payload=doc["payload"],
+                kind=doc.get("kind", "task"),
+                max_attempts=int(doc["max"]),
+                timeout_s=float(doc["timeout_s"]),
+                backoff=doc.get("backoff"),
+                scope=doc.get("scope", "any"),
+                created_ms=int(doc.get("created_ms", 0)),
+                run_at_ms=int(doc.get("run_at_ms", 0)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"undecodable task record: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """The error of one failed attempt."""
+
+    attempt: int
+    at_ms: int
+    type: str
+    message: str
+    traceback: str = ""
+    worker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A task as read back by id: record, current state and attempt errors."""
+
+    id: str
+    state: TaskState
+    attempts: int
+    max_attempts: int
+    record: TaskRecord | None
+    worker: str | None = None
+    created_ms: int | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    run_at_ms: int | None = None
+    dead_reason: str | None = None
+    replays: int = 0
+    errors: list[AttemptError] = field(default_factory=list)
+
+    @classmethod
+    def from_raw(
+        cls, task_id: str, state_raw: bytes, record_raw: bytes | None, errors_raw: bytes | None
+    ) -> TaskInfo:
+        """Build from the three stored entries (record and errors may be missing)."""
+        st = orjson.loads(state_raw)
+        record: TaskRecord | None
+        try:
+            record = TaskRecord.decode(record_raw) if record_raw is not None else None
+        except ValueError:
+            record = None
+        errors = [
+            AttemptError(
+                attempt=int(e.get("attempt", 0)),
+                at_ms=int(e.get("at", 0)),
+                type=str(e.get("type", "")),
+                message=str(e.get("message", "")),
+                traceback=str(e.get("traceback", "")),
+                worker=e.get("worker"),
+            )
+            for e in (orjson.loads(errors_raw) if errors_raw else [])
+        ]
+
+        def opt_int(key: str) -> int | None:
+            value = st.get(key)
+            return None if value is None else int(value)
+
+        return cls(
+            id=task_id,
+            state=TaskState(st["s"]),
+            attempts=int(st.get("a", 0)),
+            max_attempts=int(st.get("m", 0)),
+            record=record,
+            worker=st.get("w"),
+            created_ms=opt_int("tc"),
+            started_ms=opt_int("ts"),
+            finished_ms=opt_int("tf"),
+            run_at_ms=opt_int("ra"),
+            dead_reason=st.get("why"),
+            replays=int(st.get("rp", 0)),
+            errors=errors,
+        )

@@ -1,0 +1,640 @@
+"""The worker: claims tasks of one app, runs their handlers, settles outcomes.
+
+Three coroutines share one worker:
+
+* the claim loop takes as many tasks as there are free slots, in queue order,
+  and when the queues are empty blocks on the queues' wake lists until work
+  arrives or the next delayed task or lease deadline is due (a local timer
+  pokes the worker's own wake list at that moment, because Redis only checks
+  blocking timeouts about every 100 ms): it never polls;
+* the settle loop sends outcomes in batches, each batch one script call;
+* the heartbeat renews the leases of every task the worker holds, writes the
+  worker's status record and reaps those of dead workers.
+
+The worker can run inside an existing asyncio program (``async with worker:``
+or ``asyncio.create_task(worker.run())``); it installs no signal handlers. The
+CLI in ``bus.worker.__main__`` adds those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bus import clock, scripts
+from bus.app import App
+from bus.context import TaskContext
+from bus.ids import new_id
+from bus.keys import AppKeys, validate_queue_name
+from bus.scripts import ClaimedTask, Held, Outcome
+from bus.task import TaskRecord
+from bus.worker.execute import OK, Verdict, call_handler, judge, reason_doc, run_log
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("bus.worker")
+
+PayloadAdapter = Callable[[TaskRecord, TaskContext], Any]
+
+
+@dataclass(slots=True)
+class _Running:
+    held: Held
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+    released: bool = False
+
+
+@dataclass(slots=True)
+class _Counters:
+    processed: int = 0
+    failed: int = 0
+    dead: int = 0
+    rejected: int = 0
+    started_ms: int = field(default_factory=clock.now_ms)
+
+
+class Worker:
+    """Works the queues of one app.
+
+    Args:
+        app: The app whose tasks to run; its declarations give the handlers.
+        redis: An asyncio Redis client (``decode_responses=False``).
+        queues: Queue names in the order they are served; ``"*"`` stands for
+            all of the app's queues not named before it, alphabetically.
+        concurrency: The most handlers running at once.
+        lease_s: How long a claim holds without a heartbeat; heartbeats renew
+            it every third of that.
+        grace_s: On stop, how long running handlers may take to finish before
+            they are cancelled and their tasks handed back.
+        burst: Work until the queues (due delayed tasks included) are empty,
+            then return.
+        prefix: The key prefix.
+        retention_s: How long finished task records are kept.
+        worker_id: The worker's id (default: host, pid and a random suffix).
+        payload_adapter: Turns a record into the handler's first argument
+            (the bus layer uses it to hand events to subscription handlers).
+        publisher: Given to handlers as ``ctx.publish``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        redis: Redis,
+        *,
+        queues: Sequence[str] = ("*",),
+        concurrency: int = 10,
+        lease_s: float = 15.0,
+        grace_s: float = 10.0,
+        burst: bool = False,
+        prefix: str = "bus",
+        retention_s: float = 86400.0,
+        worker_id: str | None = None,
+        payload_adapter: PayloadAdapter | None = None,
+        publisher: Callable[..., Awaitable[str]] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if lease_s <= 0 or grace_s < 0:
+            raise ValueError("lease_s must be > 0 and grace_s >= 0")
+        if not queues:
+            raise ValueError("a worker needs at least one queue (or '*')")
+        for name in queues:
+            if name != "*":
+                validate_queue_name(name)
+        self.app = app
+        self.redis = redis
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.lease_ms = int(lease_s * 1000)
+        self.grace_s = grace_s
+        self.burst = burst
+        self.retention_ms = int(retention_s * 1000)
+        self.keys = AppKeys(prefix, app.name)
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id(0)[-6:].lower()}"
+        self.payload_adapter = payload_adapter
+        self.publisher = publisher
+        self.counters = _Counters()
+        self._own_wake = self.keys.worker_wake(self.id)
+        self._running: dict[str, _Running] = {}
+        self._unsettled: dict[str, Held] = {}
+        self._outcomes: list[Outcome] = []
+        self._settle_wanted = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._stopping = False
+        self._closing = False
+        self._known_queues: list[str] = []
+        self._trouble_since: float | None = None
+        self._trouble_delay = 0.05
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"bus-{app.name}")
+        self._main: asyncio.Task[None] | None = None
+
+    # -- embedding ---------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        self._main = asyncio.create_task(self.run(), name=f"bus-worker-{self.id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._main is not None:
+            await self._main
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no new claims; running tasks get ``grace_s``."""
+        if not self._stop_requested.is_set():
+            self._stop_requested.set()
+            self._stopping = True
+            self._slot_free.set()
+            asyncio.get_running_loop().create_task(self._poke())
+
+    @property
+    def running_ids(self) -> list[str]:
+        """Ids of the tasks whose handlers run now."""
+        return list(self._running)
+
+    # -- the main loop -----------------------------------------------------
+
+    async def run(self) -> None:
+        """Work until :meth:`stop` is called (or, in burst mode, until idle)."""
+        log.info(
+            "worker_started",
+            app=self.app.name,
+            worker=self.id,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            lease_ms=self.lease_ms,
+            burst=self.burst,
+        )
+        settler = asyncio.create_task(self._settle_loop(), name="bus-settle")
+        beater = asyncio.create_task(self._heartbeat_loop(), name="bus-heartbeat")
+        try:
+            await self._refresh_queues()
+            await self._claim_loop()
+        finally:
+            self._stopping = True
+            await self._shutdown(settler, beater)
+
+    async def _claim_loop(self) -> None:
+        drained_once = False
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            queues = self._serve_order()
+            try:
+                result = await scripts.claim(
+                    self.redis,
+                    self.keys,
+                    queues,
+                    now_ms=clock.now_ms(),
+                    lease_ms=self.lease_ms,
+                    max_tasks=free,
+                    worker_id=self.id,
+                )
+            except RedisError as exc:
+                await self._trouble(exc)
+                continue
+            self._recovered()
+            for claimed in result.tasks:
+                self._launch(claimed)
+            if len(result.tasks) >= free:
+                drained_once = False
+                continue
+            if self.burst:
+                if await self._burst_done(result.next_wake_ms, drained_once):
+                    return
+                drained_once = not self._running
+                continue
+            await self._wait_for_work(queues, result.next_wake_ms)
+
+    async def _burst_done(self, next_wake_ms: int | None, drained_once: bool) -> bool:
+        if self._running:
+            self._slot_free.clear()
+            await self._slot_free.wait()
+            return False
+        await self._flush_outcomes()
+        due_now = next_wake_ms is not None and next_wake_ms <= clock.now_ms()
+        if due_now:
+            await asyncio.sleep(0)
+            return False
+        # One more claim after the last outcomes were settled: a retry that is
+        # due at once must still run before a burst worker exits.
+        return drained_once
+
+    def _serve_order(self) -> list[str]:
+        named = [q for q in self.queues if q != "*"]
+        if "*" not in self.queues:
+            return named
+        rest = [q for q in self._known_queues if q not in named]
+        order: list[str] = []
+        for q in self.queues:
+            order.extend(rest if q == "*" else [q])
+        return order
+
+    async def _refresh_queues(self) -> None:
+        if "*" in self.queues:
+            try:
+                members = await self.redis.smembers(self.keys.queues)
+            except RedisError as exc:
+                await self._trouble(exc)
+                return
+            self._known_queues = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    async def _wait_for_work(self, queues: list[str], next_wake_ms: int | None) -> None:
+        wake_keys = [self.keys.queue(q).wake for q in queues]
+        if "*" in self.queues:
+            wake_keys.append(self.keys.wake)
+        wake_keys.append(self._own_wake)
+        loop = asyncio.get_running_loop()
+        timer = None
+        if next_wake_ms is not None:
+            delay_s = (next_wake_ms - clock.now_ms()) / 1000
+            if delay_s <= 0:
+                return
+            timer = loop.call_later(delay_s, lambda: loop.create_task(self._poke()))
+        try:
+            # The server-side timeout is only a liveness guard for half-open
+            # connections; work and due times wake us through the lists.
+            popped = await self.redis.blpop(wake_keys, timeout=30)
+        except RedisError as exc:
+            await self._trouble(exc)
+            return
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if popped is not None and popped[0] in (self.keys.wake, self.keys.wake.encode()):
+            await self._refresh_queues()
+
+    async def _poke(self) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(self._own_wake, b"1")
+                pipe.ltrim(self._own_wake, 0, 0)
+                pipe.pexpire(self._own_wake, 60_000)
+                await pipe.execute()
+        except RedisError:
+            pass  # the claim loop meets the same error and reports it
+
+    # -- running one task --------------------------------------------------
+
+    def _launch(self, claimed: ClaimedTask) -> None:
+        held = Held(claimed.id, claimed.token, claimed.queue)
+        self._unsettled[claimed.id] = held
+        running = _Running(held)
+        self._running[claimed.id] = running
+        running.task = asyncio.create_task(self._execute(claimed, running))
+
+    async def _execute(self, claimed: ClaimedTask, running: _Running) -> None:
+        verdict = await self._attempt(claimed, running)
+        self._running.pop(claimed.id, None)
+        self._slot_free.set()
+        if verdict is None:
+            return
+        self.counters.processed += 1
+        if verdict.kind != "ok":
+            self.counters.failed += 1
+            if verdict.kind == "dead":
+                self.counters.dead += 1
+        self._outcomes.append(
+            Outcome(
+                claimed.id,
+                claimed.token,
+                claimed.queue,
+                verdict.kind,  # type: ignore[arg-type]
+                verdict.value,
+            )
+        )
+        self._settle_wanted.set()
+
+    async def _attempt(self, claimed: ClaimedTask, running: _Running) -> Verdict | None:
+        now = clock.now_ms()
+        try:
+            record = TaskRecord.decode(claimed.record)
+        except ValueError as exc:
+            log.error(
+                "task_dead",
+                app=self.app.name,
+                task_id=claimed.id,
+                reason="undecodable",
+                error=str(exc),
+            )
+            return Verdict(
+                "dead",
+                b"undecodable record|"
+                + reason_doc(
+                    "UndecodableRecord",
+                    str(exc),
+                    attempt=claimed.attempt,
+                    at_ms=now,
+                    worker=self.id,
+                ),
+            )
+        task = self.app.get(record.name)
+        ctx = TaskContext(
+            app=self.app.name,
+            task_id=claimed.id,
+            name=record.name,
+            queue=claimed.queue,
+            attempt=claimed.attempt,
+            max_attempts=record.max_attempts,
+            publisher=self.publisher,
+        )
+        if record.kind == "event" and isinstance(record.payload, dict):
+            ctx.event_id = record.payload.get("id")
+            ctx.correlation_id = record.payload.get("correlationid")
+        if task is None:
+            known = sorted(self.app.tasks)
+            message = (
+                f"no handler for task {record.name!r} in app {self.app.name!r} "
+                f"(this worker knows: {', '.join(known) or 'none'})"
+            )
+            log.error(
+                "task_dead",
+                app=self.app.name,
+                task_id=claimed.id,
+                reason="no_handler",
+                task=record.name,
+            )
+            return Verdict(
+                "dead",
+                b"no handler|"
+                + reason_doc(
+                    "NoHandler", message, attempt=claimed.attempt, at_ms=now, worker=self.id
+                ),
+            )
+        async with run_log(ctx):
+            started = clock.monotonic_s()
+            timed_out = False
+            try:
+                payload = (
+                    self.payload_adapter(record, ctx) if self.payload_adapter else record.payload
+                )
+                async with asyncio.timeout(record.timeout_s) as deadline:
+                    try:
+                        await call_handler(task, payload, ctx, self._executor)
+                    except asyncio.CancelledError:
+                        timed_out = deadline.expired()
+                        raise
+                duration_ms = round((clock.monotonic_s() - started) * 1000, 3)
+                log.debug("task_succeeded", task=record.name, duration_ms=duration_ms)
+                return OK
+            except asyncio.CancelledError:
+                if running.lost or running.released:
+                    return None
+                raise
+            except BaseException as exc:
+                if isinstance(exc, TimeoutError) and timed_out:
+                    exc = TimeoutError(f"handler ran past its timeout of {record.timeout_s} s")
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)) and not isinstance(
+                    exc, asyncio.CancelledError
+                ):
+                    exc = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
+                verdict = judge(
+                    exc,
+                    task_backoff=record.backoff,
+                    attempt=claimed.attempt,
+                    max_attempts=record.max_attempts,
+                    now_ms=clock.now_ms(),
+                    worker=self.id,
+                    timed_out=timed_out,
+                )
+                duration_ms = round((clock.monotonic_s() - started) * 1000, 3)
+                if verdict.kind == "retry":
+                    log.warning(
+                        "task_failed",
+                        task=record.name,
+                        error_type=verdict.error_type,
+                        error=str(exc),
+                        duration_ms=duration_ms,
+                        retry_in_s=round(verdict.retry_in_s or 0, 3),
+                    )
+                else:
+                    log.error(
+                        "task_dead",
+                        task=record.name,
+                        error_type=verdict.error_type,
+                        error=str(exc),
+                        duration_ms=duration_ms,
+                        exc_info=exc,
+                    )
+                return verdict
+
+    # -- settling ------------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._settle_wanted.wait()
+            self._settle_wanted.clear()
+            while self._outcomes:
+                batch, self._outcomes = self._outcomes[:1000], self._outcomes[1000:]
+                await self._settle(batch)
+            if self._closing:
+                return
+
+    async def _settle(self, batch: list[Outcome]) -> None:
+        while True:
+            try:
+                rejected = await scripts.settle(
+                    self.redis,
+                    self.keys,
+                    batch,
+                    now_ms=clock.now_ms(),
+                    retention_ms=self.retention_ms,
+                )
+                break
+            except RedisError as exc:
+                await self._trouble(exc)
+        self._recovered()
+        for outcome in batch:
+            self._unsettled.pop(outcome.id, None)
+        for task_id in rejected:
+            self.counters.rejected += 1
+            log.warning(
+                "ack_rejected",
+                app=self.app.name,
+                task_id=task_id,
+                reason="stale claim token: the lease was lost and the task recovered",
+            )
+
+    async def _flush_outcomes(self) -> None:
+        while self._outcomes or any(h.id not in self._running for h in self._unsettled.values()):
+            self._settle_wanted.set()
+            await asyncio.sleep(0.001)
+
+    # -- heartbeat -----------------------------------------------------------
+
+    def _status(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "app": self.app.name,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+                "started_ms": self.counters.started_ms,
+                "beat_ms": clock.now_ms(),
+                "running": list(self._running)[:50],
+                "running_count": len(self._running),
+                "processed": self.counters.processed,
+                "failed": self.counters.failed,
+                "dead": self.counters.dead,
+            }
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease_ms / 3000
+        while not self._closing:
+            try:
+                await self._beat()
+            except RedisError as exc:
+                log.warning("heartbeat_failed", app=self.app.name, worker=self.id, error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), interval)
+            if self._stop_requested.is_set():
+                await asyncio.sleep(interval)
+
+    async def _beat(self) -> None:
+        now = clock.now_ms()
+        held = list(self._unsettled.values())
+        if held:
+            lost = await scripts.renew(
+                self.redis, self.keys, held, now_ms=now, lease_ms=self.lease_ms
+            )
+            for task_id in lost:
+                self._lose(task_id)
+        reaped = await scripts.beat(
+            self.redis,
+            self.keys,
+            self.id,
+            self._status(),
+            now_ms=now,
+            reap_after_ms=max(3 * self.lease_ms, 30_000),
+        )
+        if reaped:
+            log.info("workers_reaped", app=self.app.name, workers=reaped)
+        await self._refresh_queues()
+
+    def _lose(self, task_id: str) -> None:
+        self._unsettled.pop(task_id, None)
+        running = self._running.get(task_id)
+        log.warning(
+            "lease_lost",
+            app=self.app.name,
+            task_id=task_id,
+            reason="lease expired; the task was recovered and may run elsewhere",
+        )
+        if running is not None and running.task is not None:
+            running.lost = True
+            running.task.cancel()
+
+    # -- connection trouble -------------------------------------------------
+
+    async def _trouble(self, exc: RedisError) -> None:
+        if self._trouble_since is None:
+            self._trouble_since = clock.monotonic_s()
+            log.warning(
+                "redis_unavailable",
+                app=self.app.name,
+                worker=self.id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        elif not isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+            log.warning("redis_error", app=self.app.name, error=f"{type(exc).__name__}: {exc}")
+        delay = self._trouble_delay * (0.5 + random.random())
+        self._trouble_delay = min(self._trouble_delay * 2, 2.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), delay)
+
+    def _recovered(self) -> None:
+        if self._trouble_since is not None:
+            down_s = round(clock.monotonic_s() - self._trouble_since, 3)
+            log.info("redis_reconnected", app=self.app.name, worker=self.id, down_s=down_s)
+            self._trouble_since = None
+            self._trouble_delay = 0.05
+
+    # -- shutdown ------------------------------------------------------------
+
+    async def _shutdown(self, settler: asyncio.Task[None], beater: asyncio.Task[None]) -> None:
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if tasks:
+            log.info("worker_draining", app=self.app.name, running=len(tasks), grace_s=self.grace_s)
+            await asyncio.wait(tasks, timeout=self.grace_s)
+        leftover = [r for r in self._running.values() if r.task is not None]
+        for running in leftover:
+            running.released = True
+            running.task.cancel()  # type: ignore[union-attr]
+        if leftover:
+            await asyncio.gather(*(r.task for r in leftover if r.task), return_exceptions=True)
+            await self._hand_back([r.held for r in leftover])
+        self._closing = True
+        self._settle_wanted.set()
+        try:
+            await asyncio.wait_for(settler, timeout=max(self.grace_s, 5.0))
+        except TimeoutError:
+            log.error("settle_unfinished", app=self.app.name, outcomes=len(self._outcomes))
+        beater.cancel()
+        await asyncio.gather(beater, return_exceptions=True)
+        try:
+            await scripts.beat(
+                self.redis,
+                self.keys,
+                self.id,
+                b"",
+                now_ms=clock.now_ms(),
+                reap_after_ms=max(3 * self.lease_ms, 30_000),
+            )
+            await self.redis.delete(self._own_wake)
+        except RedisError as exc:
+            log.warning("status_not_removed", app=self.app.name, error=str(exc))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info(
+            "worker_stopped",
+            app=self.app.name,
+            worker=self.id,
+            processed=self.counters.processed,
+            failed=self.counters.failed,
+        )
+
+    async def _hand_back(self, held: list[Held]) -> None:
+        for unsettled in held:
+            self._unsettled.pop(unsettled.id, None)
+        for _ in range(20):
+            try:
+                count = await scripts.release(self.redis, self.keys, held, now_ms=clock.now_ms())
+                log.info("tasks_handed_back", app=self.app.name, count=count)
+                return
+            except RedisError as exc:
+                await asyncio.sleep(0.1)
+                last = exc
+        log.error(
+            "hand_back_failed",
+            app=self.app.name,
+            tasks=[h.id for h in held],
+            error=str(last),
+            note="the tasks are recovered when their leases expire",
+        )
