@@ -66,6 +66,10 @@ class TaskRef:
     added: bool
 
 
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, scripts.NewTask]:
     """Resolve options and encode one task; return its queue and the script input.
 
@@ -76,8 +80,8 @@ def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, script
     app_name = app.name if isinstance(app, App) else validate_app_name(app)
     declared = app.get(item.name) if isinstance(app, App) else None
     queue = validate_queue_name(item.queue or (declared.queue if declared else "default"))
-    max_attempts = item.max_attempts or (declared.max_attempts if declared else 5)
-    timeout_s = item.timeout_s or (declared.timeout_s if declared else 60.0)
+    max_attempts = _pick(item.max_attempts, declared.max_attempts if declared else 5)
+    timeout_s = _pick(item.timeout_s, declared.timeout_s if declared else 60.0)
     backoff = item.backoff if item.backoff is not None else (declared.backoff if declared else None)
     if max_attempts < 1:
         raise ValueError(f"task {item.name!r}: max_attempts must be >= 1, got {max_attempts}")

@@ -1,0 +1,41 @@
+"""Helpers for engine tests: waiting on conditions and running in-process workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bus import App, Worker
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout_s: float = 5.0, what: str = ""
+) -> Any:
+    """Await ``check()`` every 5 ms until it is truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}")
+        await asyncio.sleep(0.005)
+
+
+@asynccontextmanager
+async def running_worker(app: App, redis: Redis, **options: Any) -> AsyncIterator[Worker]:
+    """Run a worker in this event loop for the duration of the block."""
+    options.setdefault("lease_s", 2.0)
+    options.setdefault("grace_s", 2.0)
+    worker = Worker(app, redis, **options)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 15)

@@ -1,0 +1,1 @@
+"""Programs the tests run as separate processes (workers they can kill)."""
