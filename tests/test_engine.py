@@ -46,7 +46,8 @@ async def test_enqueue_same_id_twice_is_a_noop(bus: Bus, aredis: Redis) -> None:
     keys = AppKeys("bus", "shop")
     assert await aredis.llen(keys.queue("default").ready) == 1
     info = await bus.get_task("shop", "order-7")
-    assert info is not None and info.record is not None
+    assert info is not None
+    assert info.record is not None
     assert info.record.payload == {"v": 1}
 
 
@@ -79,7 +80,9 @@ async def test_handler_runs_and_task_succeeds(bus: Bus, aredis: Redis) -> None:
         await eventually(lambda: _state_is(bus, "shop", ref.id, TaskState.SUCCEEDED))
     assert seen == [({"order": 1}, 1, ref.id)]
     info = await bus.get_task("shop", ref.id)
-    assert info is not None and info.finished_ms is not None and info.started_ms is not None
+    assert info is not None
+    assert info.finished_ms is not None
+    assert info.started_ms is not None
 
 
 async def test_sync_handler_runs_in_a_thread(bus: Bus, aredis: Redis) -> None:
@@ -94,7 +97,8 @@ async def test_sync_handler_runs_in_a_thread(bus: Bus, aredis: Redis) -> None:
     ref = await bus.enqueue(app, "ship", 1)
     async with running_worker(app, aredis):
         await eventually(lambda: _state_is(bus, "shop", ref.id, TaskState.SUCCEEDED))
-    assert threads and threads[0] != threading.main_thread().name
+    assert threads
+    assert threads[0] != threading.main_thread().name
 
 
 async def test_failing_task_retries_with_backoff_then_dies_with_every_error(
@@ -257,7 +261,8 @@ async def test_delayed_task_runs_when_due_not_before(bus: Bus, aredis: Redis) ->
     due = time.time() + 0.3
     ref = await bus.enqueue(app, "later", due, delay_s=0.3)
     info = await bus.get_task("shop", ref.id)
-    assert info is not None and info.state is TaskState.SCHEDULED
+    assert info is not None
+    assert info.state is TaskState.SCHEDULED
     async with running_worker(app, aredis):
         await eventually(lambda: _state_is(bus, "shop", ref.id, TaskState.SUCCEEDED))
     assert started[0] >= due - 0.002
@@ -300,7 +305,8 @@ async def test_burst_worker_exits_when_queues_are_empty(bus: Bus, aredis: Redis)
     await asyncio.wait_for(Worker(app, aredis, burst=True, concurrency=7).run(), 10)
     assert sorted(done) == list(range(50))
     info = await bus.get_task("shop", far.id)
-    assert info is not None and info.state is TaskState.SCHEDULED
+    assert info is not None
+    assert info.state is TaskState.SCHEDULED
 
 
 async def test_finished_records_expire_after_retention_dead_ones_stay(
@@ -323,7 +329,8 @@ async def test_finished_records_expire_after_retention_dead_ones_stay(
     await Worker(app, aredis, burst=True, retention_s=0.05).run()
     assert await bus.get_task("shop", ok.id) is None
     dead = await bus.get_task("shop", bad.id)
-    assert dead is not None and dead.state is TaskState.DEAD
+    assert dead is not None
+    assert dead.state is TaskState.DEAD
 
 
 async def test_zero_retention_deletes_records_on_success(bus: Bus, aredis: Redis) -> None:
@@ -382,7 +389,8 @@ async def test_graceful_stop_lets_running_tasks_finish_within_grace(
     async with running_worker(app, aredis, grace_s=5):
         await asyncio.wait_for(started.wait(), 5)
     info = await bus.get_task("shop", ref.id)
-    assert info is not None and info.state is TaskState.SUCCEEDED
+    assert info is not None
+    assert info.state is TaskState.SUCCEEDED
 
 
 async def test_worker_status_record_is_written_and_removed(bus: Bus, aredis: Redis) -> None:
@@ -431,7 +439,8 @@ async def test_run_in_process_calls_handler_without_redis() -> None:
 
     @app.task()
     async def total(payload: list[int], ctx: TaskContext) -> int:
-        assert ctx.in_process and ctx.attempt == 1
+        assert ctx.in_process
+        assert ctx.attempt == 1
         return sum(payload)
 
     assert await app.run("total", [1, 2, 3]) == 6
