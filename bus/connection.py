@@ -1,0 +1,176 @@
+"""Connections to Redis, and the check that a server is safe to run taskbus on.
+
+:func:`connect` (asyncio) and :func:`connect_sync` (CLI, publishing from sync
+code) open a client on ``settings.redis_url``, or on the embedded server of
+``settings.data_dir`` when no URL is set. Clients return bytes
+(``decode_responses=False``); payloads are JSON encoded by taskbus itself.
+
+:func:`check_server` refuses a server that would lose tasks (an eviction policy
+other than ``noeviction``, or a Redis older than 6.2) and flags one that keeps
+nothing across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+from bus.embedded import MIN_REDIS_VERSION, ensure_embedded, parse_version
+from bus.errors import RedisSetupError
+from bus.settings import Settings
+
+__all__ = ["ServerInfo", "check_server", "connect", "connect_sync", "require_min_version"]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What :func:`check_server` learned about a Redis server.
+
+    Attributes:
+        version: ``(major, minor, patch)`` from ``INFO server``.
+        maxmemory_policy: The eviction policy (always ``noeviction`` once checked).
+        aof_enabled: The append-only file is on.
+        save_points: The RDB ``save`` config (``""``: no snapshots), or None when
+            ``CONFIG GET`` is disabled and it could not be read.
+        persistence_warning: Why the server may lose everything on restart; None
+            when it persists, when that is unknown, or for the embedded server.
+            The caller logs it.
+    """
+
+    version: tuple[int, int, int]
+    maxmemory_policy: str
+    aof_enabled: bool
+    save_points: str | None
+    persistence_warning: str | None
+
+
+async def connect(settings: Settings) -> redis.asyncio.Redis:
+    """Open an asyncio client on the configured server, starting the embedded one if needed.
+
+    Args:
+        settings: ``redis_url`` if set, else ``data_dir`` for the embedded server.
+
+    Returns:
+        A client returning bytes; the caller closes it with ``aclose()``.
+
+    Raises:
+        RedisSetupError: The embedded server could not be started.
+    """
+    url = settings.redis_url
+    if url is None:
+        # Starting the server blocks for a few milliseconds; keep the loop free.
+        url = await asyncio.to_thread(ensure_embedded, settings)
+    return redis.asyncio.Redis.from_url(url, decode_responses=False)
+
+
+def connect_sync(settings: Settings) -> redis.Redis:
+    """Open a blocking client on the configured server (see :func:`connect`).
+
+    Args:
+        settings: ``redis_url`` if set, else ``data_dir`` for the embedded server.
+
+    Returns:
+        A client returning bytes; the caller closes it with ``close()``.
+
+    Raises:
+        RedisSetupError: The embedded server could not be started.
+    """
+    url = settings.redis_url if settings.redis_url is not None else ensure_embedded(settings)
+    return redis.Redis.from_url(url, decode_responses=False)
+
+
+def require_min_version(version: tuple[int, int, int], where: str) -> None:
+    """Refuse a Redis older than :data:`~bus.embedded.MIN_REDIS_VERSION`.
+
+    Args:
+        version: The server's version.
+        where: Which server, for the message (e.g. its redacted URL).
+
+    Raises:
+        RedisSetupError: The server is too old.
+    """
+    if version < MIN_REDIS_VERSION:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, MIN_REDIS_VERSION[:2]))
+        raise RedisSetupError(
+            f"{where} runs Redis {have}, but taskbus needs {need} or newer (it uses "
+            "BLMOVE, GETDEL and ZRANGE ... LIMIT): upgrade the server, or unset "
+            "BUS_REDIS_URL to use the embedded server"
+        )
+
+
+async def check_server(client: redis.asyncio.Redis, *, embedded: bool) -> ServerInfo:
+    """Check that the server behind ``client`` can hold taskbus's state safely.
+
+    Args:
+        client: A connected client.
+        embedded: The server is taskbus's embedded one (AOF on by construction),
+            so no persistence warning is given for it.
+
+    Returns:
+        The server's version and persistence settings.
+
+    Raises:
+        RedisSetupError: The server is older than 6.2, or may evict keys.
+    """
+    where = "the embedded Redis server" if embedded else "the Redis server at BUS_REDIS_URL"
+    server = await client.info("server")
+    version = parse_version(str(server["redis_version"]))
+    require_min_version(version, where)
+
+    config = await _config_get(client, "maxmemory-policy", "save")
+    policy = config.get("maxmemory-policy")
+    if policy is None:
+        memory = await client.info("memory")
+        if "maxmemory_policy" not in memory:
+            raise RedisSetupError(
+                f"cannot read the maxmemory-policy of {where} (CONFIG GET is disabled and "
+                "INFO memory lacks it); taskbus needs noeviction, as evicted keys are lost tasks"
+            )
+        policy = str(memory["maxmemory_policy"])
+    if policy != "noeviction":
+        raise RedisSetupError(
+            f"{where} has maxmemory-policy {policy}: it may evict keys when memory is full, "
+            "and an evicted key is a lost task or event; run "
+            "`CONFIG SET maxmemory-policy noeviction` (and set it in redis.conf)"
+        )
+
+    persistence = await client.info("persistence")
+    aof_enabled = int(persistence.get("aof_enabled", 0)) == 1
+    save_points = config.get("save")
+    warning = None
+    if not embedded and not aof_enabled and save_points == "":
+        warning = (
+            f"{where} has neither AOF nor RDB snapshots, so a restart loses every task "
+            "and event; enable `appendonly yes` (see `appendfsync`) for durability"
+        )
+    return ServerInfo(
+        version=version,
+        maxmemory_policy=policy,
+        aof_enabled=aof_enabled,
+        save_points=save_points,
+        persistence_warning=warning,
+    )
+
+
+async def _config_get(client: redis.asyncio.Redis, *names: str) -> Mapping[str, str]:
+    """Return the named config values; empty when CONFIG is renamed or forbidden."""
+    values: dict[str, str] = {}
+    for name in names:
+        try:
+            reply = await client.config_get(name)
+        except ResponseError:
+            # Managed services rename or deny CONFIG; callers fall back to INFO.
+            return {}
+        for key, value in reply.items():
+            values[_text(key)] = _text(value)
+    return values
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
