@@ -1,36 +1,164 @@
-"""The Bus object: one connection to Redis and everything a producer does with it.
+"""The Bus object: the connection to Redis and everything a producer does with it.
 
 A :class:`Bus` is built once and passed around (no hidden globals). It enqueues
-tasks by name, reads tasks back by id, and (see :mod:`bus.publish`) publishes
-events.
+tasks by name, publishes events (validated against ``schemas/``), and reads
+tasks back by id. Clients and schemas are created lazily on first use, so
+building a Bus does no I/O. The module-level ``bus.publish`` convenience uses a
+default Bus built from the environment on first call (see ``bus.default``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from bus.app import App
+from bus.connection import connect, connect_sync
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items
 from bus.keys import AppKeys, validate_app_name
+from bus.settings import Settings
 from bus.task import TaskInfo
+
+if TYPE_CHECKING:
+    from bus.publish import EventSpec, Publisher
+    from bus.schemas import SchemaRegistry
 
 __all__ = ["Bus"]
 
 
 class Bus:
-    """A handle on the bus: enqueue, inspect, publish.
+    """A handle on the bus: publish events, enqueue tasks, read tasks.
 
     Args:
-        redis: An asyncio Redis client with ``decode_responses=False``.
-        prefix: The key prefix (``BUS_PREFIX``).
+        settings: Where Redis, schemas and apps are (default: the environment).
+        redis: An asyncio client to use instead of connecting from settings
+            (``decode_responses=False``).
+        sync_redis: A synchronous client, for :meth:`publish` from sync code.
+        schemas: A loaded schema registry (default: ``settings.schemas_dir``).
+        source: The ``source`` of published events (default: the host name).
+        crash_after_record: Test hook: the process exits right after an event
+            is recorded and before it is routed (a publisher dying mid-fan-out).
     """
 
-    def __init__(self, redis: Redis, *, prefix: str = "bus") -> None:
-        self.redis = redis
-        self.prefix = prefix
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        redis: Redis | None = None,
+        sync_redis: SyncRedis | None = None,
+        schemas: SchemaRegistry | None = None,
+        source: str | None = None,
+        crash_after_record: bool = False,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.prefix = self.settings.prefix
+        self._redis = redis
+        self._sync_redis = sync_redis
+        self._schemas = schemas
+        self._source = source
+        self._crash_after_record = crash_after_record
+        self._publisher: Publisher | None = None
+        self._owns = (redis is None, sync_redis is None)
+
+    # -- lazily built parts --------------------------------------------------
+
+    async def aredis(self) -> Redis:
+        """The asyncio client (connected from settings on first use)."""
+        if self._redis is None:
+            self._redis = await connect(self.settings)
+        return self._redis
+
+    def sync_redis(self) -> SyncRedis:
+        """The synchronous client (connected from settings on first use)."""
+        if self._sync_redis is None:
+            self._sync_redis = connect_sync(self.settings)
+        return self._sync_redis
+
+    @property
+    def publisher(self) -> Publisher:
+        """The publisher (schemas are loaded on first use)."""
+        if self._publisher is None:
+            from bus.publish import Publisher
+            from bus.schemas import SchemaRegistry
+
+            if self._schemas is None:
+                self._schemas = SchemaRegistry.load(self.settings.schemas_dir)
+            self._publisher = Publisher(
+                self._schemas,
+                prefix=self.prefix,
+                source=self._source,
+                max_payload_bytes=self.settings.max_payload_bytes,
+                dedup_window_s=self.settings.dedup_window_s,
+                event_retention_s=self.settings.retention_s,
+                crash_after_record=self._crash_after_record,
+            )
+        return self._publisher
+
+    # -- events ----------------------------------------------------------------
+
+    def publish(
+        self,
+        event_type: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish an event from synchronous code; return its key once durable.
+
+        Args:
+            event_type: The event type; ``schemas/<type>.json`` must exist.
+            payload: The payload; validated against the schema.
+            id: The publisher's own id: the same ``source`` + ``id`` within the
+                dedup window is routed once (the first event's key is returned).
+            source: Who publishes (default: the Bus's source).
+            correlation_id: Carried by the event and its follow-ups.
+
+        Raises:
+            bus.schemas.SchemaError: Unknown type, invalid, oversized or
+                unserialisable payload. Nothing is written.
+        """
+        return self.publisher.publish(
+            self.sync_redis(),
+            event_type,
+            payload,
+            id=id,
+            source=source,
+            correlation_id=correlation_id,
+        )
+
+    async def apublish(
+        self,
+        event_type: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish an event from async code; see :meth:`publish`."""
+        return await self.publisher.apublish(
+            await self.aredis(),
+            event_type,
+            payload,
+            id=id,
+            source=source,
+            correlation_id=correlation_id,
+        )
+
+    def publish_many(self, events: Sequence[EventSpec]) -> list[str]:
+        """Publish a batch in one pipelined round trip; all validated first."""
+        return self.publisher.publish_many(self.sync_redis(), events)
+
+    async def apublish_many(self, events: Sequence[EventSpec]) -> list[str]:
+        """Async :meth:`publish_many`."""
+        return await self.publisher.apublish_many(await self.aredis(), events)
+
+    # -- tasks -------------------------------------------------------------------
 
     async def enqueue(
         self,
@@ -79,16 +207,16 @@ class Bus:
             timeout_s=timeout_s,
             backoff=backoff,
         )
-        return (await enqueue_items(self.redis, self.prefix, app, [item]))[0]
+        return (await enqueue_items(await self.aredis(), self.prefix, app, [item]))[0]
 
     async def enqueue_many(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app in one round trip; all or nothing on bad input."""
-        return await enqueue_items(self.redis, self.prefix, app, items)
+        return await enqueue_items(await self.aredis(), self.prefix, app, items)
 
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:
         """Read a task by id: record, state and errors; None if unknown or expired."""
         keys = AppKeys(self.prefix, validate_app_name(app))
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with (await self.aredis()).pipeline(transaction=False) as pipe:
             pipe.hget(keys.state, task_id)
             pipe.hget(keys.tasks, task_id)
             pipe.hget(keys.errors, task_id)
@@ -98,5 +226,14 @@ class Bus:
         return TaskInfo.from_raw(task_id, state, record, errors)
 
     async def aclose(self) -> None:
-        """Close the Redis client."""
-        await self.redis.aclose()
+        """Close the clients this Bus created (not those it was given)."""
+        if self._owns[0] and self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """Close the synchronous client if this Bus created it."""
+        if self._owns[1] and self._sync_redis is not None:
+            self._sync_redis.close()
+            self._sync_redis = None

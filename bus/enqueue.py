@@ -142,9 +142,10 @@ async def enqueue_items(
         indexes, queue, tasks = calls[0]
         results = [await scripts.enqueue(redis, keys, queue, now, tasks)]
     else:
-        results = await scripts.enqueue_pipelined(
-            redis, keys, [(queue, tasks) for _, queue, tasks in calls], now
+        raw = await scripts.run_calls(
+            redis, [scripts.enqueue_call(keys, queue, now, tasks) for _, queue, tasks in calls]
         )
+        results = [[bool(flag) for flag in flags] for flags in raw]
     refs: list[TaskRef | None] = [None] * len(items)
     for (indexes, _, tasks), flags in zip(calls, results, strict=True):
         for index, task, added in zip(indexes, tasks, flags, strict=True):

@@ -35,7 +35,18 @@ key                                 type     holds
 ``P:app:{A}:w:<W>:wake``            list     wake-ups addressed to worker W
 ==================================  =======  ==================================
 
-Bus-wide keys are documented in ``bus.router``, which owns them.
+Bus-wide keys (tag ``{.bus}``):
+
+==================================  =======  ==================================
+``P:bus:{.bus}:events``             hash     event key -> envelope JSON
+``P:bus:{.bus}:events:t``           zset     event key -> recorded ms
+``P:bus:{.bus}:pending``            zset     event key -> recorded ms, until
+                                             every subscriber has its task
+``P:bus:{.bus}:dedup``              hash     source + id -> event key
+``P:bus:{.bus}:dedup:t``            zset     source + id -> recorded ms
+``P:bus:{.bus}:subs``               hash     app -> its subscriptions (JSON)
+``P:bus:{.bus}:subs:version``       string   bumped on every registry change
+==================================  =======  ==================================
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["AppKeys", "QueueKeys", "validate_app_name", "validate_queue_name"]
+__all__ = ["AppKeys", "BusKeys", "QueueKeys", "validate_app_name", "validate_queue_name"]
 
 _APP_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -169,3 +180,50 @@ class AppKeys:
     def worker_wake(self, worker_id: str) -> str:
         """Return the wake-up list addressed to one worker."""
         return f"{self.base}:w:{worker_id}:wake"
+
+
+@dataclass(frozen=True)
+class BusKeys:
+    """The bus-wide keys: event log, pending routes, dedup, subscription registry."""
+
+    prefix: str
+
+    @cached_property
+    def base(self) -> str:
+        """The common start of every bus-wide key, hash tag included."""
+        return f"{self.prefix}:bus:{{.bus}}"
+
+    @cached_property
+    def events(self) -> str:
+        """Hash: event key -> envelope JSON."""
+        return f"{self.base}:events"
+
+    @cached_property
+    def events_t(self) -> str:
+        """Zset: event key -> recorded time (retention)."""
+        return f"{self.base}:events:t"
+
+    @cached_property
+    def pending(self) -> str:
+        """Zset: event key -> recorded time, for events not yet fully routed."""
+        return f"{self.base}:pending"
+
+    @cached_property
+    def dedup(self) -> str:
+        """Hash: source + caller id -> event key."""
+        return f"{self.base}:dedup"
+
+    @cached_property
+    def dedup_t(self) -> str:
+        """Zset: source + caller id -> recorded time (dedup window)."""
+        return f"{self.base}:dedup:t"
+
+    @cached_property
+    def subs(self) -> str:
+        """Hash: app name -> its registered subscriptions (JSON)."""
+        return f"{self.base}:subs"
+
+    @cached_property
+    def subs_version(self) -> str:
+        """Counter bumped on every change of the registry."""
+        return f"{self.base}:subs:version"

@@ -21,7 +21,7 @@ from tests.engine_helpers import eventually, running_worker
 @pytest.fixture
 def bus(aredis: Redis) -> Bus:
     """A Bus on the test's private Redis."""
-    return Bus(aredis)
+    return Bus(redis=aredis)
 
 
 async def test_enqueue_writes_record_and_state_readable_by_id(bus: Bus) -> None:

@@ -42,7 +42,7 @@ def enqueue(url: str, items: list[EnqueueItem]) -> list[str]:
     async def go() -> list[str]:
         client = Redis.from_url(url)
         try:
-            refs = await Bus(client).enqueue_many(APP, items)
+            refs = await Bus(redis=client).enqueue_many(APP, items)
         finally:
             await client.aclose()
         return [ref.id for ref in refs]

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from bus.keys import AppKeys
 
 __all__ = [
+    "Call",
     "ClaimResult",
     "ClaimedTask",
     "Held",
@@ -33,10 +35,11 @@ __all__ = [
     "beat",
     "claim",
     "enqueue",
-    "enqueue_command",
-    "enqueue_pipelined",
+    "enqueue_call",
     "release",
     "renew",
+    "run_calls",
+    "run_calls_sync",
     "settle",
 ]
 
@@ -70,8 +73,56 @@ _SETTLE = Script("settle")
 _RENEW = Script("renew")
 _RELEASE = Script("release")
 _BEAT = Script("beat")
+RECORD = Script("record")
+ROUTED = Script("routed")
 
-ALL_SCRIPTS = (_ENQUEUE, _CLAIM, _SETTLE, _RENEW, _RELEASE, _BEAT)
+ALL_SCRIPTS = (_ENQUEUE, _CLAIM, _SETTLE, _RENEW, _RELEASE, _BEAT, RECORD, ROUTED)
+
+# A script call inside a pipeline: (script, keys, args).
+Call = tuple[Script, Sequence[str], Sequence[Any]]
+
+
+async def run_calls(client: Redis, calls: Sequence[Call]) -> list[Any]:
+    """Run script calls in one pipelined round trip, loading scripts if needed.
+
+    The calls must be safe to repeat: after a NOSCRIPT reply (a restarted
+    server) the whole batch runs again once the scripts are loaded.
+
+    Raises:
+        redis.exceptions.RedisError: A call failed for another reason.
+    """
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+            for script in {c[0].sha: c[0] for c in calls}.values():
+                await client.script_load(script.source)
+            continue
+        break
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return list(results)
+
+
+def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
+    """Like :func:`run_calls`, for synchronous callers."""
+    for attempt in range(2):
+        with client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+            for script in {c[0].sha: c[0] for c in calls}.values():
+                client.script_load(script.source)
+            continue
+        break
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return list(results)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,49 +150,22 @@ async def enqueue(
     Returns:
         One flag per task: True if it was added, False if its id was known.
     """
-    q = keys.queue(queue)
-    args: list[Any] = [now_ms, queue]
-    for task in tasks:
-        args += (task.id, task.record, task.max_attempts, task.run_at_ms)
-    result = await _ENQUEUE(
-        client, (keys.tasks, keys.state, keys.queues, q.ready, q.delayed, q.wake, keys.wake), args
-    )
+    script, script_keys, args = enqueue_call(keys, queue, now_ms, tasks)
+    result = await script(client, script_keys, args)
     return [bool(flag) for flag in result]
 
 
-async def enqueue_pipelined(
-    client: Redis, keys: AppKeys, batches: Sequence[tuple[str, Sequence[NewTask]]], now_ms: int
-) -> list[list[bool]]:
-    """Run several :func:`enqueue` calls in one round trip (one per batch)."""
-    for attempt in range(2):
-        async with client.pipeline(transaction=False) as pipe:
-            for queue, tasks in batches:
-                pipe.evalsha(*enqueue_command(keys, queue, now_ms, tasks))
-            results = await pipe.execute(raise_on_error=False)
-        if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
-            # Enqueue is idempotent, so running the whole pipeline again after
-            # loading the script is safe.
-            await client.script_load(_ENQUEUE.source)
-            continue
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        break
-    return [[bool(flag) for flag in result] for result in results]
-
-
-def enqueue_command(keys: AppKeys, queue: str, now_ms: int, tasks: Sequence[NewTask]) -> list[Any]:
-    """Return the EVALSHA arguments of :func:`enqueue`, for use in a pipeline."""
+def enqueue_call(keys: AppKeys, queue: str, now_ms: int, tasks: Sequence[NewTask]) -> Call:
+    """Return an :func:`enqueue` as a pipelinable call (see :func:`run_calls`)."""
     q = keys.queue(queue)
     args: list[Any] = [now_ms, queue]
     for task in tasks:
         args += (task.id, task.record, task.max_attempts, task.run_at_ms)
-    return [
-        _ENQUEUE.sha,
-        7,
-        *(keys.tasks, keys.state, keys.queues, q.ready, q.delayed, q.wake, keys.wake),
-        *args,
-    ]
+    return (
+        _ENQUEUE,
+        (keys.tasks, keys.state, keys.queues, q.ready, q.delayed, q.wake, keys.wake),
+        args,
+    )
 
 
 @dataclass(frozen=True, slots=True)

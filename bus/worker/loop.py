@@ -90,6 +90,8 @@ class Worker:
         payload_adapter: Turns a record into the handler's first argument
             (the bus layer uses it to hand events to subscription handlers).
         publisher: Given to handlers as ``ctx.publish``.
+        on_beat: Coroutines run with every heartbeat (the bus layer's sweep of
+            unrouted events); their errors are logged, never fatal.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class Worker:
         worker_id: str | None = None,
         payload_adapter: PayloadAdapter | None = None,
         publisher: Callable[..., Awaitable[str]] | None = None,
+        on_beat: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -129,6 +132,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id(0)[-6:].lower()}"
         self.payload_adapter = payload_adapter
         self.publisher = publisher
+        self.on_beat = list(on_beat)
         self.counters = _Counters()
         self._own_wake = self.keys.worker_wake(self.id)
         self._running: dict[str, _Running] = {}
@@ -538,6 +542,17 @@ class Worker:
         if reaped:
             log.info("workers_reaped", app=self.app.name, workers=reaped)
         await self._refresh_queues()
+        for hook in self.on_beat:
+            try:
+                await hook()
+            except Exception as exc:
+                log.error(
+                    "beat_hook_failed",
+                    app=self.app.name,
+                    hook=getattr(hook, "__name__", "?"),
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=exc,
+                )
 
     def _lose(self, task_id: str) -> None:
         self._unsettled.pop(task_id, None)
