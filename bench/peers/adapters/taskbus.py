@@ -1,0 +1,122 @@
+"""taskbus itself, driven through its public API like any peer.
+
+Producer: :class:`bus.client.Bus` (``enqueue`` / ``enqueue_many``). Worker:
+this module run as a script (``python -m bench.peers.adapters.taskbus``), which
+builds an :class:`bus.App` with the two shared handlers and runs one
+:class:`bus.Worker`. It does not use the ``python -m bus.worker`` CLI, so the
+adapter stays valid while that CLI settles. Kept thin on purpose: the taskbus
+API may still move a little.
+
+Semantics: at-least-once (its only mode). A claim is a lease renewed by the
+worker's heartbeat; a task whose worker dies is claimed again once the lease
+(15 s by default) runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.peers.adapters.base import (
+    Peer,
+    Variant,
+    env_url,
+    latency_async,
+    noop_async,
+    variants_by_row,
+)
+from bus import App, Worker
+from bus.client import Bus
+from bus.enqueue import EnqueueItem
+from bus.logs import configure_logging
+
+APP_NAME = "peers"
+QUEUE = "default"
+# Worker's own default (bus.worker.loop.Worker); stated so the row says it.
+CONCURRENCY = 10
+
+VARIANTS = variants_by_row(
+    [
+        Variant(
+            row="taskbus",
+            library="taskbus",
+            mode="default",
+            semantics="at-least-once (lease + heartbeat; recovered when the lease expires)",
+            concurrency=f"1 process, asyncio, concurrency={CONCURRENCY} (default)",
+            bulk_api="Bus.enqueue_many",
+        )
+    ]
+)
+
+
+def build_app() -> App:
+    """The benchmark app: the two shared job bodies as taskbus handlers."""
+    app = App(APP_NAME)
+
+    @app.task(name="noop", queue=QUEUE)
+    async def noop(payload: Any) -> None:
+        await noop_async()
+
+    @app.task(name="latency", queue=QUEUE)
+    async def latency(payload: Any) -> None:
+        await latency_async(payload["t"])
+
+    return app
+
+
+class TaskbusPeer(Peer):
+    """taskbus's producer side."""
+
+    async def open(self) -> None:
+        """Connect the Bus."""
+        self.bus = Bus(redis=Redis.from_url(self.redis_url))
+
+    async def close(self) -> None:
+        """Close the Bus."""
+        await self.bus.aclose()
+
+    async def enqueue_noop(self, i: int) -> None:
+        """One ``Bus.enqueue`` call."""
+        await self.bus.enqueue(APP_NAME, "noop", {"i": i}, queue=QUEUE)
+
+    async def enqueue_latency(self, sent_ns: int) -> None:
+        """One ``Bus.enqueue`` call carrying the enqueue time."""
+        await self.bus.enqueue(APP_NAME, "latency", {"t": sent_ns}, queue=QUEUE)
+
+    async def enqueue_noop_bulk(self, start: int, n: int) -> None:
+        """One ``Bus.enqueue_many`` call."""
+        items = [EnqueueItem("noop", {"i": i}, queue=QUEUE) for i in range(start, start + n)]
+        await self.bus.enqueue_many(APP_NAME, items)
+
+    def worker_argv(self) -> list[str]:
+        """This module as a script."""
+        # -P: no working directory on sys.path, so PYTHONPATH decides which `bus`
+        # is measured (see run.py --taskbus-ref).
+        return [sys.executable, "-P", "-m", "bench.peers.adapters.taskbus"]
+
+
+PEER = TaskbusPeer
+
+
+async def run_worker() -> None:
+    """Run one taskbus worker until SIGTERM or SIGINT."""
+    configure_logging("info")
+    redis = Redis.from_url(env_url())
+    worker = Worker(build_app(), redis, concurrency=CONCURRENCY, queues=[QUEUE])
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    print(f"ready {os.getpid()}", flush=True)
+    try:
+        await worker.run()
+    finally:
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(run_worker())
