@@ -36,8 +36,11 @@ __all__ = [
     "claim",
     "enqueue",
     "enqueue_call",
+    "purge",
     "release",
     "renew",
+    "replay",
+    "replay_call",
     "run_calls",
     "run_calls_sync",
     "settle",
@@ -349,3 +352,52 @@ async def beat(
         client, (keys.workers, keys.beats), (now_ms, worker_id, status, reap_after_ms)
     )
     return [item.decode() for item in raw]
+
+
+# -- dead letters (bus.deadletters) -------------------------------------------
+
+_REPLAY = Script("replay")
+_PURGE = Script("purge")
+
+
+def replay_call(keys: AppKeys, queue: str, now_ms: int, ids: Sequence[str]) -> Call:
+    """Return a replay of dead tasks of one queue as a pipelinable call.
+
+    The script moves each id that is still dead back to the queue's ready list
+    (see ``replay.lua``) and returns one flag per id: 1 replayed, 0 skipped.
+    """
+    q = keys.queue(queue)
+    return (
+        _REPLAY,
+        (keys.state, keys.dead, q.ready, q.wake, keys.queues, keys.wake),
+        [now_ms, queue, *ids],
+    )
+
+
+async def replay(
+    client: Redis, keys: AppKeys, queue: str, now_ms: int, ids: Sequence[str]
+) -> list[bool]:
+    """Move dead tasks back to ``queue``; a task no longer dead is skipped.
+
+    Args:
+        client: Redis client.
+        keys: The app's keys.
+        queue: The queue the tasks go back to (the one in their records).
+        now_ms: The current time.
+        ids: The task ids, oldest dead first.
+
+    Returns:
+        One flag per id: True if it was replayed, False if it was not dead.
+    """
+    script, script_keys, args = replay_call(keys, queue, now_ms, ids)
+    return [bool(flag) for flag in await script(client, script_keys, args)]
+
+
+async def purge(client: Redis, keys: AppKeys, ids: Sequence[str]) -> list[bool]:
+    """Delete dead tasks (record, state, errors, dead entry); others are skipped.
+
+    Returns:
+        One flag per id: True if it was purged, False if it was not dead.
+    """
+    raw = await _PURGE(client, (keys.state, keys.tasks, keys.errors, keys.dead), ids)
+    return [bool(flag) for flag in raw]

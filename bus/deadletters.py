@@ -1,0 +1,469 @@
+"""Dead letters of an app: list, show, replay (redrive) and purge them.
+
+The engine dead-letters a task, per app, when it exhausts its attempts (also
+when its lease expires on the last one), when its handler raises
+:class:`~bus.context.Fail` (the consumer-side schema check and an undecodable
+payload do the same), when its record cannot be decoded, or when no handler is
+declared for it. The dead set is the zset :attr:`AppKeys.dead` (id -> dead
+time); the record, state and every attempt's error stay until purged.
+
+Replay moves a task back to its queue (the one in its record), never copies
+it: ``replay.lua`` checks that it is still dead and moves it in one step, so two
+operators replaying the same task run it once. Thousands are replayed in
+batches at a chosen rate. Purge deletes dead tasks for good (``purge.lua``).
+
+Selecting tasks: explicit ids, or filters on type (the task name, or the event
+type for an event's task; ``*`` and ``?`` wildcards) and on the dead time
+(``since_ms <= dead_ms <= until_ms``), or every dead task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from bus import clock, scripts
+from bus.errors import BusError
+from bus.keys import AppKeys, validate_app_name
+from bus.lineage import TaskSnapshot, read_tasks
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "DeadLetterError",
+    "DeadTask",
+    "ReplayReport",
+    "Selection",
+    "count_dead",
+    "get_dead",
+    "list_dead",
+    "purge",
+    "replay",
+    "select_dead",
+]
+
+DEFAULT_BATCH = 100
+# Dead ids are read from the zset this many at a time.
+PAGE = 500
+
+_Page = list[tuple[bytes, float]]
+
+
+class DeadLetterError(BusError):
+    """A dead-letter operation was asked for something it cannot do."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadTask:
+    """A dead task: the stored task and when it died.
+
+    Attributes:
+        task: Record, state and errors as stored.
+        dead_ms: When it died (its score in the dead set).
+    """
+
+    task: TaskSnapshot
+    dead_ms: int
+
+    @property
+    def id(self) -> str:
+        """The task id."""
+        return self.task.id
+
+    @property
+    def type(self) -> str | None:
+        """The event type for an event's task, else the task name; None if undecodable."""
+        return self.task.type
+
+    @property
+    def queue(self) -> str | None:
+        """The queue a replay sends it to; None if the record is undecodable."""
+        return self.task.queue
+
+    @property
+    def reason(self) -> str | None:
+        """Why it died (``attempts exhausted``, ``failed by handler``, ...)."""
+        return self.task.info.dead_reason
+
+    def to_doc(self, *, full: bool = False) -> dict[str, Any]:
+        """Return the task as a JSON-ready mapping (see ``docs/operations.md``)."""
+        return self.task.to_doc(full=full)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Dead tasks picked by ids or filters, and the ids that could not be.
+
+    Attributes:
+        tasks: The dead tasks, oldest dead first.
+        missing: Given ids that are not dead, with why (unknown, or its state).
+    """
+
+    tasks: list[DeadTask]
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """What a replay did (or, in a dry run, would do).
+
+    Attributes:
+        app: The app.
+        dry_run: Nothing was changed.
+        replayed: Ids moved back to their queues (in a dry run: would be).
+        skipped: Ids not replayed, with why.
+        queues: How many went back to each queue.
+        elapsed_s: How long it took.
+    """
+
+    app: str
+    dry_run: bool
+    replayed: list[str]
+    skipped: dict[str, str]
+    queues: dict[str, int]
+    elapsed_s: float
+
+    def to_doc(self) -> dict[str, Any]:
+        """Return the report as a JSON-ready mapping (``dead replay --json``)."""
+        return {
+            "app": self.app,
+            "dry_run": self.dry_run,
+            "replayed": len(self.replayed),
+            "skipped": len(self.skipped),
+            "queues": self.queues,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "ids": self.replayed,
+            "skipped_ids": self.skipped,
+        }
+
+
+def _keys(prefix: str, app: str) -> AppKeys:
+    return AppKeys(prefix, validate_app_name(app))
+
+
+def _bound(value: int | None, default: str) -> int | str:
+    return default if value is None else value
+
+
+async def _dead_pages(
+    client: Redis,
+    keys: AppKeys,
+    since_ms: int | None,
+    until_ms: int | None,
+    *,
+    newest_first: bool,
+) -> AsyncIterator[list[tuple[str, int]]]:
+    """Yield the dead set in pages of ``(id, dead_ms)`` within the time range.
+
+    Pages follow a score cursor (plus an offset among equal scores) rather
+    than a growing offset: cheap on a large set, and removals of entries
+    already read (replayed elsewhere) do not shift the next page.
+    """
+    low: int | str = _bound(since_ms, "-inf")
+    high: int | str = _bound(until_ms, "+inf")
+    ties = 0
+    while True:
+        if newest_first:
+            page = await client.zrevrangebyscore(keys.dead, high, low, ties, PAGE, withscores=True)
+        else:
+            page = await client.zrangebyscore(keys.dead, low, high, ties, PAGE, withscores=True)
+        if not page:
+            return
+        items = [(member.decode(), int(score)) for member, score in cast(_Page, page)]
+        yield items
+        if len(items) < PAGE:
+            return
+        last = items[-1][1]
+        same = sum(1 for _, score in items if score == last)
+        ties = ties + same if (high if newest_first else low) == last else same
+        if newest_first:
+            high = last
+        else:
+            low = last
+
+
+def _type_matches(task: TaskSnapshot, pattern: str | None) -> bool:
+    if pattern is None:
+        return True
+    return task.type is not None and fnmatchcase(task.type, pattern)
+
+
+async def list_dead(
+    client: Redis,
+    prefix: str,
+    app: str,
+    *,
+    type: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int = 100,
+) -> list[DeadTask]:
+    """List an app's dead tasks, newest dead first.
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        app: The app.
+        type: Only tasks of this type (task name, or event type); wildcards allowed.
+        since_ms: Only tasks that died at or after this time.
+        until_ms: Only tasks that died at or before this time.
+        limit: The most tasks to return.
+
+    Raises:
+        ValueError: The app name is invalid.
+    """
+    keys = _keys(prefix, app)
+    out: list[DeadTask] = []
+    async for page in _dead_pages(client, keys, since_ms, until_ms, newest_first=True):
+        found = await read_tasks(client, keys, [i for i, _ in page])
+        for task_id, dead_ms in page:
+            task = found.get(task_id)
+            if task is not None and _type_matches(task, type):
+                out.append(DeadTask(task, dead_ms))
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+async def count_dead(
+    client: Redis,
+    prefix: str,
+    app: str,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> int:
+    """Count an app's dead tasks that died within the time range."""
+    keys = _keys(prefix, app)
+    return int(await client.zcount(keys.dead, _bound(since_ms, "-inf"), _bound(until_ms, "+inf")))
+
+
+async def get_dead(client: Redis, prefix: str, app: str, task_id: str) -> DeadTask | None:
+    """Return one dead task with its errors; None if the app has no dead task of that id."""
+    keys = _keys(prefix, app)
+    task = (await read_tasks(client, keys, [task_id])).get(task_id)
+    if task is None or task.dead_ms is None:
+        return None
+    return DeadTask(task, task.dead_ms)
+
+
+async def select_dead(
+    client: Redis,
+    prefix: str,
+    app: str,
+    ids: Sequence[str] | None = None,
+    *,
+    type: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    everything: bool = False,
+) -> Selection:
+    """Pick dead tasks by ids, by filters, or all of them (errors are not read).
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        app: The app.
+        ids: Explicit task ids (not combined with filters).
+        type: Task name or event type; ``*`` and ``?`` wildcards allowed.
+        since_ms: Died at or after this time.
+        until_ms: Died at or before this time.
+        everything: Every dead task of the app (no ids, no filters).
+
+    Returns:
+        The dead tasks, oldest dead first; for ids, those that are not dead.
+
+    Raises:
+        ValueError: The app name is invalid, or the selection is empty or mixed.
+    """
+    keys = _keys(prefix, app)
+    has_filter = type is not None or since_ms is not None or until_ms is not None
+    if sum((ids is not None, has_filter, everything)) != 1:
+        raise ValueError("select dead tasks by ids, by filters (type, time), or everything=True")
+    if ids is not None:
+        unique = list(dict.fromkeys(ids))
+        found = await read_tasks(client, keys, unique, errors=False)
+        tasks, missing = [], {}
+        for task_id in unique:
+            task = found.get(task_id)
+            if task is None:
+                missing[task_id] = "unknown task"
+            elif task.dead_ms is None:
+                missing[task_id] = f"not dead (state {task.info.state.value})"
+            else:
+                tasks.append(DeadTask(task, task.dead_ms))
+        tasks.sort(key=lambda t: t.dead_ms)
+        return Selection(tasks, missing)
+    out: list[DeadTask] = []
+    async for page in _dead_pages(client, keys, since_ms, until_ms, newest_first=False):
+        found = await read_tasks(client, keys, [i for i, _ in page], errors=False)
+        for task_id, dead_ms in page:
+            task = found.get(task_id)
+            if task is not None and _type_matches(task, type):
+                out.append(DeadTask(task, dead_ms))
+    return Selection(out)
+
+
+def batch_size(batch: int, rate_per_s: float | None) -> int:
+    """The tasks per batch: ``batch``, or a tenth of a second's worth at the rate."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if rate_per_s is None:
+        return batch
+    if rate_per_s <= 0:
+        raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
+    # Small batches keep the flow smooth: ten per second at most, never a burst
+    # of more than a tenth of a second's worth.
+    return max(1, min(batch, int(rate_per_s / 10)))
+
+
+async def replay(
+    client: Redis,
+    prefix: str,
+    app: str,
+    ids: Sequence[str] | None = None,
+    *,
+    type: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    everything: bool = False,
+    dry_run: bool = False,
+    rate_per_s: float | None = None,
+    batch: int = DEFAULT_BATCH,
+) -> ReplayReport:
+    """Move dead tasks back to their queues, attempts reset, errors kept.
+
+    Each task goes back to the queue in its record as ``queued`` with 0
+    attempts, its replay count up by one, and idle workers are woken. A task
+    that is no longer dead when its batch runs (replayed or purged by someone
+    else) is skipped. Batches run one after another; with ``rate_per_s``, a
+    batch starts no earlier than its share of the rate allows.
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        app: The app.
+        ids: Explicit task ids; or select with the filters (see :func:`select_dead`).
+        type: Task name or event type; ``*`` and ``?`` wildcards allowed.
+        since_ms: Died at or after this time.
+        until_ms: Died at or before this time.
+        everything: Replay every dead task of the app.
+        dry_run: Report what would be replayed; change nothing.
+        rate_per_s: The most tasks replayed per second (None: as fast as possible).
+        batch: The most tasks per batch (one script call per queue in a batch).
+
+    Raises:
+        ValueError: Invalid app name, selection, batch or rate.
+    """
+    size = batch_size(batch, rate_per_s)
+    started = clock.monotonic_s()
+    selection = await select_dead(
+        client,
+        prefix,
+        app,
+        ids,
+        type=type,
+        since_ms=since_ms,
+        until_ms=until_ms,
+        everything=everything,
+    )
+    skipped = dict(selection.missing)
+    todo: list[tuple[str, str]] = []
+    for dead in selection.tasks:
+        if dead.queue is None:
+            skipped[dead.id] = f"cannot replay: {dead.task.record_error}"
+        else:
+            todo.append((dead.id, dead.queue))
+    replayed: list[str] = []
+    queues: dict[str, int] = {}
+    if dry_run:
+        for task_id, queue in todo:
+            replayed.append(task_id)
+            queues[queue] = queues.get(queue, 0) + 1
+        return ReplayReport(app, True, replayed, skipped, queues, clock.monotonic_s() - started)
+    keys = _keys(prefix, app)
+    done = 0
+    for start in range(0, len(todo), size):
+        if rate_per_s is not None:
+            # The next batch may start once the ones before it fit the rate.
+            wait_s = started + done / rate_per_s - clock.monotonic_s()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+        chunk = todo[start : start + size]
+        groups: dict[str, list[str]] = {}
+        for task_id, queue in chunk:
+            groups.setdefault(queue, []).append(task_id)
+        now = clock.now_ms()
+        calls = [scripts.replay_call(keys, q, now, group) for q, group in groups.items()]
+        results = await scripts.run_calls(client, calls)
+        for (queue, group), flags in zip(groups.items(), results, strict=True):
+            for task_id, flag in zip(group, flags, strict=True):
+                if flag:
+                    replayed.append(task_id)
+                    queues[queue] = queues.get(queue, 0) + 1
+                else:
+                    skipped[task_id] = "not dead any more (replayed or purged meanwhile)"
+        done += len(chunk)
+    return ReplayReport(app, False, replayed, skipped, queues, clock.monotonic_s() - started)
+
+
+async def purge(
+    client: Redis,
+    prefix: str,
+    app: str,
+    ids: Sequence[str] | None = None,
+    *,
+    type: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    everything: bool = False,
+    batch: int = 500,
+) -> int:
+    """Delete dead tasks for good: record, state, errors and dead-set entry.
+
+    Only tasks that are dead when their batch runs are deleted; ids that are
+    unknown or not dead are ignored.
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        app: The app.
+        ids: Explicit task ids; or select with the filters (see :func:`select_dead`).
+        type: Task name or event type; ``*`` and ``?`` wildcards allowed.
+        since_ms: Died at or after this time.
+        until_ms: Died at or before this time.
+        everything: Purge every dead task of the app.
+        batch: Tasks per script call.
+
+    Returns:
+        How many tasks were deleted.
+
+    Raises:
+        ValueError: Invalid app name or selection.
+    """
+    keys = _keys(prefix, app)
+    has_filter = type is not None or since_ms is not None or until_ms is not None
+    if ids is not None and not has_filter and not everything:
+        # Explicit ids: the script itself checks each is dead; no need to read them.
+        targets = list(dict.fromkeys(ids))
+    else:
+        selection = await select_dead(
+            client,
+            prefix,
+            app,
+            ids,
+            type=type,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            everything=everything,
+        )
+        targets = [t.id for t in selection.tasks]
+    purged = 0
+    for start in range(0, len(targets), max(1, batch)):
+        flags = await scripts.purge(client, keys, targets[start : start + max(1, batch)])
+        purged += sum(flags)
+    return purged
