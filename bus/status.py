@@ -1,0 +1,310 @@
+"""The state of the bus at a glance: per app, its queues, dead letters and workers.
+
+Apps are those registered in the subscription registry plus those that have
+keys (found with ``SCAN``, never ``KEYS``). Per queue: ready depth, delayed,
+in flight, and the age of the oldest waiting task (the tail of the ready list,
+which workers pop next). Per app: the dead count and the workers' status
+records; a worker is live while its heartbeat is recent (3 leases: 45 s).
+
+A registered app with no live worker for longer than ``stale_after_ms`` is
+flagged: events keep reaching its queues and nobody works them. "Last seen"
+is the newest heartbeat still recorded, or the newest time a task of the app
+finished or died if that is later: a worker that stops cleanly removes its
+status record, but the tasks it settled remain as evidence it was there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from bus.keys import AppKeys, BusKeys, validate_app_name
+
+__all__ = [
+    "LIVE_AFTER_MS",
+    "STALE_AFTER_MS",
+    "AppStatus",
+    "BusStatus",
+    "QueueStatus",
+    "WorkerStatus",
+    "app_names",
+    "bus_status",
+]
+
+#: A worker is live while its last heartbeat is at most this old (3 x 15 s lease).
+LIVE_AFTER_MS = 45_000
+#: A registered app with no live worker for longer than this is flagged.
+STALE_AFTER_MS = 300_000
+
+_GLOB_SPECIAL = "*?[]\\"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def app_names(client: Redis, prefix: str) -> tuple[list[str], list[str]]:
+    """Return the registered apps and the apps that have queues, each sorted.
+
+    The key pattern is derived from :class:`AppKeys`, so the layout stays
+    defined in :mod:`bus.keys` alone.
+    """
+    registered = sorted(_text(a) for a in await client.hkeys(BusKeys(prefix).subs))
+    head, tail = AppKeys(prefix, "\0").queues.split("\0")
+    pattern = _glob_escape(head) + "*" + _glob_escape(tail)
+    found: set[str] = set()
+    async for raw in client.scan_iter(match=pattern, count=1000):
+        key = _text(raw)
+        name = key[len(head) : len(key) - len(tail)]
+        try:
+            found.add(validate_app_name(name))
+        except ValueError:
+            continue  # not a key of ours (a foreign key that happens to match)
+    return registered, sorted(found)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """Depths of one queue and its oldest waiting task."""
+
+    name: str
+    ready: int
+    delayed: int
+    inflight: int
+    oldest_id: str | None
+    oldest_created_ms: int | None
+
+    def to_doc(self, now_ms: int) -> dict[str, Any]:
+        """Return the queue as a JSON-ready mapping."""
+        age = None if self.oldest_created_ms is None else now_ms - self.oldest_created_ms
+        return {
+            "queue": self.name,
+            "ready": self.ready,
+            "delayed": self.delayed,
+            "inflight": self.inflight,
+            "oldest_waiting_id": self.oldest_id,
+            "oldest_waiting_age_ms": age,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """One worker's status record and last heartbeat."""
+
+    id: str
+    host: str | None
+    pid: int | None
+    queues: list[str]
+    running: int
+    processed: int
+    failed: int
+    beat_ms: int
+    live: bool
+
+    def to_doc(self, now_ms: int) -> dict[str, Any]:
+        """Return the worker as a JSON-ready mapping."""
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": self.queues,
+            "running": self.running,
+            "processed": self.processed,
+            "failed": self.failed,
+            "last_beat_age_ms": now_ms - self.beat_ms,
+            "live": self.live,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AppStatus:
+    """One app: queues, dead count, workers, and whether it lacks workers."""
+
+    app: str
+    registered: bool
+    queues: list[QueueStatus]
+    dead: int
+    workers: list[WorkerStatus]
+    last_seen_ms: int | None
+    stale: bool
+    warning: str | None
+
+    def to_doc(self, now_ms: int) -> dict[str, Any]:
+        """Return the app as a JSON-ready mapping."""
+        return {
+            "app": self.app,
+            "registered": self.registered,
+            "queues": [q.to_doc(now_ms) for q in self.queues],
+            "dead": self.dead,
+            "live_workers": sum(1 for w in self.workers if w.live),
+            "workers": [w.to_doc(now_ms) for w in self.workers],
+            "last_seen_ms": self.last_seen_ms,
+            "stale": self.stale,
+            "warning": self.warning,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatus:
+    """Every app's status at one moment."""
+
+    now_ms: int
+    live_after_ms: int
+    stale_after_ms: int
+    apps: list[AppStatus]
+
+    def to_doc(self) -> dict[str, Any]:
+        """Return the status as a JSON-ready mapping (``status --json``)."""
+        return {
+            "now_ms": self.now_ms,
+            "live_after_ms": self.live_after_ms,
+            "stale_after_ms": self.stale_after_ms,
+            "apps": [a.to_doc(self.now_ms) for a in self.apps],
+        }
+
+
+def _worker(worker_id: str, raw: bytes | None, beat_ms: int, live: bool) -> WorkerStatus:
+    doc: dict[str, Any] = {}
+    if raw:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = {}
+    return WorkerStatus(
+        id=worker_id,
+        host=doc.get("host"),
+        pid=doc.get("pid"),
+        queues=list(doc.get("queues") or []),
+        running=int(doc.get("running_count", 0)),
+        processed=int(doc.get("processed", 0)),
+        failed=int(doc.get("failed", 0)),
+        beat_ms=beat_ms,
+        live=live,
+    )
+
+
+def _newest(*candidates: int | None) -> int | None:
+    present = [c for c in candidates if c is not None]
+    return max(present) if present else None
+
+
+def _age_text(ms: int) -> str:
+    seconds = ms // 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+async def _app_status(
+    client: Redis,
+    prefix: str,
+    app: str,
+    registered: bool,
+    *,
+    now_ms: int,
+    live_after_ms: int,
+    stale_after_ms: int,
+) -> AppStatus:
+    keys = AppKeys(prefix, app)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.smembers(keys.queues)
+        pipe.zcard(keys.dead)
+        pipe.hgetall(keys.workers)
+        pipe.zrange(keys.beats, 0, -1, withscores=True)
+        pipe.zrange(keys.finished, -1, -1, withscores=True)
+        pipe.zrange(keys.dead, -1, -1, withscores=True)
+        members, dead, records, beats, last_finished, last_dead = await pipe.execute()
+    names = sorted(_text(m) for m in members)
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            q = keys.queue(name)
+            pipe.llen(q.ready)
+            pipe.zcard(q.delayed)
+            pipe.zcard(q.inflight)
+            # Workers RPOP, so the tail of the ready list is the next to run.
+            pipe.lindex(q.ready, -1)
+        depths = await pipe.execute()
+    oldest_ids = [_text(depths[i * 4 + 3]) for i in range(len(names)) if depths[i * 4 + 3]]
+    created: dict[str, int] = {}
+    if oldest_ids:
+        for task_id, raw in zip(
+            oldest_ids, await client.hmget(keys.state, oldest_ids), strict=True
+        ):
+            tc = orjson.loads(raw).get("tc") if raw is not None else None
+            if tc is not None:
+                created[task_id] = int(tc)
+    queues = []
+    for i, name in enumerate(names):
+        ready, delayed, inflight, tail = depths[i * 4 : i * 4 + 4]
+        oldest = _text(tail) if tail else None
+        queues.append(
+            QueueStatus(name, ready, delayed, inflight, oldest, created.get(oldest or ""))
+        )
+    by_id = {_text(k): v for k, v in records.items()}
+    workers = [
+        _worker(_text(w), by_id.get(_text(w)), int(score), now_ms - int(score) <= live_after_ms)
+        for w, score in beats
+    ]
+    workers.sort(key=lambda w: (not w.live, w.id))
+    last_seen = _newest(
+        max((w.beat_ms for w in workers), default=None),
+        int(last_finished[0][1]) if last_finished else None,
+        int(last_dead[0][1]) if last_dead else None,
+    )
+    stale, warning = False, None
+    if registered and not any(w.live for w in workers):
+        if last_seen is None:
+            stale, warning = True, "never seen a worker"
+        elif now_ms - last_seen > stale_after_ms:
+            stale = True
+            warning = f"no live worker for {_age_text(now_ms - last_seen)}"
+    return AppStatus(app, registered, queues, int(dead), workers, last_seen, stale, warning)
+
+
+async def bus_status(
+    client: Redis,
+    prefix: str,
+    *,
+    now_ms: int,
+    apps: list[str] | None = None,
+    live_after_ms: int = LIVE_AFTER_MS,
+    stale_after_ms: int = STALE_AFTER_MS,
+) -> BusStatus:
+    """Read the status of every app (or of the named ones).
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        now_ms: The current time (ages are computed against it).
+        apps: Only these apps (default: registered apps and apps with queues).
+        live_after_ms: A heartbeat older than this means the worker is gone.
+        stale_after_ms: Flag a registered app with no live worker for this long.
+
+    Raises:
+        ValueError: A named app is not a valid app name.
+    """
+    registered, with_keys = await app_names(client, prefix)
+    names = sorted(set(registered) | set(with_keys))
+    if apps is not None:
+        names = [validate_app_name(a) for a in apps]
+    out = [
+        await _app_status(
+            client,
+            prefix,
+            app,
+            app in registered,
+            now_ms=now_ms,
+            live_after_ms=live_after_ms,
+            stale_after_ms=stale_after_ms,
+        )
+        for app in names
+    ]
+    return BusStatus(now_ms, live_after_ms, stale_after_ms, out)
