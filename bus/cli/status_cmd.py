@@ -1,0 +1,290 @@
+"""The inspection commands: ``status``, ``task show`` and ``event show``.
+
+``status`` shows every app's queues, dead letters and workers, and flags
+registered apps that no worker has served for a while. ``task show`` tells one
+task's story from its stored state; ``event show`` follows an event to the task
+it became in each subscribing app. Formats: ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from bus import clock
+from bus.cli.ops import (
+    app_arg,
+    fmt_age,
+    fmt_time,
+    parse_duration_ms,
+    print_json,
+    print_table,
+    with_redis,
+)
+from bus.lineage import EventLineage, TaskSnapshot, event_lineage, read_task
+from bus.settings import Settings
+from bus.status import LIVE_AFTER_MS, BusStatus, bus_status
+
+__all__ = ["print_task", "register"]
+
+PAYLOAD_CHARS = 2000
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``status``, ``task`` and ``event`` commands."""
+    status = subparsers.add_parser(
+        "status",
+        help="show queues, dead letters and workers of every app",
+        description=(
+            "Per app: each queue's ready, delayed and in-flight tasks and the age of the "
+            "oldest waiting one; the dead-letter count; the workers and their last "
+            "heartbeats. Registered apps without a live worker for longer than "
+            "--stale-after are flagged."
+        ),
+    )
+    status.add_argument("--app", action="append", help="only this app (repeatable)")
+    status.add_argument(
+        "--stale-after",
+        default="5m",
+        help="flag a registered app with no live worker for this long (default: %(default)s)",
+    )
+    status.add_argument(
+        "--live-after",
+        default=f"{LIVE_AFTER_MS // 1000}s",
+        help="a worker whose last heartbeat is older is gone (default: %(default)s)",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=run_status)
+
+    task = subparsers.add_parser("task", help="inspect a task")
+    task_commands = task.add_subparsers(dest="task_command", metavar="COMMAND", required=True)
+    show = task_commands.add_parser(
+        "show",
+        help="show a task's record, state and history",
+        description=(
+            "Show a task's record, current state, every attempt's error and its history "
+            "(created, started, failed, dead, replayed, succeeded), as stored."
+        ),
+    )
+    show.add_argument("id", metavar="ID", help="the task id")
+    show.add_argument("--app", required=True, help="the app the task belongs to")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=run_task_show)
+
+    event = subparsers.add_parser("event", help="inspect an event")
+    event_commands = event.add_subparsers(dest="event_command", metavar="COMMAND", required=True)
+    eshow = event_commands.add_parser(
+        "show",
+        help="show an event and the task it became in each subscribing app",
+        description=(
+            "Show the event's envelope from the event log and, for every registered "
+            "subscription, the state of its task <key>.<subscription> ('no task' when the "
+            "subscription does not match, the event is not routed yet, or the task expired)."
+        ),
+    )
+    eshow.add_argument("key", metavar="EVENT_KEY", help="the event's bus key (buskey)")
+    eshow.add_argument("--json", action="store_true", help="print JSON")
+    eshow.set_defaults(handler=run_event_show)
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the status of every app (or of the ``--app`` ones)."""
+    stale_ms = parse_duration_ms(args.stale_after, "--stale-after")
+    live_ms = parse_duration_ms(args.live_after, "--live-after")
+    apps = [app_arg(a) for a in args.app] if args.app else None
+
+    async def read(client: Redis) -> BusStatus:
+        return await bus_status(
+            client,
+            settings.prefix,
+            now_ms=clock.now_ms(),
+            apps=apps,
+            live_after_ms=live_ms,
+            stale_after_ms=stale_ms,
+        )
+
+    status = with_redis(settings, read)
+    if args.json:
+        print_json(status.to_doc())
+        return 0
+    if not status.apps:
+        print("no apps: none is registered and none has queues")
+        return 0
+    for index, app in enumerate(status.to_doc()["apps"]):
+        if index:
+            print()
+        _print_app(app)
+    return 0
+
+
+def _print_app(app: dict[str, Any]) -> None:
+    label = "registered" if app["registered"] else "not registered"
+    print(
+        f"app {app['app']} ({label}): {app['dead']} dead, "
+        f"{app['live_workers']} live worker{'s' if app['live_workers'] != 1 else ''}"
+    )
+    if app["warning"]:
+        print(f"  WARNING: {app['warning']}: its queues fill up and nobody works them")
+    if app["queues"]:
+        rows = [("QUEUE", "READY", "DELAYED", "IN FLIGHT", "OLDEST WAITING")]
+        for q in app["queues"]:
+            rows.append(
+                (
+                    q["queue"],
+                    str(q["ready"]),
+                    str(q["delayed"]),
+                    str(q["inflight"]),
+                    fmt_age(q["oldest_waiting_age_ms"]),
+                )
+            )
+        print_table(rows, indent="  ")
+    else:
+        print("  no queues")
+    if app["workers"]:
+        wrows = [("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "DONE", "FAILED", "LAST BEAT")]
+        for w in app["workers"]:
+            beat = fmt_age(w["last_beat_age_ms"]) + ("" if w["live"] else " (gone)")
+            wrows.append(
+                (
+                    w["id"],
+                    str(w["host"] or "-"),
+                    str(w["pid"] or "-"),
+                    ",".join(w["queues"]) or "-",
+                    str(w["running"]),
+                    str(w["processed"]),
+                    str(w["failed"]),
+                    beat,
+                )
+            )
+        print_table(wrows, indent="  ")
+
+
+# -- task show ---------------------------------------------------------------------------
+
+
+def run_task_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print one task with its history."""
+    app = app_arg(args.app)
+
+    async def read(client: Redis) -> TaskSnapshot:
+        return await read_task(client, settings.prefix, app, args.id)
+
+    task = with_redis(settings, read)
+    if args.json:
+        print_json(task.to_doc(full=True))
+    else:
+        print_task(task.to_doc(full=True))
+    return 0
+
+
+def print_task(doc: dict[str, Any]) -> None:
+    """Print a task document (``TaskSnapshot.to_doc(full=True)``) for a human."""
+    print(f"task {doc['id']} of app {doc['app']}")
+    what = f"{doc['name']} (kind {doc['kind']})" if doc["name"] else "-"
+    state = doc["state"] + (f" ({doc['dead_reason']})" if doc["dead_reason"] else "")
+    rows = [
+        ("name", what),
+        ("type", doc["type"] or "-"),
+        ("queue", doc["queue"] or "-"),
+        ("state", state),
+        ("attempts", f"{doc['attempts']} of {doc['max_attempts']}"),
+        ("replays", str(doc["replays"])),
+        ("worker", doc["worker"] or "-"),
+    ]
+    if doc["event_key"]:
+        rows.insert(2, ("event", doc["event_key"]))
+    if doc["record_error"]:
+        rows.append(("record", f"UNREADABLE: {doc['record_error']}"))
+    for label, value in rows:
+        print(f"  {label:<9} {value}")
+    print("history")
+    hrows = []
+    for entry in doc["history"]:
+        detail = {k: v for k, v in entry.items() if k not in ("at_ms", "event") and v is not None}
+        text = " ".join(f"{k}={v}" for k, v in detail.items() if k not in ("type", "message"))
+        if "type" in detail:
+            text += f" {detail['type']}: {detail.get('message', '')}"
+        hrows.append((fmt_time(entry["at_ms"]), entry["event"], text.strip()))
+    print_table(hrows, indent="  ")
+    if doc["record"] is not None:
+        payload = orjson.dumps(doc["record"]["payload"], option=orjson.OPT_INDENT_2).decode()
+        print("payload")
+        print(_indent(_clip(payload)))
+    elif doc["record_raw"] is not None:
+        print("raw record")
+        print(_indent(_clip(doc["record_raw"])))
+    if doc["errors"] and doc["errors"][-1]["traceback"]:
+        print(f"last error (attempt {doc['errors'][-1]['attempt']})")
+        print(_indent(doc["errors"][-1]["traceback"].rstrip()))
+
+
+def _schema(env: dict[str, Any]) -> str | None:
+    if env.get("dataschema") is None:
+        return None
+    version = env.get("schemaversion")
+    return f"{env['dataschema']}" + (f" (version {version})" if version is not None else "")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + " ...(clipped)"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+# -- event show --------------------------------------------------------------------------
+
+
+def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print an event and the state of its task in every subscribing app."""
+
+    async def read(client: Redis) -> EventLineage:
+        return await event_lineage(client, settings.prefix, args.key)
+
+    lineage = with_redis(settings, read)
+    doc = lineage.to_doc()
+    if args.json:
+        print_json(doc)
+        return 0
+    env = doc["envelope"]
+    print(f"event {doc['key']} ({env.get('type')})")
+    for label, value in (
+        ("id", env.get("id")),
+        ("source", env.get("source")),
+        ("time", env.get("time")),
+        ("schema", _schema(env)),
+        ("correlation", env.get("correlationid")),
+        ("routed", "no (pending: a worker's sweep will route it)" if doc["pending"] else "yes"),
+    ):
+        if value is not None:
+            print(f"  {label:<11} {value}")
+    print("data")
+    print(_indent(_clip(orjson.dumps(env.get("data"), option=orjson.OPT_INDENT_2).decode())))
+    if not doc["deliveries"]:
+        print("no registered subscriptions")
+        return 0
+    rows = [("APP", "SUBSCRIPTION", "TASK", "STATE", "ATTEMPTS", "NOTE")]
+    for d in doc["deliveries"]:
+        if d["state"] is None:
+            note = "does not match"
+            if d["matches"]:
+                note = (
+                    "not routed yet" if doc["pending"] else "expired, purged, or subscribed later"
+                )
+            rows.append((d["app"], d["subscription"], d["task_id"], "no task", "-", note))
+            continue
+        note = d["dead_reason"] or ""
+        if d["replays"]:
+            note = f"{note} replayed {d['replays']}x".strip()
+        rows.append(
+            (d["app"], d["subscription"], d["task_id"], d["state"], str(d["attempts"]), note)
+        )
+    print_table(rows)
+    return 0
