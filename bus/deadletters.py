@@ -156,6 +156,7 @@ async def _dead_pages(
     until_ms: int | None,
     *,
     newest_first: bool,
+    size: int = PAGE,
 ) -> AsyncIterator[list[tuple[str, int]]]:
     """Yield the dead set in pages of ``(id, dead_ms)`` within the time range.
 
@@ -168,14 +169,14 @@ async def _dead_pages(
     ties = 0
     while True:
         if newest_first:
-            page = await client.zrevrangebyscore(keys.dead, high, low, ties, PAGE, withscores=True)
+            page = await client.zrevrangebyscore(keys.dead, high, low, ties, size, withscores=True)
         else:
-            page = await client.zrangebyscore(keys.dead, low, high, ties, PAGE, withscores=True)
+            page = await client.zrangebyscore(keys.dead, low, high, ties, size, withscores=True)
         if not page:
             return
         items = [(member.decode(), int(score)) for member, score in cast(_Page, page)]
         yield items
-        if len(items) < PAGE:
+        if len(items) < size:
             return
         last = items[-1][1]
         same = sum(1 for _, score in items if score == last)
@@ -218,7 +219,10 @@ async def list_dead(
     """
     keys = _keys(prefix, app)
     out: list[DeadTask] = []
-    async for page in _dead_pages(client, keys, since_ms, until_ms, newest_first=True):
+    # Without a type filter every task read is shown: read no more than wanted.
+    size = PAGE if type is not None else max(1, min(PAGE, limit))
+    pages = _dead_pages(client, keys, since_ms, until_ms, newest_first=True, size=size)
+    async for page in pages:
         found = await read_tasks(client, keys, [i for i, _ in page])
         for task_id, dead_ms in page:
             task = found.get(task_id)

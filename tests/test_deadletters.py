@@ -198,6 +198,8 @@ async def test_listing_pages_through_many_tasks_dead_in_the_same_millisecond(
         await aredis.hset(KEYS.state, task_id, b'{"s":"dead","a":1,"m":1}')
     newest_first = await list_dead(aredis, "bus", APP, limit=5000)
     assert sorted(t.id for t in newest_first) == ids
+    newest_700 = [t.id for t in await list_dead(aredis, "bus", APP, limit=700)]
+    assert sorted(newest_700) == ids[-700:]
     selection = await select_dead(aredis, "bus", APP, everything=True)
     assert sorted(t.id for t in selection.tasks) == ids
 
