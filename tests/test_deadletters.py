@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,10 +12,12 @@ import pytest
 from redis.asyncio import Redis
 
 from bus import App, Fail, TaskState, Worker, clock, scripts
+from bus.apps import event_adapter
 from bus.client import Bus
 from bus.deadletters import batch_size, get_dead, list_dead, purge, replay, select_dead
 from bus.enqueue import EnqueueItem
 from bus.keys import AppKeys
+from bus.schemas import SchemaRegistry
 from bus.task import TaskRecord
 from tests.engine_helpers import eventually, running_worker
 
@@ -49,15 +52,19 @@ async def kill(bus: Bus, aredis: Redis, items: list[EnqueueItem]) -> list[str]:
     return [ref.id for ref in refs]
 
 
-async def enqueue_event_task(aredis: Redis, task_id: str, event_type: str) -> None:
+async def enqueue_event_task(
+    aredis: Redis, task_id: str, event_type: str, data: Any = None
+) -> None:
     """Add a task as routing would: kind 'event', the envelope as payload."""
-    envelope = {"type": event_type, "buskey": task_id.split(".")[0], "data": {"n": 1}}
+    key = task_id.split(".")[0]
+    doc = {"id": key, "source": "test", "type": event_type, "time": "2026-11-28T10:00:00Z"}
+    doc.update(buskey=key, data={"n": 1} if data is None else data)
     record = TaskRecord(
-        id=task_id, app=APP, name="on-event", queue="default", payload=envelope, kind="event"
+        id=task_id, app=APP, name="on-event", queue="default", payload=doc, kind="event"
     )
     now = clock.now_ms()
     await scripts.enqueue(
-        aredis, KEYS, "default", now, [scripts.NewTask(task_id, record.encode(), 1, 0)]
+        aredis, KEYS, "default", now, [scripts.NewTask(task_id, record.encode(), 5, 0)]
     )
 
 
@@ -139,26 +146,47 @@ async def test_undecodable_record_is_dead_lettered(bus: Bus, aredis: Redis) -> N
     assert "undecodable task record" in dead.task.record_error
 
 
-async def test_payload_the_adapter_rejects_is_dead_lettered(bus: Bus, aredis: Redis) -> None:
-    """A payload the consumer side rejects (bad schema, undecodable) fails for good."""
+def subscriber(ran: list[Any]) -> App:
+    """An app with the subscription handler ``on-event``, which records what it got."""
     app = App(APP)
+
+    @app.task(name="on-event", max_attempts=5)
+    async def on_event(event: Any) -> None:
+        ran.append(event)
+
+    return app
+
+
+async def test_event_failing_the_consumer_schema_check_is_dead_lettered(
+    aredis: Redis, tmp_path: Path
+) -> None:
+    """An event whose data the subscriber's schema rejects dies at once, not after retries."""
+    schema = {"$id": "test/order.placed", "version": 1, "type": "object", "required": ["order"]}
+    (tmp_path / "order.placed.json").write_bytes(orjson.dumps(schema))
+    adapter = event_adapter(SchemaRegistry.load(tmp_path))
     ran: list[Any] = []
-
-    @app.task(max_attempts=5)
-    async def job(payload: Any) -> None:
-        ran.append(payload)
-
-    def adapter(record: TaskRecord, ctx: Any) -> Any:
-        if not isinstance(record.payload, dict):
-            raise Fail(f"payload does not match the schema: {record.payload!r}")
-        return record.payload
-
-    ref = await bus.enqueue(app, "job", "not an object")
-    await Worker(app, aredis, burst=True, payload_adapter=adapter).run()
-    dead = await get_dead(aredis, "bus", APP, ref.id)
+    await enqueue_event_task(aredis, "EVT1.on-event", "order.placed", {"total": 3})
+    await enqueue_event_task(aredis, "EVT2.on-event", "order.placed", {"order": 3})
+    await Worker(subscriber(ran), aredis, burst=True, payload_adapter=adapter).run()
+    dead = await get_dead(aredis, "bus", APP, "EVT1.on-event")
     assert dead is not None
-    assert dead.reason == "failed by handler"
-    assert "does not match the schema" in dead.task.info.errors[-1].message
+    assert dead.reason == "schema check failed"
+    assert dead.task.info.attempts == 1
+    assert "order" in dead.task.info.errors[-1].message
+    assert [event.key for event in ran] == ["EVT2"]
+
+
+async def test_event_whose_envelope_cannot_be_decoded_is_dead_lettered(aredis: Redis) -> None:
+    """A routed task whose payload is no event envelope dies as undecodable, never runs."""
+    ran: list[Any] = []
+    await enqueue_event_task(aredis, "EVT1.on-event", "order.placed")
+    record = orjson.loads(await aredis.hget(KEYS.tasks, "EVT1.on-event"))
+    del record["payload"]["source"]
+    await aredis.hset(KEYS.tasks, "EVT1.on-event", orjson.dumps(record))
+    await Worker(subscriber(ran), aredis, burst=True, payload_adapter=event_adapter()).run()
+    dead = await get_dead(aredis, "bus", APP, "EVT1.on-event")
+    assert dead is not None
+    assert dead.reason == "undecodable event"
     assert ran == []
 
 
