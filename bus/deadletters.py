@@ -4,8 +4,9 @@ The engine dead-letters a task, per app, when it exhausts its attempts (also
 when its lease expires on the last one), when its handler raises
 :class:`~bus.context.Fail`, when an event fails the consumer-side schema check
 or its envelope cannot be decoded (the payload adapter fails it), when its
-record cannot be decoded, or when no handler is declared for it. The dead set is the zset :attr:`AppKeys.dead` (id -> dead
-time); the record, state and every attempt's error stay until purged.
+record cannot be decoded, or when no handler is declared for it. The dead set
+is the zset :attr:`AppKeys.dead` (id -> dead time); the record, state and
+every attempt's error stay until purged.
 
 Replay moves a task back to its queue (the one in its record), never copies
 it: ``replay.lua`` checks that it is still dead and moves it in one step, so two
