@@ -38,12 +38,14 @@ class Fail(Exception):
     """Raised by a handler: fail this task now, with no further attempts.
 
     Args:
-        reason: Recorded as the dead-letter reason.
+        reason: Recorded as the error message of the attempt.
+        dead_reason: The dead-letter reason (default ``failed by handler``).
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, dead_reason: str = "failed by handler") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.dead_reason = dead_reason
 
 
 Publisher = Callable[..., Awaitable[str]]

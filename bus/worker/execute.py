@@ -153,7 +153,7 @@ def judge(
     """
     if isinstance(exc, Fail):
         doc = error_doc(exc, kind="Fail", attempt=attempt, at_ms=now_ms, worker=worker)
-        return Verdict("dead", b"failed by handler|" + doc, "Fail")
+        return Verdict("dead", exc.dead_reason.encode() + b"|" + doc, "Fail")
     kind = "TaskTimeout" if timed_out else None
     doc = error_doc(exc, kind=kind, attempt=attempt, at_ms=now_ms, worker=worker)
     error_type = kind or type(exc).__qualname__

@@ -1,0 +1,68 @@
+"""The ``publish`` command: publish one event from the shell, validated like the API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from bus.client import Bus
+from bus.errors import BusError
+from bus.settings import Settings
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``publish`` command."""
+    cmd = subparsers.add_parser(
+        "publish",
+        help="publish an event",
+        description=(
+            "Validate a payload against schemas/TYPE.json and publish it. The payload is "
+            "JSON given as an argument, read from --file, or from standard input ('-')."
+        ),
+        epilog="example: python -m bus publish user.signed_up "
+        '\'{"user_id": "u1", "email": "a@example.com", "plan": "pro", "country": "DE"}\'',
+    )
+    cmd.add_argument("type", metavar="TYPE", help="event type, e.g. user.signed_up")
+    cmd.add_argument("payload", nargs="?", metavar="JSON", help="the payload; '-' reads stdin")
+    cmd.add_argument("--file", type=Path, metavar="PATH", help="read the payload from a file")
+    cmd.add_argument("--id", help="your own event id: the same source + id is routed once")
+    cmd.add_argument("--source", help="event source (default: this host's name)")
+    cmd.add_argument("--correlation-id", help="correlation id carried by follow-ups")
+    cmd.set_defaults(handler=run)
+
+
+def _read_payload(args: argparse.Namespace) -> bytes:
+    if args.file is not None and args.payload is not None:
+        raise BusError("give the payload as an argument or with --file, not both")
+    if args.file is not None:
+        try:
+            data: bytes = args.file.read_bytes()
+            return data
+        except OSError as exc:
+            raise BusError(f"cannot read {args.file}: {exc.strerror}") from exc
+    if args.payload is None or args.payload == "-":
+        return sys.stdin.buffer.read()
+    return str(args.payload).encode()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish and print the event key."""
+    raw = _read_payload(args)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BusError(f"the payload is not valid JSON: {exc}") from exc
+    bus = Bus(settings)
+    try:
+        key = bus.publish(
+            args.type, payload, id=args.id, source=args.source, correlation_id=args.correlation_id
+        )
+    finally:
+        bus.close_sync()
+    print(key)
+    return 0

@@ -1,0 +1,278 @@
+"""Publishing: validate, wrap in an envelope, record durably, route inline.
+
+Nothing is written unless every event of a call is valid: unknown type,
+schema violations, payloads that are too large or not JSON-serialisable all
+raise before the first byte goes to Redis.
+
+The flow is written once, as a generator of I/O steps (``_flow``), and driven
+by a synchronous or an asynchronous executor, so ``publish`` and ``apublish``
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from bus import clock, scripts
+from bus.events import build_envelope, validate_event_id, validate_source
+from bus.ids import new_id
+from bus.keys import BusKeys
+from bus.registry import Registry, load_registry, load_registry_sync
+from bus.router import RoutedEvent, route_calls, routed_call
+from bus.schemas import SchemaRegistry, encode_payload
+
+__all__ = ["EventSpec", "Publisher"]
+
+# Exit status of a publisher stopped by the crash test hook.
+CRASH_EXIT_CODE = 86
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One event for :meth:`Publisher.publish_many`."""
+
+    type: str
+    payload: Any
+    id: str | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    event: RoutedEvent
+    dedup: str  # '' when the publisher gave no id
+
+
+class _LoadRegistry:
+    """I/O step: load the subscription registry."""
+
+
+@dataclass(frozen=True, slots=True)
+class _RunCalls:
+    """I/O step: run script calls in one round trip."""
+
+    calls: list[scripts.Call]
+
+
+_Step = _LoadRegistry | _RunCalls
+
+
+class Publisher:
+    """Validates and publishes events; holds the cached registry snapshot.
+
+    Args:
+        schemas: The schema registry payloads are validated against.
+        prefix: The key prefix.
+        source: The default ``source`` of published events.
+        max_payload_bytes: The largest encoded payload accepted.
+        dedup_window_s: How long a ``source`` + ``id`` pair is remembered.
+        event_retention_s: How long routed events are kept for inspection.
+        crash_after_record: Test hook: exit the process right after the record
+            step, before routing (reproduces a publisher killed mid-fan-out).
+    """
+
+    def __init__(
+        self,
+        schemas: SchemaRegistry,
+        *,
+        prefix: str = "bus",
+        source: str | None = None,
+        max_payload_bytes: int = 262_144,
+        dedup_window_s: float = 86_400,
+        event_retention_s: float = 86_400,
+        crash_after_record: bool = False,
+    ) -> None:
+        self.schemas = schemas
+        self.prefix = prefix
+        self.keys = BusKeys(prefix)
+        self.source = validate_source(source or f"{os.uname().nodename}")
+        self.max_payload_bytes = max_payload_bytes
+        self.dedup_window_ms = int(dedup_window_s * 1000)
+        self.event_retention_ms = int(event_retention_s * 1000)
+        self.crash_after_record = crash_after_record
+        self._registry: Registry | None = None
+
+    # -- validation (no I/O) -------------------------------------------------
+
+    def prepare(
+        self,
+        event_type: str,
+        payload: Any,
+        *,
+        now_ms: int,
+        id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+    ) -> _Prepared:
+        """Validate one event and build its envelope; raises on any bad input."""
+        info = self.schemas.validate(event_type, payload)
+        data = encode_payload(payload, self.max_payload_bytes)
+        src = validate_source(source) if source is not None else self.source
+        if id is not None:
+            validate_event_id(id)
+        if correlation_id is not None:
+            validate_event_id(correlation_id)
+        key = new_id(now_ms)
+        envelope = build_envelope(
+            key=key,
+            event_type=event_type,
+            source=src,
+            time_ms=now_ms,
+            data_json=data,
+            schema_id=info.schema_id,
+            schema_version=info.version,
+            event_id=id,
+            correlation_id=correlation_id,
+        )
+        dedup = f"{src}\x1f{id}" if id is not None else ""
+        return _Prepared(RoutedEvent(key, event_type, payload, envelope), dedup)
+
+    # -- the flow ---------------------------------------------------------------
+
+    def _record_call(self, batch: Sequence[_Prepared], now_ms: int) -> scripts.Call:
+        k = self.keys
+        args: list[Any] = [now_ms, self.dedup_window_ms, self.event_retention_ms]
+        for p in batch:
+            args += (p.event.key, p.event.envelope, p.dedup)
+        return (
+            scripts.RECORD,
+            (k.events, k.events_t, k.pending, k.dedup, k.dedup_t, k.subs_version),
+            args,
+        )
+
+    def _flow(self, batch: Sequence[_Prepared], now_ms: int) -> Generator[_Step, Any, list[str]]:
+        registry = self._registry
+        if registry is None:
+            registry = yield _LoadRegistry()
+        record = self._record_call(batch, now_ms)
+        events = [p.event for p in batch]
+        split = self.crash_after_record or any(p.dedup for p in batch)
+        if split:
+            # The dedup answer decides which events to route, so it must come
+            # back before any routing is sent.
+            results = yield _RunCalls([record])
+            if self.crash_after_record:
+                os._exit(CRASH_EXIT_CODE)
+            reply = results[0]
+            new = {_text(reply[i]) for i in range(1, len(reply), 2) if int(reply[i + 1]) == 1}
+            events = [e for e in events if e.key in new]
+            keys_out = [_text(reply[i]) for i in range(1, len(reply), 2)]
+            calls, _ = route_calls(self.prefix, registry, events, now_ms)
+            calls.append(routed_call(self.keys, registry.version, [e.key for e in events]))
+            results = yield _RunCalls(calls)
+            current = _text(results[-1])
+        else:
+            calls, _ = route_calls(self.prefix, registry, events, now_ms)
+            calls.append(routed_call(self.keys, registry.version, [e.key for e in events]))
+            results = yield _RunCalls([record, *calls])
+            keys_out = [e.key for e in events]
+            current = _text(results[-1])
+        while current != registry.version and events:
+            # The registry changed since our snapshot: route again with the
+            # new one (idempotent) before the events may leave ``pending``.
+            registry = yield _LoadRegistry()
+            calls, _ = route_calls(self.prefix, registry, events, now_ms)
+            calls.append(routed_call(self.keys, registry.version, [e.key for e in events]))
+            results = yield _RunCalls(calls)
+            current = _text(results[-1])
+        self._registry = registry
+        return keys_out
+
+    # -- executors --------------------------------------------------------------
+
+    async def _run_async(self, client: Redis, batch: Sequence[_Prepared], now_ms: int) -> list[str]:
+        flow = self._flow(batch, now_ms)
+        reply: Any = None
+        try:
+            while True:
+                step = flow.send(reply)
+                if isinstance(step, _LoadRegistry):
+                    reply = await load_registry(client, self.keys)
+                else:
+                    reply = await scripts.run_calls(client, step.calls)
+        except StopIteration as done:
+            return list(done.value)
+
+    def _run_sync(self, client: SyncRedis, batch: Sequence[_Prepared], now_ms: int) -> list[str]:
+        flow = self._flow(batch, now_ms)
+        reply: Any = None
+        try:
+            while True:
+                step = flow.send(reply)
+                if isinstance(step, _LoadRegistry):
+                    reply = load_registry_sync(client, self.keys)
+                else:
+                    reply = scripts.run_calls_sync(client, step.calls)
+        except StopIteration as done:
+            return list(done.value)
+
+    # -- public API ---------------------------------------------------------------
+
+    async def apublish(
+        self,
+        client: Redis,
+        event_type: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Validate, record and route one event; return its key (see ``publish``)."""
+        now = clock.now_ms()
+        prepared = self.prepare(
+            event_type, payload, now_ms=now, id=id, source=source, correlation_id=correlation_id
+        )
+        return (await self._run_async(client, [prepared], now))[0]
+
+    def publish(
+        self,
+        client: SyncRedis,
+        event_type: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Validate, record and route one event, from synchronous code.
+
+        Returns:
+            The event key. For a duplicate ``source`` + ``id`` within the dedup
+            window, the first event's key (nothing new is routed).
+        """
+        now = clock.now_ms()
+        prepared = self.prepare(
+            event_type, payload, now_ms=now, id=id, source=source, correlation_id=correlation_id
+        )
+        return self._run_sync(client, [prepared], now)[0]
+
+    def _prepare_many(self, events: Sequence[EventSpec], now_ms: int) -> list[_Prepared]:
+        return [
+            self.prepare(e.type, e.payload, now_ms=now_ms, id=e.id, correlation_id=e.correlation_id)
+            for e in events
+        ]
+
+    async def apublish_many(self, client: Redis, events: Sequence[EventSpec]) -> list[str]:
+        """Publish a batch in one pipelined round trip; all are validated first."""
+        now = clock.now_ms()
+        return await self._run_async(client, self._prepare_many(events, now), now) if events else []
+
+    def publish_many(self, client: SyncRedis, events: Sequence[EventSpec]) -> list[str]:
+        """Like :meth:`apublish_many`, from synchronous code."""
+        now = clock.now_ms()
+        return self._run_sync(client, self._prepare_many(events, now), now) if events else []
+
+    def forget_registry(self) -> None:
+        """Drop the cached registry snapshot (it is reloaded on the next publish)."""
+        self._registry = None
+
+
+def _text(raw: bytes | str | int) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -1,0 +1,139 @@
+"""Routing: every (event, matching subscription) pair becomes exactly one task.
+
+Design (failure analysis in ``docs/routing.md``):
+
+1. **Record.** ``record.lua`` writes the envelope to the event log and adds
+   the event to the ``pending`` set, in the bus-wide slot ``{.bus}``. Once its
+   reply is back the event is durable (to the server's fsync policy).
+2. **Route.** For each matching subscription, ``enqueue.lua`` adds a task with
+   the deterministic id ``<event key>.<subscription>`` to the subscriber's
+   queue, in that app's slot. Routing twice is therefore a no-op, and routing
+   an event to N apps is N idempotent atomic steps (Redis Cluster-safe).
+3. **Mark routed.** ``routed.lua`` removes the event from ``pending``, but only
+   if the registry version the routes were computed from is still current.
+
+The publisher does all three inline, pipelined in one round trip (two when it
+gave its own id, because the dedup answer must be known before routing). A
+publisher that dies between 1 and 3 leaves the event pending; the sweep,
+which every worker of every app runs with its heartbeat, routes pending events
+older than a grace period. There is no router process to run or to lose.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis
+
+from bus import scripts
+from bus.keys import AppKeys, BusKeys
+from bus.registry import Registry, SubscriptionSpec, load_registry
+from bus.task import TaskRecord
+
+__all__ = ["RoutedEvent", "route_calls", "routed_call", "sweep_pending", "task_id_for"]
+
+
+def task_id_for(event_key: str, subscription: str) -> str:
+    """The deterministic id of the task an event becomes for a subscription."""
+    return f"{event_key}.{subscription}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedEvent:
+    """What routing needs of an event: key, type, data and encoded envelope."""
+
+    key: str
+    type: str
+    data: Any
+    envelope: bytes
+
+
+def route_calls(
+    prefix: str, registry: Registry, events: Sequence[RoutedEvent], now_ms: int
+) -> tuple[list[scripts.Call], int]:
+    """Return the enqueue calls that route ``events``, and how many tasks they add.
+
+    Tasks of one app and queue are batched into one call.
+    """
+    groups: dict[tuple[str, str], list[scripts.NewTask]] = defaultdict(list)
+    count = 0
+    for event in events:
+        for spec in registry.route(event.type, event.data):
+            groups[(spec.app, spec.queue)].append(_event_task(spec, event, now_ms))
+            count += 1
+    calls = [
+        scripts.enqueue_call(AppKeys(prefix, app), queue, now_ms, tasks)
+        for (app, queue), tasks in groups.items()
+    ]
+    return calls, count
+
+
+def _event_task(spec: SubscriptionSpec, event: RoutedEvent, now_ms: int) -> scripts.NewTask:
+    run_at = now_ms + int(spec.delay_s * 1000) if spec.delay_s > 0 else 0
+    task_id = task_id_for(event.key, spec.name)
+    record = TaskRecord(
+        id=task_id,
+        app=spec.app,
+        name=spec.name,
+        queue=spec.queue,
+        payload=orjson.Fragment(event.envelope),
+        kind="event",
+        max_attempts=spec.max_attempts,
+        timeout_s=spec.timeout_s,
+        backoff=spec.backoff,
+        scope=spec.scope,
+        created_ms=now_ms,
+        run_at_ms=run_at,
+    )
+    return scripts.NewTask(task_id, record.encode(), spec.max_attempts, run_at)
+
+
+def routed_call(keys: BusKeys, version: str, event_keys: Sequence[str]) -> scripts.Call:
+    """Return the call that marks events routed under registry ``version``."""
+    return (scripts.ROUTED, (keys.pending, keys.subs_version), [version, *event_keys])
+
+
+async def sweep_pending(
+    client: Redis, prefix: str, *, now_ms: int, grace_ms: int, limit: int = 200
+) -> int:
+    """Route events left pending longer than ``grace_ms`` (a publisher died).
+
+    Safe to run from any number of workers at once: routing is idempotent.
+
+    Returns:
+        The number of events routed.
+    """
+    keys = BusKeys(prefix)
+    stale = cast(
+        "list[bytes]", await client.zrangebyscore(keys.pending, "-inf", now_ms - grace_ms, 0, limit)
+    )
+    if not stale:
+        return 0
+    envelopes = cast("list[bytes | None]", await client.hmget(keys.events, stale))
+    events: list[RoutedEvent] = []
+    orphans: list[str] = []
+    for raw_key, raw in zip(stale, envelopes, strict=True):
+        key = raw_key.decode()
+        if raw is None:
+            orphans.append(key)
+            continue
+        doc = orjson.loads(raw)
+        events.append(RoutedEvent(key, doc["type"], doc.get("data"), raw))
+    if orphans:
+        await client.zrem(keys.pending, *orphans)
+    for _ in range(5):
+        registry = await load_registry(client, keys)
+        calls, _ = route_calls(prefix, registry, events, now_ms)
+        calls.append(routed_call(keys, registry.version, [e.key for e in events]))
+        results = await scripts.run_calls(client, calls)
+        if _version(results[-1]) == registry.version:
+            break
+    return len(events)
+
+
+def _version(raw: bytes | str | int) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)

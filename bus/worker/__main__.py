@@ -1,0 +1,163 @@
+"""``python -m bus.worker --app NAME``: run the worker of one app.
+
+Loads ``apps/NAME/app.toml``, imports its handlers (a handler that cannot be
+imported stops the start with a clear error), checks the Redis server, syncs
+the app's subscriptions to the registry, and works the app's queues until
+SIGTERM or SIGINT (then: no new claims, running tasks get the grace period,
+unfinished ones are handed back at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from bus.apps import build_app, event_adapter, load_app_config_named, subscription_specs
+from bus.client import Bus
+from bus.clock import now_ms
+from bus.connection import check_server, connect
+from bus.errors import BusError
+from bus.keys import BusKeys
+from bus.logs import configure_logging
+from bus.registry import sync_subscriptions
+from bus.router import sweep_pending
+from bus.settings import Settings
+from bus.worker.loop import Worker
+
+log = structlog.get_logger("bus.worker")
+
+EXIT_USAGE = 2
+SWEEP_GRACE_MS = 5_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The worker's command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bus.worker",
+        description=(
+            "Run the worker of one app: claim its tasks and events, run their handlers. "
+            "Settings come from BUS_* environment variables."
+        ),
+    )
+    parser.add_argument("--app", required=True, help="the app to run (a directory in BUS_APPS_DIR)")
+    parser.add_argument(
+        "--queues",
+        help="queues in the order to serve them, comma-separated; '*' = all of the app's "
+        "queues (default: the app config's [worker] queues, else '*')",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="most handlers running at once (default: config, else 10)"
+    )
+    parser.add_argument(
+        "--burst", action="store_true", help="exit once no task is due (due delayed ones included)"
+    )
+    parser.add_argument(
+        "--lease-s",
+        type=float,
+        default=15.0,
+        help="lease of a claimed task, renewed by heartbeats every third (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grace-s",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, how long running tasks may finish before they are handed back "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="do not sync the app's subscriptions to the registry at start",
+    )
+    parser.add_argument(
+        "--allow-removal",
+        action="store_true",
+        help="let the start-up sync remove subscriptions that left the config",
+    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+async def serve(args: argparse.Namespace, settings: Settings, *, install_signals: bool) -> int:
+    """Load, check, sync and run; return the exit status."""
+    config = load_app_config_named(settings, args.app)
+    app = build_app(config)
+    queues = args.queues.split(",") if args.queues else list(config.worker.queues)
+    concurrency = args.concurrency or config.worker.concurrency
+    client = await connect(settings)
+    bus = Bus(settings, redis=client, source=config.name)
+    try:
+        info = await check_server(client, embedded=settings.redis_url is None)
+        if info.persistence_warning:
+            log.warning("redis_not_persistent", detail=info.persistence_warning)
+        if not args.no_sync:
+            result = await sync_subscriptions(
+                client,
+                BusKeys(settings.prefix),
+                config.name,
+                subscription_specs(config),
+                allow_removal=args.allow_removal,
+            )
+            log.info("subscriptions_synced", app=config.name, diff=result.describe())
+
+        async def sweep() -> None:
+            routed = await sweep_pending(
+                client, settings.prefix, now_ms=now_ms(), grace_ms=SWEEP_GRACE_MS
+            )
+            if routed:
+                log.warning(
+                    "pending_events_routed",
+                    count=routed,
+                    reason="their publisher stopped before routing them",
+                )
+
+        worker = Worker(
+            app,
+            client,
+            queues=queues,
+            concurrency=concurrency,
+            lease_s=args.lease_s,
+            grace_s=args.grace_s,
+            burst=args.burst,
+            prefix=settings.prefix,
+            retention_s=settings.retention_s,
+            payload_adapter=event_adapter(),
+            publisher=bus.apublish,
+            on_beat=[sweep],
+        )
+        if install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+        return 0
+    finally:
+        await bus.aclose()
+        await client.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m bus.worker``."""
+    args = build_parser().parse_args(argv)
+    if args.concurrency is not None and args.concurrency < 1:
+        print("error: --concurrency must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = Settings.from_env()
+        configure_logging(args.log_level or settings.log_level)
+        return asyncio.run(serve(args, settings, install_signals=True))
+    except BusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
