@@ -14,8 +14,10 @@ operators replaying the same task run it once. Thousands are replayed in
 batches at a chosen rate. Purge deletes dead tasks for good (``purge.lua``).
 
 Selecting tasks: explicit ids, or filters on type (the task name, or the event
-type for an event's task; ``*`` and ``?`` wildcards) and on the dead time
-(``since_ms <= dead_ms <= until_ms``), or every dead task.
+type for an event's task) and on the dead time (``since_ms <= dead_ms <=
+until_ms``), or every dead task. A type filter is a pattern of the bus's one
+matching language (:mod:`bus.matching`: ``order.*``, ``*.failed``), the same
+as in subscriptions; a task name outside that grammar is matched exactly.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -32,6 +33,7 @@ from bus import clock, scripts
 from bus.errors import BusError
 from bus.keys import AppKeys, validate_app_name
 from bus.lineage import TaskSnapshot, read_tasks
+from bus.matching import PatternError, compile_pattern
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -191,7 +193,13 @@ async def _dead_pages(
 def _type_matches(task: TaskSnapshot, pattern: str | None) -> bool:
     if pattern is None:
         return True
-    return task.type is not None and fnmatchcase(task.type, pattern)
+    if task.type is None:
+        return False
+    try:
+        return compile_pattern(pattern).matches(task.type)
+    except PatternError:
+        # Task names may hold characters event types cannot (upper case, ...).
+        return task.type == pattern
 
 
 async def list_dead(
@@ -210,7 +218,7 @@ async def list_dead(
         client: Redis client.
         prefix: The key prefix.
         app: The app.
-        type: Only tasks of this type (task name, or event type); wildcards allowed.
+        type: Only tasks of this type (task name, or event type pattern).
         since_ms: Only tasks that died at or after this time.
         until_ms: Only tasks that died at or before this time.
         limit: The most tasks to return.
@@ -274,7 +282,7 @@ async def select_dead(
         prefix: The key prefix.
         app: The app.
         ids: Explicit task ids (not combined with filters).
-        type: Task name or event type; ``*`` and ``?`` wildcards allowed.
+        type: Task name, or event type pattern (``order.*``).
         since_ms: Died at or after this time.
         until_ms: Died at or before this time.
         everything: Every dead task of the app (no ids, no filters).
@@ -353,7 +361,7 @@ async def replay(
         prefix: The key prefix.
         app: The app.
         ids: Explicit task ids; or select with the filters (see :func:`select_dead`).
-        type: Task name or event type; ``*`` and ``?`` wildcards allowed.
+        type: Task name, or event type pattern (``order.*``).
         since_ms: Died at or after this time.
         until_ms: Died at or before this time.
         everything: Replay every dead task of the app.
@@ -438,7 +446,7 @@ async def purge(
         prefix: The key prefix.
         app: The app.
         ids: Explicit task ids; or select with the filters (see :func:`select_dead`).
-        type: Task name or event type; ``*`` and ``?`` wildcards allowed.
+        type: Task name, or event type pattern (``order.*``).
         since_ms: Died at or after this time.
         until_ms: Died at or before this time.
         everything: Purge every dead task of the app.

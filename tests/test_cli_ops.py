@@ -226,7 +226,7 @@ def test_dead_replay_dry_run_json_and_rate(
     code, _, err = run(capsys, "dead", "replay", "--app", APP, "--all", "--rate", "fast")
     assert code == 2
     assert "--rate 'fast' is not a rate" in err
-    code, out, _ = run(capsys, "dead", "replay", "--app", APP, "--type", "jo?", "--rate", "20/s")
+    code, out, _ = run(capsys, "dead", "replay", "--app", APP, "--type", "job", "--rate", "20/s")
     assert code == 0
     assert out.startswith("replayed 3 tasks")
     assert [state(cli_env, i) for i in dead3] == ["queued", "queued", "queued"]

@@ -210,10 +210,22 @@ async def test_list_dead_filters_by_type_and_time_newest_first(bus: Bus, aredis:
     placed = await list_dead(aredis, "bus", APP, type="order.placed")
     assert [t.id for t in placed] == ["EVT1.on-event"]
     assert len(await list_dead(aredis, "bus", APP, type="order.*")) == 2
+    one_segment = await list_dead(aredis, "bus", APP, type="*.placed")
+    assert [t.id for t in one_segment] == ["EVT1.on-event"]
+    assert await list_dead(aredis, "bus", APP, type="order") == []
     assert {t.id for t in await list_dead(aredis, "bus", APP, until_ms=middle)} == set(early)
     late = await list_dead(aredis, "bus", APP, since_ms=middle)
     assert {t.id for t in late} == {"EVT1.on-event", "EVT2.on-event"}
     assert len(await list_dead(aredis, "bus", APP, limit=2)) == 2
+
+
+async def test_type_filter_matches_a_task_name_outside_the_pattern_grammar_exactly(
+    bus: Bus, aredis: Redis
+) -> None:
+    """A task name such as 'SendInvoice' is no event pattern; it is matched as written."""
+    [task_id] = await kill(bus, aredis, [EnqueueItem("SendInvoice", 1)])
+    assert [t.id for t in await list_dead(aredis, "bus", APP, type="SendInvoice")] == [task_id]
+    assert await list_dead(aredis, "bus", APP, type="SendInv") == []
 
 
 async def test_listing_pages_through_many_tasks_dead_in_the_same_millisecond(

@@ -69,7 +69,9 @@ def _add_selectors(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--id", action="append", nargs="+", metavar="ID", help="these tasks (repeatable)"
     )
-    cmd.add_argument("--type", help="task name or event type; * and ? are wildcards")
+    cmd.add_argument(
+        "--type", help="task name, or event type pattern as in subscriptions (order.*)"
+    )
     cmd.add_argument("--since", metavar="TIME", help="died at or after TIME (ISO 8601 or 2h)")
     cmd.add_argument("--until", metavar="TIME", help="died at or before TIME (ISO 8601 or 10m)")
     cmd.add_argument("--all", action="store_true", help="every dead task of the app")
@@ -91,7 +93,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     listing = commands.add_parser("list", help="list dead tasks, newest first")
     listing.add_argument("--app", required=True, help="the app")
-    listing.add_argument("--type", help="task name or event type; * and ? are wildcards")
+    listing.add_argument(
+        "--type", help="task name, or event type pattern as in subscriptions (order.*)"
+    )
     listing.add_argument("--since", metavar="TIME", help="died at or after TIME (ISO 8601 or 2h)")
     listing.add_argument("--until", metavar="TIME", help="died at or before TIME")
     listing.add_argument("--limit", type=int, default=100, help="most rows (default: 100)")
