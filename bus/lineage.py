@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 
 from bus.errors import BusError
 from bus.keys import AppKeys, BusKeys, validate_app_name
+from bus.registry import load_registry
+from bus.router import task_id_for
 from bus.task import AttemptError, TaskInfo, TaskRecord, TaskState
 
 __all__ = [
@@ -402,11 +404,6 @@ async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLine
     Raises:
         EventNotFound: The event log has no such key.
     """
-    # Imported here: task views serve plain task apps (and bus.deadletters),
-    # which must not need the routing layer and its matching rules.
-    from bus.registry import load_registry
-    from bus.router import task_id_for
-
     keys = BusKeys(prefix)
     async with client.pipeline(transaction=False) as pipe:
         pipe.hget(keys.events, event_key)
