@@ -19,7 +19,7 @@ from bus.enqueue import EnqueueItem
 from bus.keys import AppKeys
 from bus.registry import SubscriptionSpec
 from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
-from tests.test_inspect import publish, register
+from tests.test_inspect import ORDER, publish, register
 
 T = TypeVar("T")
 APP = "shop"
@@ -328,20 +328,21 @@ def test_event_show_follows_the_event_to_each_app(
 ) -> None:
     """event show lists each subscription's task state; an unknown key exits 2."""
 
-    async def setup(client: Redis) -> None:
+    async def setup(client: Redis) -> str:
         await register(client, APP, SubscriptionSpec(APP, "on-order", ("order.placed",)))
         await register(client, "mail", SubscriptionSpec("mail", "welcome", ("user.signed_up",)))
-        await publish(client, "EVT1", "order.placed", {"order": 7})
+        return await publish(client, "order.placed", ORDER)
 
-    on_redis(cli_env, setup)
-    code, out, _ = run(capsys, "event", "show", "EVT1")
+    key = on_redis(cli_env, setup)
+    code, out, _ = run(capsys, "event", "show", key)
     assert code == 0
-    assert "event EVT1 (order.placed)" in out
+    assert f"event {key} (order.placed)" in out
+    assert "https://taskbus.example/schemas/order.placed/1 (version 1)" in out
     rows = [line.split() for line in out.splitlines() if line.startswith(("shop", "mail"))]
-    assert rows[0][:4] == ["mail", "welcome", "EVT1.welcome", "no"]
-    assert rows[1][:4] == ["shop", "on-order", "EVT1.on-order", "queued"]
+    assert rows[0][:5] == ["mail", "welcome", f"{key}.welcome", "no", "task"]
+    assert rows[1][:4] == ["shop", "on-order", f"{key}.on-order", "queued"]
 
-    code, out, _ = run(capsys, "event", "show", "EVT1", "--json")
+    code, out, _ = run(capsys, "event", "show", key, "--json")
     assert [d["state"] for d in orjson.loads(out)["deliveries"]] == [None, "queued"]
 
     code, _, err = run(capsys, "event", "show", "EVT404")

@@ -9,13 +9,15 @@ import pytest
 from redis.asyncio import Redis
 
 from bus import scripts
+from bus.client import Bus
 from bus.keys import AppKeys, BusKeys
 from bus.lineage import EventNotFound, TaskNotFound, event_lineage, read_task
-from bus.registry import SubscriptionSpec, load_registry, sync_subscriptions
-from bus.router import RoutedEvent, route_calls, routed_call
+from bus.registry import SubscriptionSpec, sync_subscriptions
+from bus.schemas import SchemaRegistry
 from bus.status import app_names, bus_status
 from bus.task import TaskRecord
 from bus.worker.execute import error_doc
+from tests.conftest import REPO_ROOT
 
 T0 = 1_800_000_000_000  # a fixed "now" for every script call here
 SHOP = AppKeys("bus", "shop")
@@ -240,55 +242,52 @@ async def test_reading_an_unknown_task_names_the_app_and_the_retention(aredis: R
 # -- event lineage ----------------------------------------------------------------------------
 
 
-async def publish(aredis: Redis, key: str, event_type: str, data: Any) -> None:
-    """Record and route an event as the publisher does (record, route, mark routed)."""
-    envelope = orjson.dumps(
-        {"id": key, "source": "test", "type": event_type, "buskey": key, "data": data}
-    )
-    keys = BusKeys("bus")
-    registry = await load_registry(aredis, keys)
-    record: scripts.Call = (
-        scripts.RECORD,
-        (keys.events, keys.events_t, keys.pending, keys.dedup, keys.dedup_t, keys.subs_version),
-        [T0, 86_400_000, 86_400_000, key, envelope, ""],
-    )
-    calls, _ = route_calls("bus", registry, [RoutedEvent(key, event_type, data, envelope)], T0)
-    await scripts.run_calls(aredis, [record, *calls, routed_call(keys, registry.version, [key])])
+ORDER = {
+    "order_id": "o-7",
+    "user_id": "u-1",
+    "amount_cents": 1200,
+    "currency": "EUR",
+    "items": [{"sku": "book", "quantity": 1}],
+}
+
+
+async def publish(aredis: Redis, event_type: str, data: Any) -> str:
+    """Publish through the real publisher (schemas of the repository); return the key."""
+    bus = Bus(redis=aredis, schemas=SchemaRegistry.load(REPO_ROOT / "schemas"), source="test")
+    return await bus.apublish(event_type, data)
 
 
 async def test_event_lineage_shows_each_subscription_and_its_task_state(aredis: Redis) -> None:
-    """Each registered subscription shows its task's state, or no task when it did not match."""
+    """Each registered subscription shows its task's state, or no task with whether it matches."""
     await register(
         aredis,
         "shop",
         SubscriptionSpec("shop", "on-order", ("order.placed",), max_attempts=1),
     )
     await register(aredis, "mail", SubscriptionSpec("mail", "welcome", ("user.signed_up",)))
-    await publish(aredis, "EVT1", "order.placed", {"order": 7})
+    key = await publish(aredis, "order.placed", ORDER)
+    await register(aredis, "late", SubscriptionSpec("late", "audit", ("order.*",)))
     task = await claim_one(aredis, "default", T0 + 10, "w1")
     died = b"failed by handler|" + failure("no stock", attempt=1, at_ms=T0 + 20, worker="w1")
     outcome = scripts.Outcome(task.id, task.token, "default", "dead", died)
     await scripts.settle(aredis, SHOP, [outcome], now_ms=T0 + 20, retention_ms=10**9)
 
-    lineage = await event_lineage(aredis, "bus", "EVT1")
-    doc = lineage.to_doc()
-    assert (doc["key"], doc["type"], doc["pending"], doc["recorded_ms"]) == (
-        "EVT1",
-        "order.placed",
-        False,
-        T0,
-    )
-    assert doc["envelope"]["data"] == {"order": 7}
+    doc = (await event_lineage(aredis, "bus", key)).to_doc()
+    assert (doc["key"], doc["type"], doc["pending"]) == (key, "order.placed", False)
+    assert doc["recorded_ms"] is not None
+    assert doc["envelope"]["data"] == ORDER
+    assert doc["envelope"]["buskey"] == key
     assert [
         (d["app"], d["subscription"], d["task_id"], d["matches"], d["state"], d["dead_reason"])
         for d in doc["deliveries"]
     ] == [
-        ("mail", "welcome", "EVT1.welcome", False, None, None),
-        ("shop", "on-order", "EVT1.on-order", True, "dead", "failed by handler"),
+        ("late", "audit", f"{key}.audit", True, None, None),
+        ("mail", "welcome", f"{key}.welcome", False, None, None),
+        ("shop", "on-order", f"{key}.on-order", True, "dead", "failed by handler"),
     ]
-    assert doc["deliveries"][1]["last_error"]["message"] == "no stock"
-    shown = await read_task(aredis, "bus", "shop", "EVT1.on-order")
-    assert (shown.type, shown.event_key) == ("order.placed", "EVT1")
+    assert doc["deliveries"][2]["last_error"]["message"] == "no stock"
+    shown = await read_task(aredis, "bus", "shop", f"{key}.on-order")
+    assert (shown.type, shown.event_key) == ("order.placed", key)
 
 
 async def test_unknown_event_key_is_a_clear_error(aredis: Redis) -> None:
