@@ -49,10 +49,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument(
         "--stale-after",
         default="5m",
+        metavar="DURATION",
         help="flag a registered app with no live worker for this long (default: %(default)s)",
     )
     status.add_argument(
         "--live-after",
+        metavar="DURATION",
         default=f"{LIVE_AFTER_MS // 1000}s",
         help="a worker whose last heartbeat is older is gone (default: %(default)s)",
     )
