@@ -28,12 +28,23 @@ key                                 type     holds
 ``P:app:{A}:wake``                  list     wake-ups when the app gains a queue
 ``P:app:{A}:workers``               hash     worker id -> status record (JSON)
 ``P:app:{A}:beats``                 zset     worker id -> last heartbeat ms
+``P:app:{A}:recurring``             hash     recurring task name -> its current
+                                             occurrence (JSON: slot, id, fp,
+                                             queue); see ``bus.recurring``
+``P:app:{A}:nodes``                 zset     node -> alive-until ms (last beat
+                                             plus the node's own TTL)
+``P:app:{A}:nodes:joined``          hash     node -> ms it joined (broadcasts
+                                             reach nodes that joined before)
 ``P:app:{A}:q:<Q>``                 list     ready task ids (LPUSH in, RPOP out)
 ``P:app:{A}:q:<Q>:delayed``         zset     id -> run_at_ms (delayed, retrying)
 ``P:app:{A}:q:<Q>:inflight``        zset     id -> lease deadline ms
 ``P:app:{A}:q:<Q>:wake``            list     wake-up tokens for idle workers
 ``P:app:{A}:w:<W>:wake``            list     wake-ups addressed to worker W
 ==================================  =======  ==================================
+
+A node's own queue (copies of ``scope = "all"`` tasks for that node) is the
+ordinary queue ``node.<N>`` (keys ``P:app:{A}:q:node.<N>...``); ``*`` never
+stands for it (see ``bus.nodes``).
 
 Bus-wide keys (tag ``{.bus}``):
 
@@ -165,6 +176,21 @@ class AppKeys:
     def beats(self) -> str:
         """Zset: worker id -> last heartbeat."""
         return f"{self.base}:beats"
+
+    @cached_property
+    def recurring(self) -> str:
+        """Hash: recurring task name -> its current occurrence (JSON)."""
+        return f"{self.base}:recurring"
+
+    @cached_property
+    def nodes(self) -> str:
+        """Zset: node -> the time it counts as alive until."""
+        return f"{self.base}:nodes"
+
+    @cached_property
+    def nodes_joined(self) -> str:
+        """Hash: node -> the time it joined."""
+        return f"{self.base}:nodes:joined"
 
     def queue(self, name: str) -> QueueKeys:
         """Return the keys of the named queue.
