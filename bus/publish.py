@@ -111,8 +111,9 @@ class Publisher:
         correlation_id: str | None = None,
     ) -> _Prepared:
         """Validate one event and build its envelope; raises on any bad input."""
-        info = self.schemas.validate(event_type, payload)
+        # Serialisability first: a NaN is "not JSON", whatever the schema says.
         data = encode_payload(payload, self.max_payload_bytes)
+        info = self.schemas.validate(event_type, payload)
         src = validate_source(source) if source is not None else self.source
         if id is not None:
             validate_event_id(id)

@@ -478,3 +478,36 @@ async def _commands_processed(redis: Redis) -> int:
 
 async def _missing(value: Any) -> bool:
     return (await value) is None
+
+
+async def test_burst_worker_runs_retries_that_are_due_at_once(bus: Bus, aredis: Redis) -> None:
+    """A retry with no back-off is run before a burst worker exits."""
+    app = App("shop")
+    attempts: list[int] = []
+
+    @app.task(max_attempts=3, backoff=[0])
+    async def flaky(payload: int, ctx: TaskContext) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise ValueError("not yet")
+
+    ref = await bus.enqueue(app, "flaky", 1)
+    await asyncio.wait_for(Worker(app, aredis, burst=True).run(), 10)
+    assert attempts == [1, 2, 3]
+    info = await bus.get_task("shop", ref.id)
+    assert info is not None
+    assert info.state is TaskState.SUCCEEDED
+
+
+async def test_burst_worker_stops_promptly_with_a_long_lease(bus: Bus, aredis: Redis) -> None:
+    """Exiting does not wait for a heartbeat interval (lease / 3)."""
+    app = App("shop")
+
+    @app.task()
+    async def job(payload: int) -> None:
+        return None
+
+    await bus.enqueue(app, "job", 1)
+    started = time.monotonic()
+    await asyncio.wait_for(Worker(app, aredis, burst=True, lease_s=60).run(), 10)
+    assert time.monotonic() - started < 1.0

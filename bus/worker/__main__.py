@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the start-up sync remove subscriptions that left the config",
     )
+    parser.add_argument(
+        "--sweep-grace-s",
+        type=float,
+        default=SWEEP_GRACE_MS / 1000,
+        help="route events a publisher left unrouted once they are this old (default: %(default)s)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -107,7 +113,7 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
 
         async def sweep() -> None:
             routed = await sweep_pending(
-                client, settings.prefix, now_ms=now_ms(), grace_ms=SWEEP_GRACE_MS
+                client, settings.prefix, now_ms=now_ms(), grace_ms=int(args.sweep_grace_s * 1000)
             )
             if routed:
                 log.warning(

@@ -141,6 +141,8 @@ class Worker:
         self._settle_wanted = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop_requested = asyncio.Event()
+        self._beats_done = asyncio.Event()
+        self._settles = 0
         self._stopping = False
         self._closing = False
         self._known_queues: list[str] = []
@@ -201,7 +203,6 @@ class Worker:
             await self._shutdown(settler, beater)
 
     async def _claim_loop(self) -> None:
-        drained_once = False
         while not self._stopping:
             free = self.concurrency - len(self._running)
             if free <= 0:
@@ -209,6 +210,7 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             queues = self._serve_order()
+            settles_before = self._settles
             try:
                 result = await scripts.claim(
                     self.redis,
@@ -226,28 +228,28 @@ class Worker:
             for claimed in result.tasks:
                 self._launch(claimed)
             if len(result.tasks) >= free:
-                drained_once = False
                 continue
-            if self.burst:
-                if await self._burst_done(result.next_wake_ms, drained_once):
-                    return
-                drained_once = not self._running
-                continue
-            await self._wait_for_work(queues, result.next_wake_ms)
+            if not self.burst:
+                await self._wait_for_work(queues, result.next_wake_ms)
+            elif await self._burst_idle(result, settles_before):
+                return
 
-    async def _burst_done(self, next_wake_ms: int | None, drained_once: bool) -> bool:
+    async def _burst_idle(self, result: scripts.ClaimResult, settles_before: int) -> bool:
+        """In burst mode: True once nothing runs, is due, or awaits settling."""
+        if result.tasks or self._settles != settles_before:
+            # A settle that completed while this claim was in flight may have
+            # scheduled a retry the claim could not see yet.
+            return False
         if self._running:
             self._slot_free.clear()
             await self._slot_free.wait()
             return False
-        await self._flush_outcomes()
-        due_now = next_wake_ms is not None and next_wake_ms <= clock.now_ms()
-        if due_now:
-            await asyncio.sleep(0)
+        if self._outcomes or self._unsettled:
+            # Claim again after the last outcomes are recorded: a retry they
+            # schedule may be due at once and must run before we exit.
+            await self._flush_outcomes()
             return False
-        # One more claim after the last outcomes were settled: a retry that is
-        # due at once must still run before a burst worker exits.
-        return drained_once
+        return result.next_wake_ms is None or result.next_wake_ms > clock.now_ms()
 
     def _serve_order(self) -> list[str]:
         named = [q for q in self.queues if q != "*"]
@@ -314,7 +316,8 @@ class Worker:
 
     async def _execute(self, claimed: ClaimedTask, running: _Running) -> None:
         verdict = await self._attempt(claimed, running)
-        self._running.pop(claimed.id, None)
+        if self._running.get(claimed.id) is running:
+            del self._running[claimed.id]
         self._slot_free.set()
         if verdict is None:
             return
@@ -473,8 +476,9 @@ class Worker:
             except RedisError as exc:
                 await self._trouble(exc)
         self._recovered()
+        self._settles += 1
         for outcome in batch:
-            self._unsettled.pop(outcome.id, None)
+            self._forget(outcome.id, outcome.token)
         for task_id in rejected:
             self.counters.rejected += 1
             log.warning(
@@ -488,6 +492,8 @@ class Worker:
         while self._outcomes or any(h.id not in self._running for h in self._unsettled.values()):
             self._settle_wanted.set()
             await asyncio.sleep(0.001)
+        # Lost tasks are dropped from _unsettled by _lose; nothing else can be
+        # left once every outcome is settled.
 
     # -- heartbeat -----------------------------------------------------------
 
@@ -511,16 +517,18 @@ class Worker:
         )
 
     async def _heartbeat_loop(self) -> None:
+        # Runs until shutdown sets _beats_done: leases of running tasks must
+        # still be renewed while they finish during the grace period. It ends
+        # by an event, not by cancellation, because a cancellation that lands
+        # inside a redis-py call can be absorbed by it.
         interval = self.lease_ms / 3000
-        while not self._closing:
+        while not self._beats_done.is_set():
             try:
                 await self._beat()
             except RedisError as exc:
                 log.warning("heartbeat_failed", app=self.app.name, worker=self.id, error=str(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), interval)
-            if self._stop_requested.is_set():
-                await asyncio.sleep(interval)
+                await asyncio.wait_for(self._beats_done.wait(), interval)
 
     async def _beat(self) -> None:
         now = clock.now_ms()
@@ -529,8 +537,9 @@ class Worker:
             lost = await scripts.renew(
                 self.redis, self.keys, held, now_ms=now, lease_ms=self.lease_ms
             )
+            tokens = {h.id: h.token for h in held}
             for task_id in lost:
-                self._lose(task_id)
+                self._lose(task_id, tokens[task_id])
         reaped = await scripts.beat(
             self.redis,
             self.keys,
@@ -554,8 +563,18 @@ class Worker:
                     exc_info=exc,
                 )
 
-    def _lose(self, task_id: str) -> None:
-        self._unsettled.pop(task_id, None)
+    def _forget(self, task_id: str, token: str) -> None:
+        # The same task id comes back for each attempt: only forget the claim
+        # this token belongs to, never a newer claim of the same task.
+        held = self._unsettled.get(task_id)
+        if held is not None and held.token == token:
+            del self._unsettled[task_id]
+
+    def _lose(self, task_id: str, token: str) -> None:
+        held = self._unsettled.get(task_id)
+        if held is None or held.token != token:
+            return
+        del self._unsettled[task_id]
         running = self._running.get(task_id)
         log.warning(
             "lease_lost",
@@ -563,7 +582,7 @@ class Worker:
             task_id=task_id,
             reason="lease expired; the task was recovered and may run elsewhere",
         )
-        if running is not None and running.task is not None:
+        if running is not None and running.held.token == token and running.task is not None:
             running.lost = True
             running.task.cancel()
 
@@ -612,8 +631,11 @@ class Worker:
             await asyncio.wait_for(settler, timeout=max(self.grace_s, 5.0))
         except TimeoutError:
             log.error("settle_unfinished", app=self.app.name, outcomes=len(self._outcomes))
-        beater.cancel()
-        await asyncio.gather(beater, return_exceptions=True)
+        self._beats_done.set()
+        try:
+            await asyncio.wait_for(beater, timeout=5.0)
+        except TimeoutError:
+            log.error("heartbeat_unfinished", app=self.app.name, worker=self.id)
         try:
             await scripts.beat(
                 self.redis,
@@ -637,7 +659,7 @@ class Worker:
 
     async def _hand_back(self, held: list[Held]) -> None:
         for unsettled in held:
-            self._unsettled.pop(unsettled.id, None)
+            self._forget(unsettled.id, unsettled.token)
         for _ in range(20):
             try:
                 count = await scripts.release(self.redis, self.keys, held, now_ms=clock.now_ms())
