@@ -25,6 +25,7 @@ import structlog
 
 from bus.app import TaskDef
 from bus.context import Fail, Retry, TaskContext
+from bus.options import Backoff
 
 __all__ = ["Verdict", "call_handler", "error_doc", "judge", "retry_delay_s", "run_log"]
 
@@ -95,22 +96,19 @@ def retry_delay_s(spec: Any, attempt: int, rng: random.Random | None = None) -> 
     """Return the back-off before the attempt after ``attempt``.
 
     Args:
-        spec: None (exponential from 1 s, capped at 300 s, 20% jitter), a mapping
-            ``{"base_s", "max_s", "jitter"}``, or a list of delays in seconds
-            (the last one repeats).
+        spec: The task's back-off in its stored form (see
+            :meth:`bus.options.Backoff.from_doc`); None is the default policy.
+            A spec that cannot be read falls back to the default policy rather
+            than losing the retry.
         attempt: The number of the attempt that just failed, from 1.
         rng: Random source for the jitter (tests pass a seeded one).
     """
-    draw = rng.random() if rng is not None else random.random()
-    if isinstance(spec, list) and spec:
-        return float(spec[min(attempt, len(spec)) - 1])
-    base, cap, jitter = 1.0, 300.0, 0.2
-    if isinstance(spec, dict):
-        base = float(spec.get("base_s", base))
-        cap = float(spec.get("max_s", cap))
-        jitter = float(spec.get("jitter", jitter))
-    delay: float = min(cap, base * 2.0 ** (attempt - 1))
-    return max(0.0, min(cap, delay * (1 - jitter + 2 * jitter * draw)))
+    try:
+        policy = Backoff.from_doc(spec)
+    except (ValueError, TypeError):
+        log.warning("backoff_unreadable", spec=repr(spec)[:200])
+        policy = Backoff()
+    return policy.delay_s(max(attempt, 1), rng)
 
 
 @dataclass(frozen=True, slots=True)
