@@ -22,6 +22,7 @@ ROWS: dict[str, str] = {
     "rq-retry": "rq",
     "dramatiq": "dramatiq",
     "arq": "arq",
+    "arq-fast": "arq",
     "saq": "saq",
     "saq-retry": "saq",
     "taskiq": "taskiq",
