@@ -1,35 +1,59 @@
 """Event schemas: one JSON Schema (draft 2020-12) per event type, in ``schemas/``.
 
-The file is named after the type (``schemas/user.signed_up.json``), has an
-``$id`` and an integer ``version`` (a taskbus keyword; JSON Schema ignores
-unknown keywords, so standard tools still read the file). Every schema is
-checked and compiled once when the registry loads; any problem is reported
-with the file name. Formats that can be checked without extra packages are
-checked (``email``, ``ipv4``, ``ipv6``, ``date``, ``uuid``, ``regex``); others
-are annotations only.
+This module owns the schema registry (loading, checking and compiling the files
+once per process), payload validation, and the payload's JSON encoding.
 
-Validation never touches Redis: :class:`PayloadInvalid`, :class:`UnknownEventType`,
-:class:`PayloadTooLarge` and :class:`PayloadNotSerializable` are raised before a
-publish writes anything.
+Schema files:
+
+* are named after the event type: ``schemas/user.signed_up.json`` (other files
+  and subdirectories are ignored);
+* have an ``$id`` (unique across the directory) and a ``version``: a top-level
+  integer >= 1. ``version`` is a taskbus keyword; JSON Schema treats unknown
+  keywords as annotations, so standard tools still read the file, and this
+  module checks its type itself. Bump it on every change of the schema;
+  published events carry ``$id`` and ``version``;
+* may ``$ref`` into themselves or into another schema of the directory by its
+  ``$id``; nothing is ever fetched over the network, and a ``$ref`` that does
+  not resolve is a load error, not a validation-time surprise.
+
+Formats are *checked*, not just annotations, but only those that work without
+extra packages: ``date``, ``date-time`` (RFC 3339, checked here), ``email`` and
+``idn-email`` (an ``@`` is present), ``ipv4``, ``ipv6``, ``regex``, ``uuid``
+(:data:`CHECKED_FORMATS`). A schema that uses any other format is a load error,
+so no author believes a format is checked when it is not.
+
+Validation never touches Redis: :class:`PayloadInvalid`,
+:class:`UnknownEventType`, :class:`PayloadTooLarge` and
+:class:`PayloadNotSerializable` are raised before a publish writes anything.
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urljoin
 
 import orjson
-from jsonschema import Draft202012Validator
+import referencing.exceptions
+import referencing.jsonschema
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError as JsonSchemaError
+from jsonschema.protocols import Validator
+from referencing import Registry, Resource
 
 from bus.errors import BusError
+from bus.matching import MAX_EVENT_TYPE_LENGTH, is_event_type
 
 __all__ = [
+    "CHECKED_FORMATS",
+    "DRAFT_2020_12",
+    "InvalidEventType",
     "PayloadInvalid",
     "PayloadNotSerializable",
     "PayloadTooLarge",
@@ -42,59 +66,152 @@ __all__ = [
     "validate_event_type",
 ]
 
-_TYPE_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
+# jsonschema checks these without optional dependencies; "date-time" needs
+# rfc3339-validator there, so it is checked by _is_date_time below instead.
+_BUILTIN_FORMATS = ("date", "email", "idn-email", "ipv4", "ipv6", "regex", "uuid")
+CHECKED_FORMATS: tuple[str, ...] = tuple(
+    sorted(
+        {f for f in _BUILTIN_FORMATS if f in Draft202012Validator.FORMAT_CHECKER.checkers}
+        | {"date-time"}
+    )
+)
+
+# Keywords whose values are instance data, not subschemas (never walked), and
+# keywords that map arbitrary names to subschemas (names are not keywords).
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
+_NAMED_SCHEMAS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+
+_DATE_TIME_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-]([0-9]{2}):([0-9]{2}))"
+)
+_JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64 - 1  # what orjson can encode
+_MAX_DEPTH = 254  # orjson's nesting limit
 
 
 class SchemaError(BusError):
     """Base class of schema and payload errors."""
 
 
+class InvalidEventType(SchemaError, ValueError):
+    """A string is not a valid event type name."""
+
+
 class SchemaLoadError(SchemaError):
-    """A schema file cannot be used (bad JSON, invalid schema, missing $id or version)."""
+    """A schema file cannot be used; the message names the file and the problem.
+
+    Attributes:
+        path: The offending file or directory.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
 
 
 class UnknownEventType(SchemaError):
-    """No schema exists for the event type."""
+    """No schema exists for the event type.
+
+    Attributes:
+        event_type: The type asked for.
+        directory: The directory that was searched.
+        close_matches: Known types with similar names.
+    """
+
+    def __init__(self, event_type: str, directory: Path, close_matches: list[str]) -> None:
+        hint = f" Did you mean: {', '.join(close_matches)}?" if close_matches else ""
+        valid = "" if is_event_type(event_type) else " (nor is it a valid event type name)"
+        super().__init__(
+            f"unknown event type {event_type!r}: there is no schema {event_type}.json in "
+            f"{directory}{valid}.{hint}"
+        )
+        self.event_type = event_type
+        self.directory = directory
+        self.close_matches = close_matches
 
 
 class PayloadInvalid(SchemaError):
-    """The payload violates its schema; ``violations`` lists every one."""
+    """The payload violates its schema.
+
+    Attributes:
+        event_type: The event type.
+        violations: Every violation as ``"<json path>: <message>"``, sorted by path.
+    """
 
     def __init__(self, event_type: str, violations: list[str]) -> None:
         listing = "\n".join(f"  - {v}" for v in violations)
-        super().__init__(
-            f"payload of {event_type!r} violates its schema ({len(violations)} "
-            f"problem{'s' if len(violations) != 1 else ''}):\n{listing}"
-        )
+        count = f"{len(violations)} problem{'s' if len(violations) != 1 else ''}"
+        super().__init__(f"payload of {event_type!r} violates its schema ({count}):\n{listing}")
         self.event_type = event_type
         self.violations = violations
 
 
 class PayloadTooLarge(SchemaError):
-    """The encoded payload is over the size limit."""
+    """The encoded payload is over the size limit.
+
+    Attributes:
+        size: Encoded size in bytes.
+        limit: The limit in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the payload is {size} bytes encoded, over the limit of {limit} "
+            "(BUS_MAX_PAYLOAD_BYTES); store large data elsewhere and publish a reference"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class PayloadNotSerializable(SchemaError):
-    """The payload cannot be encoded as JSON."""
+    """The payload cannot be carried faithfully as JSON.
+
+    Attributes:
+        path: JSON path of the offending value (``$`` for the payload itself).
+        type_name: The offending value's type name.
+    """
+
+    def __init__(self, path: str, type_name: str, problem: str) -> None:
+        super().__init__(f"the payload is not JSON-serialisable: {path} {problem}")
+        self.path = path
+        self.type_name = type_name
 
 
 def validate_event_type(name: str) -> str:
-    """Return ``name`` if it is a valid event type, else raise ``ValueError``.
+    """Return ``name`` if it is a valid event type name.
 
-    Event types are lowercase dot-separated segments of ``[a-z0-9_-]``, e.g.
-    ``user.signed_up``.
+    Args:
+        name: Lowercase dot-separated segments of ``[a-z0-9_-]``, e.g.
+            ``user.signed_up``; at most 200 characters.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        InvalidEventType: The name breaks those rules.
     """
-    if not isinstance(name, str) or len(name) > 200 or not _TYPE_RE.match(name):
-        raise ValueError(
+    if not is_event_type(name):
+        raise InvalidEventType(
             f"invalid event type {name!r}: use lowercase dot-separated segments of a-z, 0-9, "
-            "'_' and '-', e.g. 'user.signed_up'"
+            f"'_' and '-', at most {MAX_EVENT_TYPE_LENGTH} characters, e.g. 'user.signed_up'"
         )
     return name
 
 
 @dataclass(frozen=True, slots=True)
 class SchemaInfo:
-    """What a payload was validated with: the schema's ``$id`` and version."""
+    """Which schema a payload was validated with.
+
+    Attributes:
+        event_type: The event type.
+        schema_id: The schema's ``$id``.
+        version: The schema's ``version``.
+        path: The schema file.
+    """
 
     event_type: str
     schema_id: str
@@ -102,145 +219,324 @@ class SchemaInfo:
     path: Path
 
 
-def _path_of(parts: Iterator[Any] | Any) -> str:
+def _json_path(parts: Iterator[Any] | Any) -> str:
+    """Format a sequence of keys and indexes as a JSON path: ``$.items[0].sku``."""
     out = "$"
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier():
+            out += f".{part}"
+        else:
+            out += f"[{part!r}]"
     return out
 
 
-class SchemaRegistry:
-    """The compiled schemas of every event type, loaded once per process."""
+def _is_date_time(value: object) -> bool:
+    """RFC 3339 ``date-time``; formats apply to strings only."""
+    if not isinstance(value, str):
+        return True
+    match = _DATE_TIME_RE.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return False
+    offset_h, offset_m = match.group(7), match.group(8)
+    offset_ok = offset_h is None or (int(offset_h) <= 23 and int(offset_m) <= 59)
+    return hour <= 23 and minute <= 59 and second <= 60 and offset_ok  # 60: leap second
 
-    def __init__(self, directory: Path, schemas: dict[str, tuple[SchemaInfo, Any]]) -> None:
+
+def _format_checker() -> FormatChecker:
+    checker = FormatChecker(formats=())
+    builtin = Draft202012Validator.FORMAT_CHECKER.checkers
+    for name in CHECKED_FORMATS:
+        if name != "date-time":
+            checker.checkers[name] = builtin[name]
+    checker.checks("date-time")(_is_date_time)
+    return checker
+
+
+def _subschemas(node: Any, base: str, where: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Yield ``(base URI, location, schema)`` for every schema object in ``node``."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _subschemas(item, base, f"{where}[{index}]")
+        return
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("$id"), str):
+        base = urljoin(base, node["$id"])
+    yield base, where, node
+    for key, value in node.items():
+        if key in _DATA_KEYWORDS:
+            continue
+        if key in _NAMED_SCHEMAS and isinstance(value, dict):
+            for name, sub in value.items():
+                yield from _subschemas(sub, base, f"{where}.{key}[{name!r}]")
+        else:
+            yield from _subschemas(value, base, f"{where}.{key}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    info: SchemaInfo
+    validator: Validator
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    """Read one schema file and check what can be checked alone."""
+    event_type = path.name.removesuffix(".json")
+    if not is_event_type(event_type):
+        raise SchemaLoadError(
+            path,
+            f"the file name must be an event type plus .json (lowercase dot-separated "
+            f"segments of a-z, 0-9, '_', '-'), and {event_type!r} is not",
+        )
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise SchemaLoadError(path, f"not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise SchemaLoadError(path, f"cannot be read: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SchemaLoadError(path, "a schema must be a JSON object")
+    declared = doc.get("$schema", DRAFT_2020_12)
+    if not isinstance(declared, str) or declared.rstrip("#") != DRAFT_2020_12:
+        raise SchemaLoadError(
+            path, f"$schema is {declared!r}; taskbus validates with {DRAFT_2020_12!r} only"
+        )
+    schema_id = doc.get("$id")
+    if not isinstance(schema_id, str) or not schema_id:
+        raise SchemaLoadError(path, 'the schema needs an "$id" (a non-empty string)')
+    version = doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SchemaLoadError(
+            path, f'the schema needs a top-level integer "version" >= 1, got {version!r}'
+        )
+    try:
+        Draft202012Validator.check_schema(doc)
+    except JsonSchemaError as exc:
+        raise SchemaLoadError(
+            path,
+            f"not a valid draft 2020-12 schema at {_json_path(exc.absolute_path)}: {exc.message}",
+        ) from exc
+    return event_type, doc
+
+
+def _check_references(path: Path, doc: dict[str, Any], registry: Registry[Any]) -> None:
+    """Check formats and ``$ref`` targets now, so validation cannot fail on them later."""
+    for base, where, node in _subschemas(doc, doc["$id"], "$"):
+        fmt = node.get("format")
+        if isinstance(fmt, str) and fmt not in CHECKED_FORMATS:
+            raise SchemaLoadError(
+                path,
+                f"format {fmt!r} at {where} is not checked by taskbus (checked: "
+                f"{', '.join(CHECKED_FORMATS)}); use a pattern, or drop the format",
+            )
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                registry.resolver(base_uri=base).lookup(ref)
+            except referencing.exceptions.Unresolvable as exc:
+                raise SchemaLoadError(
+                    path,
+                    f"$ref {ref!r} at {where} does not resolve ({exc}); a $ref may point "
+                    "into this file or to another schema of the directory by its $id",
+                ) from exc
+
+
+def _violation_order(error: Any) -> tuple[tuple[tuple[int, int, str], ...], str]:
+    """Sort violations by path (indexes numerically), then by message."""
+    parts = tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in error.absolute_path)
+    return parts, str(error.message)
+
+
+class SchemaRegistry:
+    """The compiled schemas of every event type; load it once per process.
+
+    Attributes:
+        directory: The directory the schemas came from.
+    """
+
+    def __init__(self, directory: Path, entries: Mapping[str, _Entry]) -> None:
+        """Hold compiled schemas; use :meth:`load` to build one from a directory."""
         self.directory = directory
-        self._schemas = schemas
+        self._entries = dict(entries)
 
     @classmethod
     def load(cls, directory: Path) -> SchemaRegistry:
-        """Load and compile every ``*.json`` schema in ``directory``.
+        """Load, check and compile every ``*.json`` schema in ``directory``.
+
+        Args:
+            directory: The schema directory (``BUS_SCHEMAS_DIR``).
+
+        Returns:
+            The registry.
 
         Raises:
             SchemaLoadError: The directory is missing, or a file is not a usable
-                schema (the message names the file and the problem).
+                schema: bad JSON, not draft 2020-12, invalid schema, missing
+                ``$id`` or ``version``, a file name that is not an event type,
+                an ``$id`` used twice, an unchecked format or an unresolvable
+                ``$ref``. The message names the file and the problem.
         """
         directory = Path(directory)
         if not directory.is_dir():
-            raise SchemaLoadError(
-                f"schema directory {directory} does not exist (set BUS_SCHEMAS_DIR)"
-            )
-        schemas: dict[str, tuple[SchemaInfo, Any]] = {}
-        ids: dict[str, Path] = {}
-        for path in sorted(directory.glob("*.json")):
-            event_type = path.name[: -len(".json")]
-            try:
-                validate_event_type(event_type)
-            except ValueError as exc:
-                raise SchemaLoadError(f"{path}: the file name is not an event type: {exc}") from exc
-            try:
-                doc = orjson.loads(path.read_bytes())
-            except orjson.JSONDecodeError as exc:
-                raise SchemaLoadError(f"{path}: not valid JSON: {exc}") from exc
-            if not isinstance(doc, dict):
-                raise SchemaLoadError(f"{path}: a schema must be a JSON object")
-            schema_id = doc.get("$id")
-            if not isinstance(schema_id, str) or not schema_id:
-                raise SchemaLoadError(f'{path}: the schema needs an "$id" string')
-            version = doc.get("version")
-            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                raise SchemaLoadError(f'{path}: the schema needs an integer "version" >= 1')
-            if schema_id in ids:
-                raise SchemaLoadError(f"{path}: $id {schema_id!r} is also used by {ids[schema_id]}")
-            ids[schema_id] = path
-            try:
-                Draft202012Validator.check_schema(doc)
-            except JsonSchemaError as exc:
+            raise SchemaLoadError(directory, "no such schema directory (set BUS_SCHEMAS_DIR)")
+        docs: dict[str, tuple[Path, dict[str, Any]]] = {}
+        owners: dict[str, Path] = {}
+        for path in sorted(p for p in directory.glob("*.json") if p.is_file()):
+            event_type, doc = _read(path)
+            if doc["$id"] in owners:
                 raise SchemaLoadError(
-                    f"{path}: not a valid draft 2020-12 schema at {_path_of(exc.absolute_path)}: "
-                    f"{exc.message}"
-                ) from exc
-            validator = Draft202012Validator(
-                doc, format_checker=Draft202012Validator.FORMAT_CHECKER
+                    path, f"$id {doc['$id']!r} is also the $id of {owners[doc['$id']]}"
+                )
+            owners[doc["$id"]] = path
+            docs[event_type] = (path, doc)
+        spec = referencing.jsonschema.DRAFT202012
+        # referencing's default Registry never retrieves anything: no network.
+        registry: Registry[Any] = (
+            Registry()
+            .with_resources(
+                (doc["$id"], Resource.from_contents(doc, default_specification=spec))
+                for _, doc in docs.values()
             )
-            schemas[event_type] = (SchemaInfo(event_type, schema_id, version, path), validator)
-        return cls(directory, schemas)
+            .crawl()
+        )
+        checker = _format_checker()
+        entries: dict[str, _Entry] = {}
+        for event_type, (path, doc) in docs.items():
+            _check_references(path, doc, registry)
+            validator = Draft202012Validator(doc, registry=registry, format_checker=checker)
+            entries[event_type] = _Entry(
+                SchemaInfo(event_type, doc["$id"], doc["version"], path), validator
+            )
+        return cls(directory, entries)
 
     @property
     def types(self) -> list[str]:
         """The known event types, sorted."""
-        return sorted(self._schemas)
+        return sorted(self._entries)
 
     def info(self, event_type: str) -> SchemaInfo:
-        """Return the schema info of a type.
+        """Return which schema validates ``event_type``.
+
+        Args:
+            event_type: The event type.
+
+        Returns:
+            The schema's ``$id``, version and file.
 
         Raises:
-            UnknownEventType: No schema for the type.
+            UnknownEventType: No schema for the type (with close matches).
         """
-        entry = self._schemas.get(event_type)
+        entry = self._entries.get(event_type)
         if entry is None:
-            close = difflib.get_close_matches(event_type, self._schemas, n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise UnknownEventType(
-                f"unknown event type {event_type!r}: no schema {event_type}.json in "
-                f"{self.directory}.{hint}"
-            )
-        return entry[0]
+            self._unknown(event_type)
+        return entry.info
 
     def validate(self, event_type: str, payload: Any) -> SchemaInfo:
         """Validate a payload against its type's schema.
 
+        Args:
+            event_type: The event type.
+            payload: The decoded payload (JSON types).
+
+        Returns:
+            The schema the payload conforms to.
+
         Raises:
             UnknownEventType: No schema for the type.
-            PayloadInvalid: Every violation, with its JSON path.
+            PayloadInvalid: Every violation, with its JSON path, sorted by path.
         """
-        info = self.info(event_type)
-        validator = self._schemas[event_type][1]
-        errors = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.path)))
+        entry = self._entries.get(event_type)
+        if entry is None:
+            self._unknown(event_type)
+        errors = list(entry.validator.iter_errors(payload))
         if errors:
+            errors.sort(key=_violation_order)
             raise PayloadInvalid(
-                event_type, [f"{_path_of(e.absolute_path)}: {e.message}" for e in errors]
+                event_type, [f"{_json_path(e.absolute_path)}: {e.message}" for e in errors]
             )
-        return info
+        return entry.info
+
+    def _unknown(self, event_type: str) -> NoReturn:
+        close = difflib.get_close_matches(str(event_type), self._entries, n=3)
+        raise UnknownEventType(event_type, self.directory, close)
 
 
-def _find_bad_value(value: Any, path: str = "$") -> str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{path} is {value!r} (JSON has no NaN or infinity)"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a non-string key {key!r}"
-            found = _find_bad_value(item, f"{path}.{key}")
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = _find_bad_value(item, f"{path}[{index}]")
-            if found:
-                return found
-    elif value is not None and not isinstance(value, str | int | float | bool):
-        return f"{path} is a {type(value).__name__}"
+def _find_unfaithful(payload: Any) -> tuple[str, str, str] | None:
+    """Return ``(path, type name, problem)`` of the first value JSON cannot carry."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(payload, ())]
+    while stack:
+        value, where = stack.pop()
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return _json_path(where), "str", "is a string with lone surrogates (not UTF-8)"
+            continue
+        if isinstance(value, int):
+            if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
+                return _json_path(where), "int", "is an integer outside the 64-bit range"
+            continue
+        if type(value) is float:  # subclasses (numpy.float64, ...) are refused below
+            if not math.isfinite(value):
+                return _json_path(where), "float", f"is {value!r} (JSON has no NaN or infinity)"
+            continue
+        if len(where) >= _MAX_DEPTH:
+            problem = f"is nested deeper than {_MAX_DEPTH} levels (or is part of a cycle)"
+            return _json_path(where), type(value).__name__, problem
+        if isinstance(value, dict):
+            for key in value:
+                if type(key) is not str:  # orjson refuses str subclasses as keys
+                    problem = f"has a key {key!r} of type {type(key).__name__}; keys must be str"
+                    return _json_path(where), type(key).__name__, problem
+            # Reversed, so the first bad value in document order is the one reported.
+            stack.extend((item, (*where, key)) for key, item in reversed(value.items()))
+        elif isinstance(value, list) or type(value) is tuple:  # not namedtuples
+            stack.extend((item, (*where, i)) for i, item in reversed(list(enumerate(value))))
+        else:
+            name = type(value).__name__
+            problem = f"is a {name}; use str, int, float, bool, None, list or dict"
+            return _json_path(where), name, problem
     return None
 
 
 def encode_payload(payload: Any, max_bytes: int) -> bytes:
     """Encode a payload as JSON, refusing what JSON cannot carry faithfully.
 
+    Only ``dict`` (with ``str`` keys), ``list``/``tuple``, ``str``, ``int``,
+    finite ``float``, ``bool`` and ``None`` are accepted, so the payload a
+    handler decodes equals the one published (no silent ``NaN`` -> ``null``,
+    no datetime or UUID turned into strings behind the schema's back).
+
+    Args:
+        payload: The payload.
+        max_bytes: Largest accepted encoding (``BUS_MAX_PAYLOAD_BYTES``).
+
+    Returns:
+        The JSON encoding.
+
     Raises:
-        PayloadNotSerializable: A value is not JSON (with its path): NaN,
-            infinity, non-string keys, sets, objects, ...
-        PayloadTooLarge: The encoding is over ``max_bytes``.
+        PayloadNotSerializable: A value JSON cannot carry, with its path and
+            type: NaN, infinity, non-string keys, sets, bytes, datetimes,
+            objects, integers beyond 64 bits, nesting past 254 levels.
+        PayloadTooLarge: The encoding is over ``max_bytes`` (with both sizes).
     """
-    bad = _find_bad_value(payload)
-    if bad is not None:
-        raise PayloadNotSerializable(f"the payload is not JSON-serialisable: {bad}")
+    found = _find_unfaithful(payload)
+    if found is not None:
+        raise PayloadNotSerializable(*found)
     try:
         data = orjson.dumps(payload)
-    except orjson.JSONEncodeError as exc:
-        raise PayloadNotSerializable(f"the payload is not JSON-serialisable: {exc}") from exc
+    except orjson.JSONEncodeError as exc:  # a type the walk above let through
+        raise PayloadNotSerializable("$", type(payload).__name__, f"holds a value {exc}") from exc
     if len(data) > max_bytes:
-        raise PayloadTooLarge(
-            f"the payload is {len(data)} bytes encoded, over the limit of {max_bytes} "
-            "(BUS_MAX_PAYLOAD_BYTES); store large data elsewhere and publish a reference"
-        )
+        raise PayloadTooLarge(len(data), max_bytes)
     return data
