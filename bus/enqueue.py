@@ -42,6 +42,8 @@ class EnqueueItem:
         timeout_s: Per-attempt timeout.
         backoff: Back-off spec.
         kind: ``"task"`` or ``"event"``.
+        scope: ``"any"`` or ``"all"`` (a broadcast: once on every node, see
+            :mod:`bus.nodes`); default: the declaration's, else ``"any"``.
     """
 
     name: str
@@ -54,6 +56,7 @@ class EnqueueItem:
     timeout_s: float | None = None
     backoff: Any = None
     kind: str = "task"
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,9 @@ def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, script
     max_attempts = _pick(item.max_attempts, declared.max_attempts if declared else 5)
     timeout_s = _pick(item.timeout_s, declared.timeout_s if declared else 60.0)
     backoff = item.backoff if item.backoff is not None else (declared.backoff if declared else None)
+    scope = _pick(item.scope, declared.scope if declared else "any")
+    if scope not in ("any", "all"):
+        raise ValueError(f"task {item.name!r}: scope must be 'any' or 'all', got {scope!r}")
     if max_attempts < 1:
         raise ValueError(f"task {item.name!r}: max_attempts must be >= 1, got {max_attempts}")
     if timeout_s <= 0:
@@ -107,6 +113,7 @@ def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, script
         max_attempts=max_attempts,
         timeout_s=float(timeout_s),
         backoff=backoff,
+        scope=scope,
         created_ms=now_ms,
         run_at_ms=run_at,
     )

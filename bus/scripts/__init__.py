@@ -36,7 +36,10 @@ __all__ = [
     "claim",
     "enqueue",
     "enqueue_call",
+    "node_beat",
+    "node_drop_call",
     "purge",
+    "recur_call",
     "release",
     "renew",
     "replay",
@@ -401,3 +404,100 @@ async def purge(client: Redis, keys: AppKeys, ids: Sequence[str]) -> list[bool]:
     """
     raw = await _PURGE(client, (keys.state, keys.tasks, keys.errors, keys.dead), ids)
     return [bool(flag) for flag in raw]
+
+
+# -- recurring tasks and nodes (bus.recurring, bus.nodes) --------------------
+
+_RECUR = Script("recur")
+_NODE_BEAT = Script("node_beat")
+_NODE_DROP = Script("node_drop")
+
+
+def recur_call(
+    keys: AppKeys,
+    *,
+    now_ms: int,
+    name: str,
+    seen_id: str,
+    seen_fp: str,
+    seen_queue: str,
+    entry: bytes,
+    task: NewTask | None,
+    queue: str,
+    replace_waiting: bool = False,
+) -> Call:
+    """Return a move of a recurring task to its next occurrence (``recur.lua``).
+
+    Args:
+        keys: The app's keys.
+        now_ms: The current time.
+        name: The recurring task.
+        seen_id: The occurrence id the caller read from the recurring hash
+            (``""``: no entry); the move happens only if it is still current.
+        seen_fp: The fingerprint the caller read (``""``: not compared).
+        seen_queue: The queue of the current occurrence (deleted if waiting).
+        entry: The new entry JSON; empty to remove the recurring task.
+        task: The new occurrence (None with an empty ``entry``).
+        queue: The new occurrence's queue.
+        replace_waiting: Apply only if the current occurrence still waits.
+
+    The call returns ``[1]`` when applied, ``[0, current entry]`` otherwise.
+    """
+    old, new = keys.queue(seen_queue), keys.queue(queue)
+    args: list[Any] = [now_ms, name, seen_id, seen_fp, entry]
+    args += (task.id, task.record, task.max_attempts, task.run_at_ms) if task else ("", "", 0, 0)
+    args += (queue, "1" if replace_waiting else "0")
+    return (
+        _RECUR,
+        (
+            keys.recurring,
+            keys.tasks,
+            keys.state,
+            keys.errors,
+            keys.queues,
+            keys.wake,
+            old.ready,
+            old.delayed,
+            new.ready,
+            new.delayed,
+            new.wake,
+        ),
+        args,
+    )
+
+
+async def node_beat(
+    client: Redis, keys: AppKeys, node: str, *, now_ms: int, ttl_ms: int, queue_prefix: str
+) -> list[str]:
+    """Keep ``node`` registered for ``ttl_ms``; return the nodes to drop."""
+    raw = await _NODE_BEAT(
+        client,
+        (keys.nodes, keys.nodes_joined, keys.queues),
+        (now_ms, node, ttl_ms, queue_prefix),
+    )
+    return [item.decode() for item in raw]
+
+
+def node_drop_call(keys: AppKeys, node: str, queue: str, *, now_ms: int, force: bool) -> Call:
+    """Return a drop of a node and its queue (``node_drop.lua``).
+
+    The call returns the number of copies deleted, or -1 when the node is
+    still alive and ``force`` is false (nothing changed).
+    """
+    q = keys.queue(queue)
+    return (
+        _NODE_DROP,
+        (
+            keys.nodes,
+            keys.nodes_joined,
+            keys.queues,
+            keys.state,
+            keys.tasks,
+            keys.errors,
+            q.ready,
+            q.delayed,
+            q.inflight,
+            q.wake,
+        ),
+        (now_ms, node, queue, "1" if force else "0"),
+    )
