@@ -1,58 +1,64 @@
 """App config: ``apps/<app>/app.toml``, parsed strictly into frozen dataclasses.
 
-Format (every key optional unless marked; unknown keys are an error naming the
-key, the table and the file)::
+This module owns the app config format, its checks, and the import of the
+handlers it names. Format (keys optional unless marked)::
 
-    name = "billing"                  # required; must equal the directory name
+    name = "billing"                  # required; equals the directory name
     description = "..."
-    handlers = "handlers"             # module for handler refs without "module:"
+    handlers = "handlers"             # module of handler refs given as "function"
 
     [worker]
-    queues = ["critical", "default"]  # serve order; "*" = all queues (default ["*"])
+    queues = ["critical", "default"]  # serve order; "*" = every other queue of the app,
+                                      # alphabetically (default ["*"]: all queues)
     concurrency = 16                  # default 10
 
     [[subscriptions]]
-    name = "charge_order"             # required, unique in the app: [a-z0-9_-]+
+    name = "charge_order"             # required: [a-z0-9_-], 1-64; unique in the app
     events = "order.placed"           # required: a pattern or a list (docs/matching.md)
     handler = "handlers:charge_order" # required: "module:function" or "function"
     where = { currency = "EUR" }      # payload filter (docs/matching.md)
-    # task options, shared by subscriptions, tasks and recurring tasks:
-    queue = "default"                 # default "default"
-    max_attempts = 5                  # default 5
-    backoff = { base_s = 1.0, max_s = 300.0, jitter = 0.2 }   # or a list [1, 5, 30]
-    timeout_s = 60                    # default 60
-    delay_s = 0                       # default 0 (subscriptions: delay every event)
+    queue = "default"                 # task options (bus.options.TaskOptions) ...
+    max_attempts = 5
+    backoff = { base_s = 1.0, max_s = 300.0, jitter = 0.2 }   # or a list: [1, 5, 30]
+    timeout_s = 60
+    delay_s = 0                       # subscriptions only: delay every delivery
     scope = "any"                     # "any" (one worker) or "all" (every node)
 
     [[tasks]]                         # tasks enqueued by name from code
-    name = "send_invoice"
-    handler = "handlers:send_invoice"
-
+    name = "send_invoice"             # required
+    handler = "handlers:send_invoice" # required; + queue, max_attempts, backoff,
+                                      #   timeout_s, scope
     [[recurring]]
-    name = "hourly_report"
-    handler = "handlers:hourly_report"
+    name = "hourly_report"            # required
+    handler = "handlers:hourly_report"# required; + the same options as [[tasks]]
     every = "1h"                      # exactly one of every / cron
-    cron = "0 3 * * *"                # five fields
+    cron = "0 3 * * *"                # five fields: minute hour day month weekday
     timezone = "Europe/Berlin"        # with cron only; default "UTC"
-    catch_up = 1                      # most missed slots run on return; default 1
+    catch_up = 1                      # missed slots run on return (>= 0); default 1
 
-Handler modules are found first in the app's directory (loaded under a private
-module name, so apps need no ``__init__.py`` and no ``sys.path`` changes), then
-on the import path. They are imported when a worker starts
-(:func:`resolve_handler`), not when the config is read.
+Every mistake is a :class:`~bus.errors.ConfigError` naming the file and the
+table: unknown keys (settings are never silently ignored), wrong types, bad
+patterns, filters, durations, cron lines or time zones, names used twice
+(subscriptions, tasks and recurring tasks share one namespace: the task table
+of the app), and queues that a worker with an explicit ``queues`` list would
+never serve.
+
+Handlers are imported only by :func:`resolve_handler`, when a worker starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-import importlib.util
+import importlib.machinery
 import re
 import sys
 import tomllib
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -61,6 +67,7 @@ from croniter import croniter
 from bus.errors import ConfigError
 from bus.keys import validate_app_name, validate_queue_name
 from bus.matching import FilterError, PatternError, compile_filter, compile_pattern
+from bus.options import Backoff, OptionError, TaskOptions
 
 __all__ = [
     "AppConfig",
@@ -68,7 +75,6 @@ __all__ = [
     "RecurringConfig",
     "SubscriptionConfig",
     "TaskConfig",
-    "TaskOptions",
     "WorkerConfig",
     "load_all_apps",
     "load_app_config",
@@ -76,9 +82,13 @@ __all__ = [
     "resolve_handler",
 ]
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
+_DURATION_RE = re.compile(
+    r"(?:(?P<d>[0-9]+)d)?(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m(?!s))?"
+    r"(?:(?P<s>[0-9]+)s)?(?:(?P<ms>[0-9]+)ms)?"
+)
+_UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+_APPS_PACKAGE = "taskbus_apps"
 
 
 class HandlerImportError(ConfigError):
@@ -86,39 +96,38 @@ class HandlerImportError(ConfigError):
 
 
 def parse_duration(text: str) -> int:
-    """Parse ``30s``, ``5m``, ``1h30m``, ``250ms``, ``1d`` into milliseconds.
+    """Parse a duration such as ``30s``, ``5m``, ``1h30m``, ``1d`` or ``250ms``.
+
+    Units, largest first, each at most once: ``d``, ``h``, ``m``, ``s``,
+    ``ms``; whole numbers only, no spaces.
+
+    Args:
+        text: The duration.
+
+    Returns:
+        The duration in milliseconds (may be 0).
 
     Raises:
-        ValueError: Not a positive duration in that form.
+        ConfigError: ``text`` is not such a duration.
     """
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"invalid duration {text!r}: use e.g. '30s', '5m', '1h30m', '250ms'")
-    pos, total = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_MS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or total <= 0:
-        raise ValueError(f"invalid duration {text!r}: use e.g. '30s', '5m', '1h30m', '250ms'")
-    return int(total)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskOptions:
-    """How a task runs: queue, attempts, back-off, timeout, delay and scope."""
-
-    queue: str = "default"
-    max_attempts: int = 5
-    backoff: dict[str, float] | list[float] | None = None
-    timeout_s: float = 60.0
-    delay_s: float = 0.0
-    scope: str = "any"
+    match = _DURATION_RE.fullmatch(text) if isinstance(text, str) and text else None
+    if match is None:
+        raise ConfigError(
+            f"invalid duration {text!r}: use whole numbers with units, largest first, each "
+            "unit once, no spaces: '1d', '1h30m', '5m', '30s', '250ms'"
+        )
+    return sum(int(v) * _UNIT_MS[unit] for unit, v in match.groupdict().items() if v)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    """Worker defaults of an app (the CLI flags override them)."""
+    """Worker defaults of an app (the worker CLI's flags override them).
+
+    Attributes:
+        queues: Queues in serve order; ``"*"`` stands for every queue of the
+            app not named before it, alphabetically.
+        concurrency: Most tasks run at once.
+    """
 
     queues: tuple[str, ...] = ("*",)
     concurrency: int = 10
@@ -126,7 +135,15 @@ class WorkerConfig:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionConfig:
-    """A subscription: which events, which handler, which filter, which options."""
+    """A subscription: which events, which filter, which handler, which options.
+
+    Attributes:
+        name: Unique in the app; part of the deterministic task ids.
+        events: Event type patterns (any one must match).
+        handler: ``"module:function"``.
+        where: The payload filter as written, or ``None``.
+        options: How its tasks run.
+    """
 
     name: str
     events: tuple[str, ...]
@@ -137,7 +154,13 @@ class SubscriptionConfig:
 
 @dataclass(frozen=True, slots=True)
 class TaskConfig:
-    """A task enqueued by name, and its handler."""
+    """A task enqueued by name from code.
+
+    Attributes:
+        name: Unique in the app.
+        handler: ``"module:function"``.
+        options: Its default options.
+    """
 
     name: str
     handler: str
@@ -146,7 +169,17 @@ class TaskConfig:
 
 @dataclass(frozen=True, slots=True)
 class RecurringConfig:
-    """A recurring task: ``every_ms`` or ``cron`` (+ ``timezone``)."""
+    """A recurring task: every ``every_ms``, or on a ``cron`` line in ``timezone``.
+
+    Attributes:
+        name: Unique in the app.
+        handler: ``"module:function"``.
+        every_ms: Interval in milliseconds (exclusive with ``cron``).
+        cron: Five-field cron line (exclusive with ``every_ms``).
+        timezone: IANA zone of the cron line.
+        catch_up: Most missed slots run when the app comes back (0: none).
+        options: Its options.
+    """
 
     name: str
     handler: str
@@ -159,10 +192,23 @@ class RecurringConfig:
 
 @dataclass(frozen=True, slots=True)
 class AppConfig:
-    """A whole ``app.toml``."""
+    """A whole ``app.toml``.
+
+    Attributes:
+        name: The app name (equals its directory name).
+        directory: The app directory (handler modules are looked up here).
+        file: The ``app.toml`` file.
+        description: Free text.
+        handlers: Module of handler refs written as a bare ``"function"``.
+        worker: Worker defaults.
+        subscriptions: Its subscriptions, in file order.
+        tasks: Its named tasks, in file order.
+        recurring: Its recurring tasks, in file order.
+    """
 
     name: str
     directory: Path
+    file: Path
     description: str = ""
     handlers: str = "handlers"
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -170,300 +216,359 @@ class AppConfig:
     tasks: tuple[TaskConfig, ...] = ()
     recurring: tuple[RecurringConfig, ...] = ()
 
-    @property
-    def file(self) -> Path:
-        """The ``app.toml`` file."""
-        return self.directory / "app.toml"
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "an array",
+    dict: "a table",
+}
 
 
 class _Table:
-    """Typed, strict access to one TOML table; every key must be consumed."""
+    """Strict, typed access to one TOML table; :meth:`done` rejects unread keys."""
 
     def __init__(self, data: Mapping[str, Any], where: str, file: Path) -> None:
         self.data, self.where, self.file = data, where, file
-        self.used: set[str] = set()
+        self.read: set[str] = set()
 
-    def fail(self, message: str) -> ConfigError:
+    def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.file}: {self.where}: {message}")
 
-    def get(
-        self, key: str, kinds: type | tuple[type, ...], default: Any = None, required: bool = False
-    ) -> Any:
-        self.used.add(key)
+    def get(self, key: str, kinds: tuple[type, ...], default: Any = None) -> Any:
+        """Return the value of ``key`` (``default`` if absent) after a type check."""
+        self.read.add(key)
         if key not in self.data:
-            if required:
-                raise self.fail(f"missing required key {key!r}")
             return default
         value = self.data[key]
-        if isinstance(value, bool) and bool not in (
-            kinds if isinstance(kinds, tuple) else (kinds,)
-        ):
-            raise self.fail(f"{key!r} must be {_kind_names(kinds)}, got {value!r}")
-        if not isinstance(value, kinds):
-            raise self.fail(f"{key!r} must be {_kind_names(kinds)}, got {value!r}")
+        # bool is an int in Python, never in TOML.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(_TYPE_NAMES[k] for k in kinds)
+            raise self.error(f"{key!r} must be {expected}, got {value!r}")
         return value
 
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
+    def require(self, key: str, kinds: tuple[type, ...]) -> Any:
+        """Like :meth:`get`, for a key that must be present."""
+        if key not in self.data:
+            raise self.error(f"missing required key {key!r}")
+        return self.get(key, kinds)
+
+    def done(self, hint: Mapping[str, str] | None = None) -> None:
+        """Raise if the table has keys nobody read, naming the first one."""
+        unknown = sorted(set(self.data) - self.read)
         if unknown:
-            raise self.fail(
-                f"unknown key {unknown[0]!r}"
-                + (f" (and {', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else "")
-            )
+            why = (hint or {}).get(unknown[0], "")
+            raise self.error(f"unknown key {unknown[0]!r}{why}")
 
 
-def _kind_names(kinds: type | tuple[type, ...]) -> str:
-    names = {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _name(table: _Table, what: str) -> str:
-    name = table.get("name", str, required=True)
-    if not _NAME_RE.match(name):
-        raise table.fail(f"{what} name {name!r} must be [a-z0-9_-]+ (starting with a letter/digit)")
-    return str(name)
-
-
-def _options(table: _Table, *, allow_delay: bool) -> TaskOptions:
-    queue = table.get("queue", str, "default")
-    try:
-        validate_queue_name(queue)
-    except ValueError as exc:
-        raise table.fail(str(exc)) from exc
-    max_attempts = table.get("max_attempts", int, 5)
-    if max_attempts < 1:
-        raise table.fail(f"'max_attempts' must be >= 1, got {max_attempts}")
-    timeout_s = float(table.get("timeout_s", (int, float), 60.0))
-    if timeout_s <= 0:
-        raise table.fail(f"'timeout_s' must be > 0, got {timeout_s}")
-    delay_s = float(table.get("delay_s", (int, float), 0.0)) if allow_delay else 0.0
-    if delay_s < 0:
-        raise table.fail(f"'delay_s' must be >= 0, got {delay_s}")
-    scope = table.get("scope", str, "any")
-    if scope not in ("any", "all"):
-        raise table.fail(f"'scope' must be 'any' or 'all', got {scope!r}")
-    return TaskOptions(queue, max_attempts, _backoff(table), timeout_s, delay_s, scope)
-
-
-def _backoff(table: _Table) -> dict[str, float] | list[float] | None:
-    raw = table.get("backoff", (dict, list))
-    if raw is None:
-        return None
-    if isinstance(raw, list):
-        if not raw or not all(
-            isinstance(d, int | float) and not isinstance(d, bool) and d >= 0 for d in raw
-        ):
-            raise table.fail(
-                "'backoff' as a list must hold delays in seconds >= 0, e.g. [1, 5, 30]"
-            )
-        return [float(d) for d in raw]
-    sub = _Table(raw, f"{table.where}.backoff", table.file)
-    spec = {
-        "base_s": float(sub.get("base_s", (int, float), 1.0)),
-        "max_s": float(sub.get("max_s", (int, float), 300.0)),
-        "jitter": float(sub.get("jitter", (int, float), 0.2)),
-    }
-    sub.done()
-    if spec["base_s"] <= 0 or spec["max_s"] < spec["base_s"] or not 0 <= spec["jitter"] <= 1:
-        raise table.fail("'backoff' needs base_s > 0, max_s >= base_s and 0 <= jitter <= 1")
-    return spec
+def _name(table: _Table, kind: str) -> str:
+    name: str = table.require("name", (str,))
+    if _NAME_RE.fullmatch(name) is None:
+        raise table.error(f"{kind} name {name!r} must be 1-64 characters of a-z, 0-9, '_', '-'")
+    table.where = f"{table.where} ({name!r})"
+    return name
 
 
 def _handler_ref(table: _Table, default_module: str) -> str:
-    ref = table.get("handler", str, required=True)
-    module, _, func = ref.rpartition(":")
-    if not func.isidentifier() or (module and not all(p.isidentifier() for p in module.split("."))):
-        raise table.fail(f"'handler' must be 'module:function' or 'function', got {ref!r}")
-    return f"{module or default_module}:{func}"
+    ref: str = table.require("handler", (str,))
+    module, _, function = ref.rpartition(":")
+    module = module or default_module
+    if not function.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+        raise table.error(f"'handler' must be 'module:function' or 'function', got {ref!r}")
+    return f"{module}:{function}"
+
+
+def _options(table: _Table, *, with_delay: bool) -> TaskOptions:
+    number = (int, float)
+    raw_backoff = table.get("backoff", (dict, list))
+    try:
+        return TaskOptions(
+            queue=table.get("queue", (str,), "default"),
+            max_attempts=table.get("max_attempts", (int,), 5),
+            backoff=Backoff.from_doc(raw_backoff),
+            timeout_s=table.get("timeout_s", number, 60.0),
+            delay_s=table.get("delay_s", number, 0.0) if with_delay else 0.0,
+            scope=table.get("scope", (str,), "any"),
+        )
+    except OptionError as exc:
+        raise table.error(str(exc)) from exc
+
+
+_NO_DELAY = {
+    "delay_s": " ('delay_s' is for subscriptions; delay a task when enqueuing it, "
+    "and a recurring task runs at its slot)"
+}
 
 
 def _subscription(table: _Table, handlers: str) -> SubscriptionConfig:
     name = _name(table, "subscription")
-    raw = table.get("events", (str, list), required=True)
+    raw = table.require("events", (str, list))
     events = (raw,) if isinstance(raw, str) else tuple(raw)
-    if not events or not all(isinstance(e, str) for e in events):
-        raise table.fail("'events' must be a pattern or a non-empty list of patterns")
+    if not events:
+        raise table.error("'events' must be a pattern or a non-empty array of patterns")
+    where = table.get("where", (dict,))
     try:
         for pattern in events:
             compile_pattern(pattern)
-        where = table.get("where", dict)
         if where is not None:
             compile_filter(where)
     except (PatternError, FilterError) as exc:
-        raise table.fail(str(exc)) from exc
+        raise table.error(str(exc)) from exc
     handler = _handler_ref(table, handlers)
-    return SubscriptionConfig(name, events, handler, where, _options(table, allow_delay=True))
+    options = _options(table, with_delay=True)
+    table.done()
+    return SubscriptionConfig(name, events, handler, where, options)
+
+
+def _task(table: _Table, handlers: str) -> TaskConfig:
+    name = _name(table, "task")
+    config = TaskConfig(name, _handler_ref(table, handlers), _options(table, with_delay=False))
+    table.done(_NO_DELAY)
+    return config
+
+
+def _zone(table: _Table, zone: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise table.error(
+            f"unknown time zone {zone!r}: use an IANA name such as 'UTC' or 'Europe/Berlin'"
+        ) from exc
+    return zone
 
 
 def _recurring(table: _Table, handlers: str) -> RecurringConfig:
     name = _name(table, "recurring task")
     handler = _handler_ref(table, handlers)
-    every = table.get("every", str)
-    cron = table.get("cron", str)
-    zone = table.get("timezone", str)
+    every, cron = table.get("every", (str,)), table.get("cron", (str,))
+    zone = table.get("timezone", (str,))
     if (every is None) == (cron is None):
-        raise table.fail("give exactly one of 'every' and 'cron'")
+        raise table.error("give exactly one of 'every' (e.g. '1h') and 'cron' (e.g. '0 3 * * *')")
     every_ms = None
     if every is not None:
         if zone is not None:
-            raise table.fail("'timezone' goes with 'cron' only")
+            raise table.error("'timezone' goes with 'cron' only ('every' counts real time)")
         try:
             every_ms = parse_duration(every)
-        except ValueError as exc:
-            raise table.fail(str(exc)) from exc
+        except ConfigError as exc:
+            raise table.error(f"'every': {exc}") from exc
+        if every_ms == 0:
+            raise table.error("'every' must be longer than zero")
     if cron is not None and (len(cron.split()) != 5 or not croniter.is_valid(cron)):
-        raise table.fail(
+        raise table.error(
             f"'cron' must be five valid fields (minute hour day month weekday), got {cron!r}"
         )
-    zone = zone or "UTC"
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise table.fail(f"unknown time zone {zone!r}") from exc
-    catch_up = table.get("catch_up", int, 1)
-    if catch_up < 1:
-        raise table.fail(f"'catch_up' must be >= 1, got {catch_up}")
+    catch_up = table.get("catch_up", (int,), 1)
+    if catch_up < 0:
+        raise table.error(f"'catch_up' must be >= 0, got {catch_up}")
+    options = _options(table, with_delay=False)
+    table.done(_NO_DELAY)
     return RecurringConfig(
-        name, handler, every_ms, cron, zone, catch_up, _options(table, allow_delay=False)
+        name, handler, every_ms, cron, _zone(table, zone or "UTC"), catch_up, options
     )
+
+
+def _worker(top: _Table) -> WorkerConfig:
+    raw = top.get("worker", (dict,))
+    if raw is None:
+        return WorkerConfig()
+    table = _Table(raw, "[worker]", top.file)
+    queues = tuple(table.get("queues", (list,), ["*"]))
+    if not queues:
+        raise table.error("'queues' must name at least one queue (or '*' for all)")
+    for queue in queues:
+        if not isinstance(queue, str):
+            raise table.error(f"'queues' must hold strings, got {queue!r}")
+        if queue != "*":
+            try:
+                validate_queue_name(queue)
+            except ValueError as exc:
+                raise table.error(f"'queues': {exc}") from exc
+        if queues.count(queue) > 1:
+            raise table.error(f"'queues' names {queue!r} twice")
+    concurrency = table.get("concurrency", (int,), 10)
+    if concurrency < 1:
+        raise table.error(f"'concurrency' must be >= 1, got {concurrency}")
+    table.done()
+    return WorkerConfig(queues, concurrency)
+
+
+def _entries(top: _Table, key: str) -> list[_Table]:
+    raw = top.get(key, (list, dict), [])
+    tables = []
+    for index, item in enumerate(raw if isinstance(raw, list) else [raw], start=1):
+        if isinstance(raw, dict) or not isinstance(item, dict):
+            raise top.error(f"'{key}' must be an array of tables: write [[{key}]] sections")
+        tables.append(_Table(item, f"[[{key}]] #{index}", top.file))
+    return tables
 
 
 def load_app_config(path: Path) -> AppConfig:
-    """Read and check an ``app.toml`` (``path`` is the app directory or the file).
+    """Read and check an app's config.
+
+    Args:
+        path: The app directory, or its ``app.toml``.
+
+    Returns:
+        The config. Handlers are not imported (see :func:`resolve_handler`).
 
     Raises:
         ConfigError: Unreadable file, bad TOML (with its line), unknown key,
-            wrong type, invalid pattern, filter, duration, cron or zone,
-            duplicate names, or a name that differs from the directory.
+            wrong type, invalid name, pattern, filter, option, duration, cron
+            line or zone, ``every`` with ``cron``, a name used twice, a queue
+            the worker would never serve, or an app name that differs from
+            the directory name. The message names the file and the table.
     """
     path = Path(path)
     file = path if path.suffix == ".toml" else path / "app.toml"
-    directory = file.parent
     try:
         data = tomllib.loads(file.read_text("utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"{file}: no such file (an app needs an app.toml)") from exc
+        raise ConfigError(f"{file}: no such file (an app directory needs an app.toml)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot be read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
     top = _Table(data, "top level", file)
-    name = top.get("name", str, required=True)
+    name: str = top.require("name", (str,))
     try:
         validate_app_name(name)
     except ValueError as exc:
-        raise top.fail(str(exc)) from exc
-    if name != directory.name:
-        raise top.fail(f"name {name!r} must equal the app's directory name {directory.name!r}")
-    description = top.get("description", str, "")
-    handlers = top.get("handlers", str, "handlers")
-    worker = WorkerConfig()
-    raw_worker = top.get("worker", dict)
-    if raw_worker is not None:
-        wt = _Table(raw_worker, "[worker]", file)
-        queues = tuple(wt.get("queues", list, ["*"]))
-        for q in queues:
-            if q != "*":
-                try:
-                    validate_queue_name(q)
-                except (ValueError, TypeError) as exc:
-                    raise wt.fail(str(exc)) from exc
-        concurrency = wt.get("concurrency", int, 10)
-        if concurrency < 1:
-            raise wt.fail(f"'concurrency' must be >= 1, got {concurrency}")
-        wt.done()
-        worker = WorkerConfig(queues or ("*",), concurrency)
-
-    def tables(key: str) -> list[_Table]:
-        raw = top.get(key, list, [])
-        out = []
-        for i, item in enumerate(raw):
-            if not isinstance(item, dict):
-                raise top.fail(f"[[{key}]] entries must be tables")
-            out.append(_Table(item, f"[[{key}]] #{i + 1}", file))
-        return out
-
-    subs, tasks, recurring = [], [], []
-    for t in tables("subscriptions"):
-        subs.append(_subscription(t, handlers))
-        t.done()
-    for t in tables("tasks"):
-        tasks.append(
-            TaskConfig(_name(t, "task"), _handler_ref(t, handlers), _options(t, allow_delay=False))
-        )
-        t.done()
-    for t in tables("recurring"):
-        recurring.append(_recurring(t, handlers))
-        t.done()
+        raise top.error(str(exc)) from exc
+    if name != file.parent.name:
+        raise top.error(f"name {name!r} must equal the app's directory name {file.parent.name!r}")
+    description = top.get("description", (str,), "")
+    handlers = top.get("handlers", (str,), "handlers")
+    if not all(part.isidentifier() for part in handlers.split(".")):
+        raise top.error(f"'handlers' must be a module name such as 'handlers', got {handlers!r}")
+    worker = _worker(top)
+    subscriptions = tuple(_subscription(t, handlers) for t in _entries(top, "subscriptions"))
+    tasks = tuple(_task(t, handlers) for t in _entries(top, "tasks"))
+    recurring = tuple(_recurring(t, handlers) for t in _entries(top, "recurring"))
     top.done()
-    for kind, items in (("subscription", subs), ("task", tasks), ("recurring task", recurring)):
-        names = [i.name for i in items]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise top.fail(f"{kind} name {dupes[0]!r} is used twice")
+    _check_names_and_queues(top, worker, subscriptions, tasks, recurring)
     return AppConfig(
-        name, directory, description, handlers, worker, tuple(subs), tuple(tasks), tuple(recurring)
+        name, file.parent, file, description, handlers, worker, subscriptions, tasks, recurring
     )
 
 
+def _check_names_and_queues(
+    top: _Table,
+    worker: WorkerConfig,
+    *groups: tuple[SubscriptionConfig, ...] | tuple[TaskConfig, ...] | tuple[RecurringConfig, ...],
+) -> None:
+    kinds = ("[[subscriptions]]", "[[tasks]]", "[[recurring]]")
+    seen: dict[str, str] = {}
+    for kind, group in zip(kinds, groups, strict=True):
+        for entry in group:
+            if entry.name in seen:
+                raise top.error(
+                    f"the name {entry.name!r} is used by {seen[entry.name]} and by {kind}; "
+                    "subscriptions, tasks and recurring tasks share one namespace"
+                )
+            seen[entry.name] = kind
+            queue = entry.options.queue
+            if "*" not in worker.queues and queue not in worker.queues:
+                raise top.error(
+                    f"{kind} {entry.name!r} uses queue {queue!r}, which [worker] queues "
+                    f"{list(worker.queues)} never serves; add it, or '*'"
+                )
+
+
 def load_all_apps(apps_dir: Path) -> dict[str, AppConfig]:
-    """Load every ``<apps_dir>/*/app.toml``, by app name."""
-    return {
-        cfg.name: cfg
-        for cfg in (load_app_config(p.parent) for p in sorted(Path(apps_dir).glob("*/app.toml")))
-    }
+    """Load every app of a directory: each ``<apps_dir>/<app>/app.toml``.
+
+    Args:
+        apps_dir: The apps directory (``BUS_APPS_DIR``).
+
+    Returns:
+        The configs by app name, in name order.
+
+    Raises:
+        ConfigError: The directory is missing, or a config is invalid.
+    """
+    apps_dir = Path(apps_dir)
+    if not apps_dir.is_dir():
+        raise ConfigError(f"{apps_dir}: no such apps directory (set BUS_APPS_DIR)")
+    configs = (load_app_config(f) for f in sorted(apps_dir.glob("*/app.toml")))
+    return {config.name: config for config in configs}
 
 
-def _load_module(config: AppConfig, module: str) -> ModuleType:
-    base = config.directory.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            private = f"taskbus_apps.{config.name.replace('-', '_')}.{module}"
-            if private in sys.modules:
-                return sys.modules[private]
-            spec = importlib.util.spec_from_file_location(
-                private,
-                candidate,
-                submodule_search_locations=[str(base)] if candidate.name == "__init__.py" else None,
-            )
-            if spec is None or spec.loader is None:
-                break
-            loaded = importlib.util.module_from_spec(spec)
-            sys.modules[private] = loaded
-            try:
-                spec.loader.exec_module(loaded)
-            except BaseException:
-                del sys.modules[private]
-                raise
-            return loaded
-    return importlib.import_module(module)
+def _app_package(config: AppConfig) -> str:
+    """Register (once) and return the private package whose path is the app directory."""
+    if _APPS_PACKAGE not in sys.modules:
+        root = types.ModuleType(_APPS_PACKAGE, "Handler modules of taskbus apps.")
+        root.__path__ = []
+        sys.modules[_APPS_PACKAGE] = root
+    directory = str(config.directory.resolve())
+    name = f"{_APPS_PACKAGE}.{config.name}"
+    existing = sys.modules.get(name)
+    if existing is not None and list(getattr(existing, "__path__", [])) != [directory]:
+        # Another directory holds an app of the same name in this process (tests
+        # do this): keep both apart with a name derived from the directory.
+        digest = hashlib.sha256(directory.encode()).hexdigest()[:10]
+        name = f"{name}_{digest}"
+        existing = sys.modules.get(name)
+    if existing is None:
+        package = types.ModuleType(name, f"Handler modules of the app in {directory}.")
+        package.__path__ = [directory]
+        package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        package.__spec__.submodule_search_locations = [directory]
+        sys.modules[name] = package
+    return name
+
+
+def _is_local(config: AppConfig, module: str) -> bool:
+    top = config.directory / module.split(".")[0]
+    return top.with_suffix(".py").is_file() or (top / "__init__.py").is_file()
 
 
 def resolve_handler(config: AppConfig, ref: str) -> Callable[..., Any]:
-    """Import the handler ``module:function`` of an app.
+    """Import the handler named by ``ref`` for an app.
+
+    ``module`` is looked up first in the app's directory (as ``<module>.py``
+    or a package ``<module>/__init__.py``), imported as
+    ``taskbus_apps.<app>.<module>`` so apps need neither ``__init__.py`` nor
+    ``sys.path`` changes, and may use relative imports between their modules;
+    otherwise it is imported normally from the import path.
+
+    Args:
+        config: The app's config.
+        ref: ``"module:function"``, or ``"function"`` in the app's default
+            ``handlers`` module.
+
+    Returns:
+        The handler.
 
     Raises:
-        HandlerImportError: The module cannot be imported (with the cause) or
-            has no such callable.
+        HandlerImportError: The module cannot be imported (the message has
+            the underlying error), has no such attribute, or it is not callable.
     """
-    module, _, func = ref.rpartition(":")
+    module, _, function = ref.rpartition(":")
     module = module or config.handlers
+    where = f"{config.file}: handler {ref!r}"
     try:
-        loaded = _load_module(config, module)
+        if _is_local(config, module):
+            importlib.invalidate_caches()  # the files may be newer than the finder's cache
+            loaded = importlib.import_module(f"{_app_package(config)}.{module}")
+        else:
+            loaded = importlib.import_module(module)
     except Exception as exc:
         raise HandlerImportError(
-            f"{config.file}: handler {ref!r}: cannot import module {module!r}: "
-            f"{type(exc).__name__}: {exc}"
+            f"{where}: cannot import module {module!r}: {type(exc).__name__}: {exc}"
         ) from exc
-    target = getattr(loaded, func, None)
+    source = getattr(loaded, "__file__", None) or module
+    if not hasattr(loaded, function):
+        names = [n for n in dir(loaded) if not n.startswith("_") and callable(getattr(loaded, n))]
+        close = get_close_matches(function, names, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise HandlerImportError(f"{where}: {source} has no function {function!r}.{hint}")
+    target = getattr(loaded, function)
     if not callable(target):
         raise HandlerImportError(
-            f"{config.file}: handler {ref!r}: module {module!r} has no function {func!r}"
+            f"{where}: {function!r} in {source} is a {type(target).__name__}, not a function"
         )
-    return target  # type: ignore[no-any-return]
+    handler: Callable[..., Any] = target
+    return handler
