@@ -264,6 +264,11 @@ ERROR_CASES = [
     ("sub key", SUB + "prio = 1\n", r"\[\[subscriptions\]\] #1 \('s'\): unknown key 'prio'"),
     ("sub no events", SUB.replace('events = "user.signed_up"\n', ""), r"missing required key"),
     ("sub no name", SUB.replace('name = "s"\n', ""), r"#1: missing required key 'name'"),
+    (
+        "sub no handler",
+        SUB.replace('handler = "handlers:f"\n', ""),
+        r"missing required key 'handler'",
+    ),
     ("sub bad name", SUB.replace('"s"', '"S!"'), r"subscription name 'S!' must be"),
     ("events type", SUB.replace('"user.signed_up"', "5"), r"'events' must be a string or an"),
     ("events empty", SUB.replace('"user.signed_up"', "[]"), r"non-empty array of patterns"),
