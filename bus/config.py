@@ -366,7 +366,13 @@ def _recurring(table: _Table, handlers: str) -> RecurringConfig:
     options = _options(table, with_delay=False)
     table.done(_NO_DELAY)
     return RecurringConfig(
-        name, handler, every_ms, cron, _zone(table, zone or "UTC"), catch_up, options
+        name,
+        handler,
+        every_ms,
+        cron,
+        _zone(table, "UTC" if zone is None else zone),
+        catch_up,
+        options,
     )
 
 

@@ -305,6 +305,7 @@ ERROR_CASES = [
     ("bad zone", CRON + 'timezone = "Mars/Base"\n', r"unknown time zone 'Mars/Base'"),
     ("zone dir", CRON + 'timezone = "America"\n', r"unknown time zone 'America'"),
     ("zone path", CRON + 'timezone = "../etc"\n', r"unknown time zone '../etc'"),
+    ("empty zone", CRON + 'timezone = ""\n', r"unknown time zone ''"),
     ("zone with every", EVERY + 'timezone = "UTC"\n', r"'timezone' goes with 'cron' only"),
     ("both", EVERY + 'cron = "0 3 * * *"\n', r"exactly one of 'every' .* and 'cron'"),
     ("neither", TASK.replace("tasks", "recurring"), r"exactly one of 'every'"),
