@@ -41,6 +41,8 @@ from bus.app import App
 from bus.context import TaskContext
 from bus.ids import new_id
 from bus.keys import AppKeys, validate_queue_name
+from bus.nodes import Node, default_node, is_node_queue
+from bus.recurring import Recurring, RecurringChains
 from bus.scripts import ClaimedTask, Held, Outcome
 from bus.task import TaskRecord
 from bus.worker.execute import OK, Verdict, call_handler, judge, reason_doc, run_log
@@ -92,6 +94,13 @@ class Worker:
         publisher: Given to handlers as ``ctx.publish``.
         on_beat: Coroutines run with every heartbeat (the bus layer's sweep of
             unrouted events); their errors are logged, never fatal.
+        on_settled: Coroutines run with the outcomes the settle script
+            accepted, after every batch; their errors are logged, never fatal.
+        node: The node the worker belongs to: ``scope = "all"`` tasks run once
+            per node (see :mod:`bus.nodes`). Default: a node of its own.
+        recurring: The app's recurring tasks (see :mod:`bus.recurring`): the
+            worker makes their chains match them at start and keeps them
+            going. None leaves recurring tasks alone.
     """
 
     def __init__(
@@ -110,6 +119,9 @@ class Worker:
         payload_adapter: PayloadAdapter | None = None,
         publisher: Callable[..., Awaitable[str]] | None = None,
         on_beat: Sequence[Callable[[], Awaitable[object]]] = (),
+        on_settled: Sequence[Callable[[Sequence[Outcome]], Awaitable[object]]] = (),
+        node: str | None = None,
+        recurring: Sequence[Recurring] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -132,7 +144,22 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id(0)[-6:].lower()}"
         self.payload_adapter = payload_adapter
         self.publisher = publisher
-        self.on_beat = list(on_beat)
+        self.node = Node(
+            redis,
+            self.keys,
+            node or default_node(self.id),
+            ttl_ms=3 * self.lease_ms,
+            shared=node is not None,
+        )
+        self.recurring = (
+            RecurringChains(app, redis, self.keys, recurring, grace_ms=max(self.lease_ms, 1000))
+            if recurring is not None
+            else None
+        )
+        self.on_beat = [self._keep_node_and_chains, *on_beat]
+        self.on_settled = list(on_settled)
+        if self.recurring is not None:
+            self.on_settled.append(self._continue_chains)
         self.counters = _Counters()
         self._own_wake = self.keys.worker_wake(self.id)
         self._running: dict[str, _Running] = {}
@@ -196,6 +223,7 @@ class Worker:
         settler = asyncio.create_task(self._settle_loop(), name="bus-settle")
         beater = asyncio.create_task(self._heartbeat_loop(), name="bus-heartbeat")
         try:
+            await self._join()
             await self._refresh_queues()
             await self._claim_loop()
         finally:
@@ -252,13 +280,14 @@ class Worker:
         return result.next_wake_ms is None or result.next_wake_ms > clock.now_ms()
 
     def _serve_order(self) -> list[str]:
-        named = [q for q in self.queues if q != "*"]
+        # The node's own queue comes first; '*' never stands for a node queue.
+        named = [q for q in self.queues if q not in ("*", self.node.queue)]
         if "*" not in self.queues:
-            return named
-        rest = [q for q in self._known_queues if q not in named]
-        order: list[str] = []
+            return [self.node.queue, *named]
+        rest = [q for q in self._known_queues if q not in named and not is_node_queue(q)]
+        order: list[str] = [self.node.queue]
         for q in self.queues:
-            order.extend(rest if q == "*" else [q])
+            order.extend(rest if q == "*" else [q] if q in named else [])
         return order
 
     async def _refresh_queues(self) -> None:
@@ -360,6 +389,8 @@ class Worker:
                     worker=self.id,
                 ),
             )
+        if record.scope == "all" and not is_node_queue(claimed.queue):
+            return await self._broadcast(record, claimed)
         task = self.app.get(record.name)
         ctx = TaskContext(
             app=self.app.name,
@@ -487,6 +518,11 @@ class Worker:
                 task_id=task_id,
                 reason="stale claim token: the lease was lost and the task recovered",
             )
+        if self.on_settled:
+            refused = set(rejected)
+            await self._run_hooks(
+                "settle_hook_failed", self.on_settled, [o for o in batch if o.id not in refused]
+            )
 
     async def _flush_outcomes(self) -> None:
         while self._outcomes or any(h.id not in self._running for h in self._unsettled.values()):
@@ -551,17 +587,57 @@ class Worker:
         if reaped:
             log.info("workers_reaped", app=self.app.name, workers=reaped)
         await self._refresh_queues()
-        for hook in self.on_beat:
+        await self._run_hooks("beat_hook_failed", self.on_beat)
+
+    async def _run_hooks(
+        self, failed: str, hooks: Sequence[Callable[..., Awaitable[object]]], *args: Any
+    ) -> None:
+        for hook in hooks:
             try:
-                await hook()
+                await hook(*args)
             except Exception as exc:
                 log.error(
-                    "beat_hook_failed",
+                    failed,
                     app=self.app.name,
                     hook=getattr(hook, "__name__", "?"),
                     error=f"{type(exc).__name__}: {exc}",
                     exc_info=exc,
                 )
+
+    # -- nodes, broadcasts, recurring tasks (bus.nodes, bus.recurring) --------
+
+    async def _join(self) -> None:
+        # Before the first claim: broadcasts reach nodes that joined before them.
+        try:
+            await self._keep_node_and_chains()
+        except RedisError as exc:
+            log.warning("join_failed", app=self.app.name, worker=self.id, error=str(exc))
+
+    async def _keep_node_and_chains(self) -> None:
+        await self.node.beat(clock.now_ms())
+        if self.recurring is not None:
+            await self.recurring.sync(clock.now_ms(), full=not self.recurring.synced)
+
+    async def _continue_chains(self, accepted: Sequence[Outcome]) -> None:
+        if self.recurring is not None:
+            await self.recurring.after_settled(accepted, clock.now_ms())
+
+    async def _broadcast(self, record: TaskRecord, claimed: ClaimedTask) -> Verdict:
+        try:
+            nodes = await self.node.fan_out(record, now_ms=clock.now_ms())
+        except RedisError as exc:
+            return judge(
+                exc,
+                task_backoff=record.backoff,
+                attempt=claimed.attempt,
+                max_attempts=record.max_attempts,
+                now_ms=clock.now_ms(),
+                worker=self.id,
+            )
+        log.info(
+            "broadcast_sent", app=self.app.name, task_id=claimed.id, task=record.name, nodes=nodes
+        )
+        return OK
 
     def _forget(self, task_id: str, token: str) -> None:
         # The same task id comes back for each attempt: only forget the claim
@@ -637,6 +713,7 @@ class Worker:
         except TimeoutError:
             log.error("heartbeat_unfinished", app=self.app.name, worker=self.id)
         try:
+            await self.node.leave(clock.now_ms())
             await scripts.beat(
                 self.redis,
                 self.keys,
