@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus.schemas import (
@@ -556,12 +556,14 @@ def same_json(decoded: Any, original: Any) -> bool:
     return decoded is None and original is None
 
 
+@settings(deadline=None)  # recursive values; a slow CI box is no failure
 @given(JSON_VALUES)
 def test_json_values_round_trip_exactly(payload: Any) -> None:
     """Any JSON value encodes, and decodes to an equal value of the same JSON types."""
     assert same_json(orjson.loads(encode_payload(payload, 1_000_000)), payload)
 
 
+@settings(deadline=None)  # recursive values; a slow CI box is no failure
 @given(JSON_VALUES, st.integers(min_value=0, max_value=300))
 def test_size_limit_refuses_exactly_the_oversized(payload: Any, limit: int) -> None:
     """PayloadTooLarge is raised iff the encoding is longer than the limit."""
@@ -573,6 +575,7 @@ def test_size_limit_refuses_exactly_the_oversized(payload: Any, limit: int) -> N
         assert len(encode_payload(payload, limit)) == size
 
 
+@settings(deadline=None)  # recursive values; a slow CI box is no failure
 @given(NEAR_JSON_VALUES, st.integers(min_value=0, max_value=300))
 def test_encode_round_trips_or_raises_a_payload_error(payload: Any, limit: int) -> None:
     """For anything JSON-like, encoding round-trips or raises one of the payload errors."""
