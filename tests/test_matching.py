@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -629,3 +633,33 @@ def test_matching_never_raises(operand: Any, payload: dict[str, Any]) -> None:
     for condition in conditions:
         for path in ("a", "a.b", "user.plan.x"):
             assert compile_filter({path: condition}).matches(payload) in (True, False)
+
+
+# -- the examples of docs/matching.md ------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "matching.md"
+_EXAMPLE_ROW = re.compile(r"\| `(?P<rule>[^`]+)` \| `(?P<subject>[^`]+)` \| (?P<answer>yes|no)\b")
+
+
+def doc_examples() -> list[tuple[str, str, bool]]:
+    """The rows of the Examples table: (events or where, type or payload, matches)."""
+    examples = DOCS.read_text().split("## Examples", 1)[1]
+    rows = [m.groups() for m in _EXAMPLE_ROW.finditer(examples)]
+    return [(rule, subject, answer == "yes") for rule, subject, answer in rows]
+
+
+def test_docs_examples_table_is_there() -> None:
+    """The docs keep an examples table of patterns and filters, both outcomes shown."""
+    examples = doc_examples()
+    assert len(examples) >= 10
+    assert {matches for _, _, matches in examples} == {True, False}
+
+
+@pytest.mark.parametrize(("rule", "subject", "matches"), doc_examples())
+def test_docs_examples_hold(rule: str, subject: str, matches: bool) -> None:
+    """Every example row of docs/matching.md is what the code does."""
+    value = tomllib.loads(f"rule = {rule}")["rule"]
+    if isinstance(value, str):
+        assert compile_pattern(value).matches(subject) is matches
+    else:
+        assert compile_filter(value).matches(json.loads(subject)) is matches
