@@ -2,7 +2,8 @@
 
 Loads ``apps/NAME/app.toml``, imports its handlers (a handler that cannot be
 imported stops the start with a clear error), checks the Redis server, syncs
-the app's subscriptions to the registry, and works the app's queues until
+the app's subscriptions to the registry and its recurring tasks' chains (the
+boot check, see ``bus.recurring``), and works the app's queues until
 SIGTERM or SIGINT (then: no new claims, running tasks get the grace period,
 unfinished ones are handed back at once).
 """
@@ -24,6 +25,7 @@ from bus.connection import check_server, connect
 from bus.errors import BusError
 from bus.keys import BusKeys
 from bus.logs import configure_logging
+from bus.recurring import recurring_from_config
 from bus.registry import sync_subscriptions
 from bus.router import sweep_pending
 from bus.settings import Settings
@@ -85,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=SWEEP_GRACE_MS / 1000,
         help="route events a publisher left unrouted once they are this old (default: %(default)s)",
     )
+    parser.add_argument(
+        "--node",
+        help="the node this process belongs to: scope 'all' tasks run once per node, so "
+        "processes that share a name (e.g. the host's) share their copies "
+        "(default: a node of its own)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -135,6 +143,8 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
             payload_adapter=event_adapter(),
             publisher=bus.apublish,
             on_beat=[sweep],
+            node=args.node,
+            recurring=recurring_from_config(config),
         )
         if install_signals:
             loop = asyncio.get_running_loop()
