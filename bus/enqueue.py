@@ -101,8 +101,8 @@ def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, script
             raise ValueError(f"task {item.name!r}: delay_s must be >= 0, got {item.delay_s}")
         run_at = now_ms + int(item.delay_s * 1000)
     task_id = item.id or new_id(now_ms)
-    if not task_id or len(task_id) > 200:
-        raise ValueError(f"task id must be 1-200 characters, got {task_id!r}")
+    if not task_id or len(task_id) > 200 or not task_id.isprintable():
+        raise ValueError(f"task id must be 1-200 printable characters, got {task_id!r}")
     record = TaskRecord(
         id=task_id,
         app=app_name,

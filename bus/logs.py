@@ -30,6 +30,24 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or repr).decode()
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of each write.
+
+    structlog caches loggers with their output on first use; binding to this
+    rather than to the stream object keeps them valid when ``sys.stderr`` is
+    replaced (by an embedding program, or by pytest's capture per test).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(
     level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -46,7 +64,7 @@ def configure_logging(
     """
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     as_json = json if json is not None else not out.isatty()
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

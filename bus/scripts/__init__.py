@@ -282,7 +282,8 @@ async def settle(
         script_keys += (q.inflight, q.delayed, q.wake)
     args: list[Any] = [now_ms, retention_ms, sweep_limit]
     for o in outcomes:
-        args += (o.id, o.token, index[o.queue], o.kind, o.value)
+        head = f"{o.kind}\x1f{index[o.queue]}\x1f{o.token}\x1f{o.id}".encode()
+        args.append(head + b"\x1f" + o.value if o.value else head)
     raw = await _SETTLE(client, script_keys, args)
     return [item.decode() for item in raw]
 

@@ -10,8 +10,10 @@ then 3 KEYS per queue: inflight, delayed, wake
 ARGV[1]  now_ms
 ARGV[2]  retention_ms of finished tasks (0: delete at once)
 ARGV[3]  max finished records to expire in this call
-then 5 ARGV per outcome: id, token, queue_index, kind, value
-  kind 'ok'    : succeeded                           value unused
+then 1 ARGV per outcome: 'kind 0x1f queue_index 0x1f token 0x1f id [0x1f value]'
+(one string, not five arguments: encoding arguments is a large share of the
+worker's per-task cost; 0x1f never occurs in ids, tokens or JSON)
+  kind 'ok'    : succeeded                           no value
   kind 'retry' : retry at value (run_at_ms), error   value 'run_at|error JSON'
   kind 'dead'  : dead now with error                 value 'reason|error JSON'
 
@@ -33,8 +35,9 @@ local function split(value)
   return string.sub(value, 1, sep - 1), string.sub(value, sep + 1)
 end
 
-for i = 4, #ARGV, 5 do
-  local id, token, q, kind = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+for i = 4, #ARGV do
+  local kind, q, token, id, value = string.match(ARGV[i], '^([^\31]+)\31([^\31]+)\31([^\31]+)\31([^\31]+)\31?(.*)$')
+  q = tonumber(q)
   local inflight, delayed, wake = KEYS[6 + q * 3], KEYS[7 + q * 3], KEYS[8 + q * 3]
   local raw = redis.call('HGET', KEYS[1], id)
   local st = raw and cjson.decode(raw)
@@ -55,7 +58,7 @@ for i = 4, #ARGV, 5 do
         redis.call('ZADD', KEYS[4], now, id)
       end
     elseif kind == 'retry' then
-      local run_at, err = split(ARGV[i + 4])
+      local run_at, err = split(value)
       add_error(id, err)
       st.s = 'retrying'
       st.ra = tonumber(run_at)
@@ -65,7 +68,7 @@ for i = 4, #ARGV, 5 do
         redis.call('LPUSH', wake, '1')
       end
     else
-      local why, err = split(ARGV[i + 4])
+      local why, err = split(value)
       add_error(id, err)
       st.s = 'dead'
       st.tf = now
