@@ -288,6 +288,8 @@ class RecurringChains:
             ``rescheduled``, ``removed``, ``repaired``, ``caught_up``).
         """
         changed: dict[str, list[str]] = {}
+        if not full and not self.by_name:
+            return changed  # nothing to repair; only a boot check removes chains
         for _ in range(5):
             entries, states = await self._read()
             moves: list[tuple[str, str, scripts.Call]] = []

@@ -158,7 +158,7 @@ class Worker:
         )
         self.on_beat = [self._keep_node_and_chains, *on_beat]
         self.on_settled = list(on_settled)
-        if self.recurring is not None:
+        if self.recurring is not None and self.recurring.by_name:
             self.on_settled.append(self._continue_chains)
         self.counters = _Counters()
         self._own_wake = self.keys.worker_wake(self.id)
