@@ -17,6 +17,12 @@ gave its own id, because the dedup answer must be known before routing). A
 publisher that dies between 1 and 3 leaves the event pending; the sweep,
 which every worker of every app runs with its heartbeat, routes pending events
 older than a grace period. There is no router process to run or to lose.
+
+A subscription with scope ``all`` also gets exactly one task per event: a
+broadcast, which the worker that claims it copies to the queue of every live
+node of the app (``<task id>@<node>``, see ``bus.nodes``). The nodes are taken
+when the task is due, not when it is routed, so routing never reads the node
+registries of other apps, and a routing repeated by the sweep is still a no-op.
 """
 
 from __future__ import annotations
