@@ -24,7 +24,7 @@ EXIT_USAGE = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every command group registered."""
-    from bus.cli import dead_cmd, publish_cmd, redis_cmd, status_cmd, subscriptions_cmd
+    from bus.cli import dead_cmd, demo_cmd, publish_cmd, redis_cmd, status_cmd, subscriptions_cmd
 
     parser = argparse.ArgumentParser(
         prog="python -m bus",
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     redis_cmd.register(commands)
     status_cmd.register(commands)
     dead_cmd.register(commands)
+    demo_cmd.register(commands)
     return parser
 
 

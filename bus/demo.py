@@ -1,0 +1,674 @@
+"""``python -m bus demo``: the whole bus in one command, which checks its own outcome.
+
+The story, on the configured Redis or the embedded one, under its own key
+prefix (``demo``; its keys are cleared first with ``SCAN`` + ``UNLINK``, nothing
+else is touched):
+
+1. the subscriptions of the three example apps (billing, email, analytics)
+   are synced, and the billing and email workers start as child processes
+   (``python -m bus.worker``, logs in ``<data dir>/demo/<app>.log``);
+2. a stream of events is published (:mod:`bus.demo_events`), one of them a
+   poison order; billing publishes follow-ups for large orders;
+3. a few seconds in, analytics starts *late* and catches up on the tasks that
+   waited for it in Redis while it was offline;
+4. the poison order fails every attempt in billing and becomes a dead letter;
+5. the fix is "deployed": billing's worker is restarted with
+   ``BILLING_POISON_FIXED=1`` and the dead task is replayed
+   (:func:`bus.deadletters.replay`), then delivered;
+6. once everything settled, the demo checks the outcome against the registry
+   (:func:`bus.demo_state.final_checks`), prints a verdict and exits 0 or 1.
+
+Every child is ended by pid (SIGTERM, then SIGKILL) on success, failure,
+Ctrl-C or SIGTERM; the embedded Redis is left running, since other taskbus
+processes share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bus import clock
+from bus.client import Bus
+from bus.connection import check_server, connect
+from bus.deadletters import DeadTask, get_dead, replay
+from bus.demo_events import PlannedEvent, plan_events
+from bus.demo_procs import Child, Children, worker_env
+from bus.demo_screen import Screen
+from bus.demo_state import (
+    Check,
+    clear_prefix,
+    expected_tasks,
+    final_checks,
+    live_workers,
+    read_snapshot,
+    states_of,
+    sync_apps,
+    worker_pids,
+)
+from bus.errors import BusError, RedisSetupError
+from bus.keys import BusKeys
+from bus.publish import EventSpec
+from bus.registry import load_registry
+from bus.router import task_id_for
+from bus.settings import Settings
+from bus.task import TaskState
+
+__all__ = [
+    "APPS",
+    "DEFAULT_EVENTS",
+    "DEMO_PREFIX",
+    "MAX_EVENTS",
+    "SHORT_EVENTS",
+    "DemoBusy",
+    "DemoFailed",
+    "DemoOptions",
+    "run_demo",
+]
+
+#: The key prefix of everything the demo writes.
+DEMO_PREFIX = "demo"
+#: The example apps the demo runs, in display order.
+APPS = ("billing", "email", "analytics")
+#: The app started late, to show it catching up.
+LATE_APP = "analytics"
+#: The app that fails on the poison order, and the variable that fixes it.
+FIX_APP = "billing"
+FIX_ENV = "BILLING_POISON_FIXED"
+#: Events published by default, and with ``--short``.
+DEFAULT_EVENTS = 300
+SHORT_EVENTS = 40
+#: The most events ``--events`` accepts (the summary reads every task each refresh).
+MAX_EVENTS = 5_000
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_INTERRUPTED = 130
+
+_POLL_S = 0.1
+# How long an interrupted run may take to wind down before its workers are ended.
+_CANCEL_TIMEOUT_S = 5.0
+# A worker beating more recently than this belongs to a running demo (the
+# demo's workers beat every lease / 3 s).
+_LIVE_BEAT_MS = 10_000
+
+
+class DemoBusy(BusError):
+    """Another demo is running against the same Redis (its workers are alive)."""
+
+
+class DemoFailed(BusError):
+    """A step of the demo did not happen in time, or a worker died."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """How long the demo runs and how much it publishes.
+
+    Attributes:
+        events: Events to publish, the poison order included.
+        publish_s: Over how many seconds.
+        late_start_s: When the late app starts, after publishing began.
+        show_dead_s: How long the dead letter stays before the fix is deployed.
+        step_timeout_s: The longest any one step may take.
+        drain_timeout_s: The longest the final settling may take.
+        lease_s: The workers' lease (small, so a dead worker's tasks return fast).
+        refresh_s: Time between two refreshes of the summary.
+        verbose: Worker logs go to the terminal instead of files.
+    """
+
+    events: int = DEFAULT_EVENTS
+    publish_s: float = 10.0
+    late_start_s: float = 4.0
+    show_dead_s: float = 2.0
+    step_timeout_s: float = 30.0
+    drain_timeout_s: float = 30.0
+    lease_s: float = 2.0
+    refresh_s: float = 0.5
+    verbose: bool = False
+
+    @classmethod
+    def full(cls, *, events: int | None = None, verbose: bool = False) -> DemoOptions:
+        """The demo as shown to people: ~300 events over ~10 s."""
+        return cls(events=events or DEFAULT_EVENTS, verbose=verbose)
+
+    @classmethod
+    def short(cls, *, events: int | None = None, verbose: bool = False) -> DemoOptions:
+        """A few seconds and fewer events (for the tests)."""
+        return cls(
+            events=events or SHORT_EVENTS,
+            publish_s=2.0,
+            late_start_s=1.0,
+            show_dead_s=0.3,
+            verbose=verbose,
+        )
+
+
+def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    *,
+    out: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run the demo; return its exit status.
+
+    Args:
+        settings: Where Redis, apps and schemas are; the prefix is replaced
+            by :data:`DEMO_PREFIX`.
+        options: Durations and sizes.
+        out: Where to write (default: standard output).
+        environ: The environment the workers inherit (default: ``os.environ``).
+
+    Returns:
+        0 when every check held, 1 when one failed, 130 when interrupted.
+
+    Raises:
+        RedisSetupError: Redis cannot be used.
+        DemoBusy: Another demo runs against the same Redis.
+        ConfigError: An example app's config is invalid or missing.
+    """
+    demo = Demo(settings, options, out or sys.stdout, os.environ if environ is None else environ)
+    return asyncio.run(demo.run())
+
+
+class Demo:
+    """One run of the demo (see the module docstring for the story)."""
+
+    def __init__(
+        self, settings: Settings, options: DemoOptions, out: TextIO, environ: Mapping[str, str]
+    ) -> None:
+        self.settings = settings.replace(prefix=DEMO_PREFIX)
+        self.prefix = self.settings.prefix
+        self.options = options
+        self.out = out
+        live = out.isatty() and not options.verbose and environ.get("TERM") != "dumb"
+        self.screen = Screen(out, live=live)
+        self.log_dir = None if options.verbose else self.settings.data_dir / "demo"
+        self.children = Children(
+            worker_env(environ, self.settings, {FIX_ENV: None}),
+            ["--lease-s", str(options.lease_s), "--grace-s", "1"],
+            self.log_dir,
+        )
+        self.plan: list[PlannedEvent] = plan_events(options.events, options.publish_s)
+        self.published = 0
+        self.workers: dict[str, str] = dict.fromkeys(APPS, "offline")
+        self.current: dict[str, Child] = {}
+        self.poison_key: str | None = None
+        self.poison_tasks: dict[str, list[str]] = {}
+        self.late_backlog: int | None = None
+        self.caught_up_s: float | None = None
+        self._t0 = clock.monotonic_s()
+        self._stream_t0 = self._t0
+        self._interrupted = asyncio.Event()
+
+    # -- the run -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run every step, check, stop the workers; return the exit status."""
+        client = await connect(self.settings)
+        loop = asyncio.get_running_loop()
+        caught: list[str] = []
+
+        def interrupt(name: str) -> None:
+            caught.append(name)
+            self._interrupted.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupt, sig.name)
+        scenario = asyncio.create_task(self._run(client), name="demo")
+        interrupted = asyncio.create_task(self._interrupted.wait(), name="demo-interrupt")
+        try:
+            await asyncio.wait({scenario, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            if not self._interrupted.is_set():
+                return scenario.result()
+            await _cancel(scenario, timeout_s=_CANCEL_TIMEOUT_S)
+            self.screen.freeze()
+            self.screen.note(f"interrupted ({caught[0]}): stopping the workers")
+            return EXIT_INTERRUPTED
+        finally:
+            interrupted.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            self._stop_workers()
+            await client.aclose()
+
+    async def _run(self, client: Redis) -> int:
+        try:
+            await check_server(client, embedded=self.settings.redis_url is None)
+        except RedisError as exc:
+            raise RedisSetupError(
+                f"cannot reach {self._where()}: {exc}; check the setting and that the server runs"
+            ) from exc
+        await self._refuse_if_running(client)
+        self._intro()
+        try:
+            return await self._story(client)
+        except RedisError as exc:
+            self.screen.freeze()
+            self.screen.note(f"demo failed: Redis failed during the demo: {exc}")
+            self.screen.note("verdict: FAIL - Redis failed during the demo")
+            return EXIT_FAIL
+
+    async def _story(self, client: Redis) -> int:
+        cleared = await clear_prefix(client, self.prefix)
+        self.screen.note(
+            f"cleared {cleared} keys of prefix '{self.prefix}:' (SCAN + UNLINK, nothing else)"
+        )
+        synced = await sync_apps(client, self.settings, APPS)
+        self.screen.note(
+            "synced subscriptions: " + ", ".join(f"{a} ({n})" for a, n in synced.items())
+        )
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            for app in APPS:
+                (self.log_dir / f"{app}.log").write_bytes(b"")
+            self.screen.note(f"worker logs: {self.log_dir}/<app>.log")
+        refresher = asyncio.create_task(self._refresh(client), name="demo-refresh")
+        failure: str | None = None
+        try:
+            first = [self._start(app) for app in APPS if app != LATE_APP]
+            await self._wait_live(client, first)
+            self._stream_t0 = clock.monotonic_s()
+            await _together(
+                self._publish(Bus(self.settings, redis=client, source="demo")),
+                self._late_start(client),
+                self._poison_and_fix(client),
+            )
+            await self._drain(client)
+        except DemoFailed as exc:
+            failure = str(exc)
+        finally:
+            await _cancel(refresher, timeout_s=_CANCEL_TIMEOUT_S)
+        crashed = self.children.crashed()
+        self._stop_workers()
+        snap = await read_snapshot(client, self.prefix, APPS)
+        self.screen.table(self._elapsed(), self.published, len(self.plan), snap, self.workers)
+        if failure is not None:
+            self.screen.note(f"demo failed: {failure}")
+        checks = await final_checks(
+            client,
+            self.prefix,
+            APPS,
+            published=self.published,
+            poison_tasks=self.poison_tasks,
+        )
+        checks += self._own_checks(crashed)
+        return self._verdict(checks, failure)
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _intro(self) -> None:
+        apps = ", ".join(APPS)
+        self.screen.note(
+            f"taskbus demo: {len(self.plan)} events over {self.options.publish_s:g}s to "
+            f"{apps}; key prefix '{self.prefix}'"
+        )
+        self.screen.note(f"redis: {self._where()}")
+
+    async def _refuse_if_running(self, client: Redis) -> None:
+        seen = await live_workers(client, self.prefix, APPS, clock.now_ms() - _LIVE_BEAT_MS)
+        # A worker of this host whose process is gone (a crash) beat recently but is
+        # no demo running; it is left out.
+        alive = [
+            f"{w.app} pid {w.pid or '?'} on {w.host or '?'}"
+            for w in seen
+            if w.host != socket.gethostname() or w.pid is None or _process_exists(w.pid)
+        ]
+        if alive:
+            raise DemoBusy(
+                f"another demo is running against this Redis (live workers of prefix "
+                f"'{self.prefix}': {'; '.join(alive)}); wait for it to finish (it takes under "
+                "a minute), or end those processes"
+            )
+
+    async def _publish(self, bus: Bus) -> None:
+        index = 0
+        while index < len(self.plan):
+            if self._interrupted.is_set():
+                raise asyncio.CancelledError
+            now_s = clock.monotonic_s() - self._stream_t0
+            due: list[PlannedEvent] = []
+            while index + len(due) < len(self.plan) and self.plan[index + len(due)].at_s <= now_s:
+                due.append(self.plan[index + len(due)])
+            if not due:
+                await asyncio.sleep(min(self.plan[index].at_s - now_s, _POLL_S))
+                continue
+            keys = await bus.apublish_many([EventSpec(e.type, e.payload) for e in due])
+            self.published += len(due)
+            index += len(due)
+            for event, key in zip(due, keys, strict=True):
+                if event.poison:
+                    self.poison_key = key
+                    self.screen.note(
+                        f"{self._stamp()}published the poison order {event.payload['order_id']} "
+                        f"(event {key}): billing's handler fails on it"
+                    )
+        self.screen.note(f"{self._stamp()}published all {self.published} events")
+
+    async def _late_start(self, client: Redis) -> None:
+        start_at = self._stream_t0 + self.options.late_start_s
+        await self._wait(
+            lambda: clock.monotonic_s() >= start_at,
+            f"{LATE_APP}'s start time",
+            self.options.late_start_s + 5,
+        )
+        backlog = (await read_snapshot(client, self.prefix, [LATE_APP])).apps[LATE_APP].total
+        self.screen.note(
+            f"{self._stamp()}starting {LATE_APP} late: {backlog} tasks waited for it in Redis "
+            "while it was offline"
+        )
+        child = self._start(LATE_APP)
+        started = clock.monotonic_s()
+        await self._wait_live(client, [child])
+
+        async def caught_up() -> bool:
+            snap = await read_snapshot(client, self.prefix, [LATE_APP])
+            return snap.apps[LATE_APP].delivered >= backlog
+
+        await self._wait(caught_up, f"{LATE_APP} to catch up on its backlog of {backlog}")
+        self.late_backlog = backlog
+        self.caught_up_s = clock.monotonic_s() - started
+        self.screen.note(
+            f"{self._stamp()}{LATE_APP} caught up: its backlog of {backlog} delivered "
+            f"{self.caught_up_s:.1f}s after it started"
+        )
+
+    async def _poison_and_fix(self, client: Redis) -> None:
+        await self._wait(
+            lambda: self.poison_key is not None,
+            "the poison order to be published",
+            self.options.publish_s + self.options.step_timeout_s,
+        )
+        assert self.poison_key is not None
+        ids = await self._poison_task_ids(client, self.poison_key)
+        dead = await self._wait_poison_dead(client, ids)
+        for task in dead:
+            info = task.task.info
+            error = info.errors[-1] if info.errors else None
+            self.screen.note(
+                f"{self._stamp()}dead letter in {FIX_APP}: task {task.id} failed "
+                f"{info.attempts} of {info.max_attempts} attempts ({task.reason})"
+            )
+            if error is not None:
+                self.screen.note(f"{' ' * 8}last error: {error.type}: {error.message}")
+        await asyncio.sleep(self.options.show_dead_s)
+        self.screen.note(
+            f"{self._stamp()}deploying the fix: restarting {FIX_APP}'s worker with {FIX_ENV}=1"
+        )
+        old = self.current[FIX_APP]
+        self.workers[FIX_APP] = "restarting"
+        code = await self.children.stop(old)
+        self.screen.note(f"{self._stamp()}stopped {old.label} worker (pid {old.pid}, exit {code})")
+        new = self._start(FIX_APP, label=f"{FIX_APP} (fixed)", **{FIX_ENV: "1"})
+        await self._wait_live(client, [new], state="running+fix")
+        dead_ids = [t.id for t in dead]
+        report = await replay(client, self.prefix, FIX_APP, dead_ids)
+        if report.skipped:
+            raise DemoFailed(f"replay skipped {report.skipped}")
+        queues = ", ".join(f"{q} ({n})" for q, n in sorted(report.queues.items()))
+        self.screen.note(
+            f"{self._stamp()}replayed {len(report.replayed)} dead task(s) of {FIX_APP} "
+            f"(bus.deadletters.replay) to queue {queues}"
+        )
+        self.poison_tasks = {FIX_APP: dead_ids}
+
+        async def delivered() -> bool:
+            tasks = [await get_dead(client, self.prefix, FIX_APP, i) for i in dead_ids]
+            if any(t is not None for t in tasks):
+                return False
+            states = await states_of(client, self.prefix, FIX_APP, dead_ids)
+            return all(s == TaskState.SUCCEEDED.value for s in states)
+
+        await self._wait(delivered, "the replayed poison order to be delivered")
+        self.screen.note(
+            f"{self._stamp()}the poison order was delivered by {FIX_APP} after the replay"
+        )
+
+    async def _poison_task_ids(self, client: Redis, key: str) -> list[str]:
+        poison = next(e for e in self.plan if e.poison)
+        registry = await load_registry(client, BusKeys(self.prefix))
+        specs = [s for s in registry.route(poison.type, poison.payload) if s.app == FIX_APP]
+        if not specs:
+            raise DemoFailed(
+                f"{FIX_APP} has no subscription matching the poison {poison.type} event; "
+                f"check apps/{FIX_APP}/app.toml"
+            )
+        return [task_id_for(key, s.name) for s in specs]
+
+    async def _wait_poison_dead(self, client: Redis, ids: list[str]) -> list[DeadTask]:
+        found: list[DeadTask] = []
+
+        async def settled() -> bool:
+            # Some of billing's subscriptions may handle the poison fine: wait
+            # until each of its tasks either died or succeeded.
+            states = await states_of(client, self.prefix, FIX_APP, ids)
+            done = (TaskState.DEAD.value, TaskState.SUCCEEDED.value)
+            if not all(s in done for s in states):
+                return False
+            found[:] = [
+                t
+                for t in [await get_dead(client, self.prefix, FIX_APP, i) for i in ids]
+                if t is not None
+            ]
+            return True
+
+        await self._wait(settled, f"the poison order's tasks in {FIX_APP} to fail or succeed")
+        if not found:
+            raise DemoFailed(
+                f"the poison order did not fail in {FIX_APP} (is {FIX_ENV} set for its worker?)"
+            )
+        return found
+
+    async def _drain(self, client: Redis) -> None:
+        async def drained() -> bool:
+            snap = await read_snapshot(client, self.prefix, APPS)
+            if snap.pending or any(c.unfinished for c in snap.apps.values()):
+                return False
+            expected = await expected_tasks(client, self.prefix, APPS)
+            return all(snap.apps[a].total >= len(expected[a]) for a in APPS)
+
+        self.screen.note(f"{self._stamp()}waiting for every task to finish")
+        limit_s = self.options.drain_timeout_s
+        if await self._wait(drained, "every task to finish", limit_s, strict=False):
+            self.screen.note(f"{self._stamp()}everything settled")
+        else:
+            self.screen.note(f"{self._stamp()}not settled after {limit_s:g}s; checking anyway")
+
+    # -- the verdict ------------------------------------------------------------------
+
+    def _own_checks(self, crashed: list[Child]) -> list[Check]:
+        late = self.late_backlog
+        return [
+            Check(
+                late is not None and late > 0 and self.caught_up_s is not None,
+                f"{LATE_APP} started {self.options.late_start_s:g}s late"
+                + (
+                    f" with a backlog of {late} tasks and caught up in {self.caught_up_s:.1f}s"
+                    if late is not None and self.caught_up_s is not None
+                    else " and did not catch up"
+                ),
+            ),
+            Check(
+                not crashed,
+                "no worker crashed"
+                + "".join(
+                    f"; {c.label} (pid {c.pid}) exited with {c.exit_code()}" for c in crashed
+                ),
+            ),
+        ]
+
+    def _verdict(self, checks: list[Check], failure: str | None) -> int:
+        self.screen.note("checks:")
+        for check in checks:
+            self.screen.note(f"  [{'ok' if check.ok else 'FAIL'}] {check.text}")
+        failed = sum(1 for c in checks if not c.ok)
+        if failed or failure is not None:
+            why = f"{failed} of {len(checks)} checks failed" if failed else "a step failed"
+            self.screen.note(f"verdict: FAIL - {why}")
+            code = EXIT_FAIL
+        else:
+            self.screen.note(f"verdict: PASS - all {len(checks)} checks held")
+            code = EXIT_PASS
+        self._goodbye()
+        return code
+
+    def _goodbye(self) -> None:
+        env = f"BUS_PREFIX={self.prefix}"
+        hint = f"inspect what is left: {env} python -m bus status"
+        if self.poison_tasks:
+            app, ids = next(iter(self.poison_tasks.items()))
+            hint += f"; {env} python -m bus task show {ids[0]} --app {app}"
+        self.screen.note(hint)
+        if self.settings.redis_url is None:
+            data_dir = self.settings.data_dir
+            env = "" if data_dir == Settings().data_dir else f"BUS_DATA_DIR={data_dir} "
+            self.screen.note(
+                f"the embedded Redis in {data_dir} keeps running (other taskbus processes "
+                f"share it); stop it with: {env}python -m bus redis stop"
+            )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _start(self, app: str, *, label: str | None = None, **env: str | None) -> Child:
+        child = self.children.start(app, label=label, **env)
+        self.current[app] = child
+        self.workers[app] = "starting"
+        where = f", log {_short(child.log_path)}" if child.log_path else ""
+        self.screen.note(f"{self._stamp()}started {child.label} worker (pid {child.pid}{where})")
+        return child
+
+    async def _wait_live(
+        self, client: Redis, children: list[Child], state: str = "running"
+    ) -> None:
+        """Wait until each child's worker has written its status record; show ``state``."""
+
+        async def live() -> bool:
+            pids = await worker_pids(client, self.prefix, {c.app for c in children})
+            return all(c.pid in pids for c in children)
+
+        labels = ", ".join(c.label for c in children)
+        await self._wait(live, f"the {labels} worker(s) to start")
+        for child in children:
+            self.workers[child.app] = state
+
+    async def _wait(
+        self,
+        check: Callable[[], bool | Awaitable[bool]],
+        what: str,
+        timeout_s: float | None = None,
+        *,
+        strict: bool = True,
+    ) -> bool:
+        """Poll ``check`` until true; fail when a worker dies or time is up.
+
+        Returns:
+            True when the check held; False on timeout when not ``strict``.
+
+        Raises:
+            DemoFailed: A worker exited unexpectedly, or (``strict``) time ran out.
+        """
+        limit = self.options.step_timeout_s if timeout_s is None else timeout_s
+        deadline = clock.monotonic_s() + limit
+        while True:
+            if self._interrupted.is_set():
+                raise asyncio.CancelledError
+            crashed = self.children.crashed()
+            if crashed:
+                child = crashed[0]
+                tail = child.log_tail()
+                raise DemoFailed(
+                    f"the {child.label} worker (pid {child.pid}) exited with status "
+                    f"{child.exit_code()} while waiting for {what}"
+                    + (f"; the end of {child.log_path}:\n{tail}" if tail else "")
+                )
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return True
+            if clock.monotonic_s() > deadline:
+                if strict:
+                    raise DemoFailed(f"timed out after {limit:g}s waiting for {what}")
+                return False
+            await asyncio.sleep(_POLL_S)
+
+    async def _refresh(self, client: Redis) -> None:
+        while True:
+            try:
+                snap = await read_snapshot(client, self.prefix, APPS)
+            except RedisError:
+                pass  # the step that needs Redis reports it
+            else:
+                self.screen.show(
+                    self._elapsed(), self.published, len(self.plan), snap, self.workers
+                )
+            await asyncio.sleep(self.options.refresh_s)
+
+    def _stop_workers(self) -> None:
+        for child in self.children.stop_all():
+            self.workers[child.app] = "stopped"
+            self.screen.note(f"{self._stamp()}stopped {child.label} worker (pid {child.pid})")
+
+    def _where(self) -> str:
+        if self.settings.redis_url is None:
+            return f"the embedded server in {self.settings.data_dir} (BUS_REDIS_URL is not set)"
+        return "the server at BUS_REDIS_URL"
+
+    def _elapsed(self) -> float:
+        return clock.monotonic_s() - self._t0
+
+    def _stamp(self) -> str:
+        return f"{self._elapsed():5.1f}s  "
+
+
+async def _cancel(task: asyncio.Task[Any], *, timeout_s: float) -> None:
+    """Cancel a task and wait for it to end, for at most ``timeout_s``.
+
+    The cancellation is repeated: redis-py can absorb one that lands inside a
+    command, and the task would then carry on.
+    """
+    deadline = clock.monotonic_s() + timeout_s
+    while not task.done() and clock.monotonic_s() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=_POLL_S)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: the interruption is what gets reported
+
+
+async def _together(*coros: Coroutine[Any, Any, None]) -> None:
+    """Run coroutines concurrently; the first failure cancels the others."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            await _cancel(task, timeout_s=_CANCEL_TIMEOUT_S)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _short(path: Path) -> str:
+    """The path relative to the working directory when it is inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,367 @@
+"""The demo's reads and writes in Redis: its prefix, its apps, their counts, its verdict.
+
+:func:`clear_prefix` deletes the keys of the demo's prefix (``SCAN`` +
+``UNLINK``, never ``FLUSHALL``); :func:`sync_apps` stores the apps'
+subscriptions; :func:`live_workers` and :func:`worker_pids` read the workers'
+status records.
+
+:func:`read_snapshot` counts each app's *deliveries* (its tasks of recorded
+events; recurring and named tasks are left out) by state, from the app's state
+hash and the event log's keys in one round trip (the demo's apps hold a few
+thousand tasks at most), and the events recorded and pending.
+
+:func:`expected_tasks` derives, from the subscription registry and the event
+log, the task every (event, matching subscription) pair must have become:
+``Registry.route`` over every recorded event, follow-ups published by handlers
+included. :func:`final_checks` compares the two and says, check by check,
+whether the bus did its job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import orjson
+from redis.asyncio import Redis
+
+from bus.apps import load_app_config_named, subscription_specs
+from bus.keys import AppKeys, BusKeys
+from bus.lineage import read_tasks
+from bus.registry import load_registry, sync_subscriptions
+from bus.router import task_id_for
+from bus.settings import Settings
+from bus.task import TaskState
+
+__all__ = [
+    "AppCounts",
+    "Check",
+    "SeenWorker",
+    "Snapshot",
+    "clear_prefix",
+    "deliveries",
+    "expected_tasks",
+    "final_checks",
+    "live_workers",
+    "read_snapshot",
+    "states_of",
+    "sync_apps",
+    "worker_pids",
+]
+
+_WAITING = (TaskState.QUEUED.value, TaskState.SCHEDULED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class AppCounts:
+    """An app's deliveries by state: its tasks of recorded events.
+
+    Other tasks of the app (recurring ones, tasks enqueued by name) are not
+    deliveries and are not counted.
+
+    Attributes:
+        delivered: Succeeded.
+        waiting: Queued or scheduled (due later), not claimed yet.
+        running: Claimed by a worker, under lease.
+        retrying: Failed, waiting for the back-off before the next attempt.
+        dead: Dead letters.
+    """
+
+    delivered: int = 0
+    waiting: int = 0
+    running: int = 0
+    retrying: int = 0
+    dead: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every delivery of the app."""
+        return self.delivered + self.waiting + self.running + self.retrying + self.dead
+
+    @property
+    def unfinished(self) -> int:
+        """Deliveries still to run: waiting, running or retrying."""
+        return self.waiting + self.running + self.retrying
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The demo's apps and events at one moment.
+
+    Attributes:
+        apps: Task counts per app.
+        events: Events in the event log (published by the demo and by handlers).
+        pending: Events recorded but not yet routed to every subscriber.
+    """
+
+    apps: dict[str, AppCounts]
+    events: int
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One verdict item: what was checked, and whether it held."""
+
+    ok: bool
+    text: str
+
+
+@dataclass(slots=True)
+class _Tally:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, state: str) -> None:
+        self.counts[state] = self.counts.get(state, 0) + 1
+
+    def app_counts(self) -> AppCounts:
+        c = self.counts
+        return AppCounts(
+            delivered=c.get(TaskState.SUCCEEDED.value, 0),
+            waiting=sum(c.get(s, 0) for s in _WAITING),
+            running=c.get(TaskState.RUNNING.value, 0),
+            retrying=c.get(TaskState.RETRYING.value, 0),
+            dead=c.get(TaskState.DEAD.value, 0),
+        )
+
+
+async def clear_prefix(client: Redis, prefix: str, *, batch: int = 500) -> int:
+    """Delete every key of ``prefix`` (``SCAN`` + ``UNLINK``); return how many.
+
+    Every key of the layout in :mod:`bus.keys` starts with ``<prefix>:``, and
+    only keys that do are deleted.
+    """
+    pattern = _glob_escape(prefix) + ":*"
+    cleared = 0
+    found: list[bytes] = []
+    async for key in client.scan_iter(match=pattern, count=1000):
+        found.append(key)
+        if len(found) >= batch:
+            cleared += int(await client.unlink(*found))
+            found = []
+    if found:
+        cleared += int(await client.unlink(*found))
+    return cleared
+
+
+async def sync_apps(client: Redis, settings: Settings, apps: Sequence[str]) -> dict[str, int]:
+    """Store each app's subscriptions from its ``app.toml``; return how many each has.
+
+    Raises:
+        ConfigError: An app is missing or its config is invalid.
+    """
+    synced = {}
+    for app in apps:
+        specs = subscription_specs(load_app_config_named(settings, app))
+        await sync_subscriptions(client, BusKeys(settings.prefix), app, specs, allow_removal=True)
+        synced[app] = len(specs)
+    return synced
+
+
+@dataclass(frozen=True, slots=True)
+class SeenWorker:
+    """A worker whose heartbeat was recent: its app, and pid and host when recorded."""
+
+    app: str
+    pid: int | None
+    host: str | None
+
+
+async def live_workers(
+    client: Redis, prefix: str, apps: Sequence[str], since_ms: int
+) -> list[SeenWorker]:
+    """The workers of ``apps`` whose last heartbeat is at or after ``since_ms``."""
+    alive = []
+    for app in apps:
+        keys = AppKeys(prefix, app)
+        ids = cast(list[bytes], await client.zrangebyscore(keys.beats, since_ms, "+inf"))
+        if not ids:
+            continue
+        for raw in await client.hmget(keys.workers, ids):
+            doc = orjson.loads(raw) if raw else {}
+            pid = doc.get("pid")
+            alive.append(SeenWorker(app, pid if isinstance(pid, int) else None, doc.get("host")))
+    return alive
+
+
+async def worker_pids(client: Redis, prefix: str, apps: Iterable[str]) -> set[int]:
+    """The pids in the status records of the apps' workers."""
+    pids = set()
+    for app in apps:
+        for raw in await client.hvals(AppKeys(prefix, app).workers):
+            pid = orjson.loads(raw).get("pid")
+            if isinstance(pid, int):
+                pids.add(pid)
+    return pids
+
+
+async def states_of(client: Redis, prefix: str, app: str, ids: Sequence[str]) -> list[str | None]:
+    """The states of some tasks of an app (None for an unknown id)."""
+    raws = await client.hmget(AppKeys(prefix, app).state, list(ids))
+    return [None if raw is None else str(orjson.loads(raw).get("s")) for raw in raws]
+
+
+async def read_snapshot(client: Redis, prefix: str, apps: Sequence[str]) -> Snapshot:
+    """Count every app's deliveries by state, and the events recorded and pending.
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        apps: The apps to count.
+    """
+    bus_keys = BusKeys(prefix)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hkeys(bus_keys.events)
+        pipe.zcard(bus_keys.pending)
+        for app in apps:
+            pipe.hgetall(AppKeys(prefix, app).state)
+        replies = await pipe.execute()
+    events = {_text(k) for k in replies[0]}
+    counts = {}
+    for app, raw in zip(apps, replies[2:], strict=True):
+        tally = _Tally()
+        for state in _deliveries(raw, events).values():
+            tally.add(state)
+        counts[app] = tally.app_counts()
+    return Snapshot(counts, len(events), int(replies[1]))
+
+
+async def deliveries(client: Redis, prefix: str, app: str) -> dict[str, str]:
+    """Return an app's deliveries (tasks of recorded events) with their states."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hkeys(BusKeys(prefix).events)
+        pipe.hgetall(AppKeys(prefix, app).state)
+        keys, raw = await pipe.execute()
+    return _deliveries(raw, {_text(k) for k in keys})
+
+
+def _deliveries(raw: Mapping[bytes, bytes], events: set[str]) -> dict[str, str]:
+    # Ids of event tasks start with the event key (<key>.<subscription>, and
+    # <key>.<subscription>@<node> for a broadcast's copies); recurring and
+    # named tasks do not, and are no deliveries.
+    out = {}
+    for key, value in raw.items():
+        task_id = _text(key)
+        if task_id.split(".", 1)[0] in events:
+            out[task_id] = str(orjson.loads(value).get("s"))
+    return out
+
+
+async def expected_tasks(client: Redis, prefix: str, apps: Sequence[str]) -> dict[str, set[str]]:
+    """The task ids each app must have: one per (recorded event, matching subscription).
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        apps: The apps to compute (subscriptions of other apps are ignored).
+    """
+    keys = BusKeys(prefix)
+    registry = await load_registry(client, keys)
+    out: dict[str, set[str]] = {app: set() for app in apps}
+    async for _, raw in client.hscan_iter(keys.events, count=1000):
+        envelope = orjson.loads(raw)
+        for spec in registry.route(envelope["type"], envelope.get("data")):
+            if spec.app in out:
+                out[spec.app].add(task_id_for(envelope["buskey"], spec.name))
+    return out
+
+
+async def final_checks(
+    client: Redis,
+    prefix: str,
+    apps: Sequence[str],
+    *,
+    published: int,
+    poison_tasks: Mapping[str, Sequence[str]],
+) -> list[Check]:
+    """Check the end state of the demo.
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        apps: The demo's apps.
+        published: How many events the demo itself published.
+        poison_tasks: Per app, the task ids of the poison event that were
+            dead-lettered and replayed.
+
+    Returns:
+        One :class:`Check` per property: every event routed; per app, the
+        delivered tasks are exactly the expected ones; nothing left to run; no
+        dead letter; the poison delivered after its replay.
+    """
+    snap = await read_snapshot(client, prefix, apps)
+    expected = await expected_tasks(client, prefix, apps)
+    follow_ups = snap.events - published
+    checks = [
+        Check(
+            snap.pending == 0,
+            f"every event was routed: {snap.events} recorded ({published} published by the "
+            f"demo, {follow_ups} follow-ups by handlers), {snap.pending} pending",
+        )
+    ]
+    for app in apps:
+        states = await deliveries(client, prefix, app)
+        want = expected[app]
+        delivered = {i for i in want if states.get(i) == TaskState.SUCCEEDED.value}
+        # A broadcast's copies (<task id>@<node>) come with their expected task.
+        extra = {i for i in states if i not in want and i.split("@", 1)[0] not in want}
+        missing = len(want - set(states))
+        text = (
+            f"{app}: {len(delivered)} delivered, {len(want)} expected "
+            f"(one per event and matching subscription)"
+        )
+        if missing or extra:
+            text += f"; {missing} expected tasks missing, {len(extra)} unexpected tasks"
+        checks.append(Check(delivered == want and not extra, text))
+    unfinished = {a: c.unfinished for a, c in snap.apps.items() if c.unfinished}
+    checks.append(
+        Check(
+            not unfinished,
+            "no task left waiting, running or retrying"
+            + (f" (left: {_per_app(unfinished)})" if unfinished else ""),
+        )
+    )
+    dead = {a: c.dead for a, c in snap.apps.items() if c.dead}
+    checks.append(
+        Check(
+            not dead,
+            "no dead letter after the replay" + (f" (dead: {_per_app(dead)})" if dead else ""),
+        )
+    )
+    poison_ok, poison_text = await _poison_check(client, prefix, poison_tasks)
+    checks.append(Check(poison_ok, poison_text))
+    return checks
+
+
+async def _poison_check(
+    client: Redis, prefix: str, poison_tasks: Mapping[str, Sequence[str]]
+) -> tuple[bool, str]:
+    ids = [(app, task_id) for app, group in poison_tasks.items() for task_id in group]
+    if not ids:
+        return False, "the poison order was never dead-lettered"
+    problems = []
+    for app, task_id in ids:
+        task = (await read_tasks(client, AppKeys(prefix, app), [task_id], errors=False)).get(
+            task_id
+        )
+        if task is None:
+            problems.append(f"{app} has no task {task_id}")
+        elif task.info.state is not TaskState.SUCCEEDED or task.info.replays < 1:
+            problems.append(f"{task_id} is {task.info.state.value}, replayed {task.info.replays}x")
+    if problems:
+        return False, "the poison order was not delivered after its replay: " + "; ".join(problems)
+    where = ", ".join(sorted({app for app, _ in ids}))
+    return True, f"the poison order was dead-lettered in {where}, replayed, then delivered"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _per_app(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{app} {n}" for app, n in sorted(counts.items()))
