@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -45,7 +44,9 @@ from bus.nodes import Node, default_node, is_node_queue
 from bus.recurring import Recurring, RecurringChains
 from bus.scripts import ClaimedTask, Held, Outcome
 from bus.task import TaskRecord
-from bus.worker.execute import OK, Verdict, call_handler, judge, reason_doc
+from bus.worker.attempt import run_attempt
+from bus.worker.execute import OK, Verdict, judge
+from bus.worker.upkeep import heartbeat_loop, shutdown, status_record
 
 __all__ = ["Worker"]
 
@@ -55,7 +56,7 @@ PayloadAdapter = Callable[[TaskRecord, TaskContext], Any]
 
 
 @dataclass(slots=True)
-class _Running:
+class Running:
     held: Held
     task: asyncio.Task[None] | None = None
     lost: bool = False
@@ -162,7 +163,7 @@ class Worker:
             self.on_settled.append(self._continue_chains)
         self.counters = _Counters()
         self._own_wake = self.keys.worker_wake(self.id)
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._unsettled: dict[str, Held] = {}
         self._outcomes: list[Outcome] = []
         self._settle_wanted = asyncio.Event()
@@ -339,11 +340,11 @@ class Worker:
     def _launch(self, claimed: ClaimedTask) -> None:
         held = Held(claimed.id, claimed.token, claimed.queue)
         self._unsettled[claimed.id] = held
-        running = _Running(held)
+        running = Running(held)
         self._running[claimed.id] = running
         running.task = asyncio.create_task(self._execute(claimed, running))
 
-    async def _execute(self, claimed: ClaimedTask, running: _Running) -> None:
+    async def _execute(self, claimed: ClaimedTask, running: Running) -> None:
         verdict = await self._attempt(claimed, running)
         if self._running.get(claimed.id) is running:
             del self._running[claimed.id]
@@ -366,138 +367,8 @@ class Worker:
         )
         self._settle_wanted.set()
 
-    async def _attempt(self, claimed: ClaimedTask, running: _Running) -> Verdict | None:
-        now = clock.now_ms()
-        try:
-            record = TaskRecord.decode(claimed.record)
-        except ValueError as exc:
-            log.error(
-                "task_dead",
-                app=self.app.name,
-                task_id=claimed.id,
-                reason="undecodable",
-                error=str(exc),
-            )
-            return Verdict(
-                "dead",
-                b"undecodable record|"
-                + reason_doc(
-                    "UndecodableRecord",
-                    str(exc),
-                    attempt=claimed.attempt,
-                    at_ms=now,
-                    worker=self.id,
-                ),
-            )
-        if record.scope == "all" and not is_node_queue(claimed.queue):
-            return await self._broadcast(record, claimed)
-        task = self.app.get(record.name)
-        ctx = TaskContext(
-            app=self.app.name,
-            task_id=claimed.id,
-            name=record.name,
-            queue=claimed.queue,
-            attempt=claimed.attempt,
-            max_attempts=record.max_attempts,
-            publisher=self.publisher,
-        )
-        if record.kind == "event" and isinstance(record.payload, dict):
-            ctx.event_id = record.payload.get("buskey")
-            ctx.correlation_id = record.payload.get("correlationid")
-        if task is None:
-            known = sorted(self.app.tasks)
-            message = (
-                f"no handler for task {record.name!r} in app {self.app.name!r} "
-                f"(this worker knows: {', '.join(known) or 'none'})"
-            )
-            log.error(
-                "task_dead",
-                app=self.app.name,
-                task_id=claimed.id,
-                reason="no_handler",
-                task=record.name,
-            )
-            return Verdict(
-                "dead",
-                b"no handler|"
-                + reason_doc(
-                    "NoHandler", message, attempt=claimed.attempt, at_ms=now, worker=self.id
-                ),
-            )
-        # Each task runs in its own asyncio Task, hence its own copy of the
-        # context: binding here needs no unbinding.
-        structlog.contextvars.bind_contextvars(
-            app=ctx.app, task_id=ctx.task_id, attempt=ctx.attempt, event_id=ctx.event_id
-        )
-        started = clock.monotonic_s()
-        this = asyncio.current_task()
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            if this is not None:
-                this.cancel()
-
-        # A bare timer is several times cheaper per task than asyncio.timeout.
-        timer = asyncio.get_running_loop().call_later(record.timeout_s, expire)
-        try:
-            payload = self.payload_adapter(record, ctx) if self.payload_adapter else record.payload
-            try:
-                await call_handler(task, payload, ctx, self._executor)
-            finally:
-                timer.cancel()
-            if expired and this is not None:
-                this.uncancel()  # the handler swallowed our cancellation but returned
-            log.debug(
-                "task_succeeded",
-                task=record.name,
-                duration_ms=round((clock.monotonic_s() - started) * 1000, 3),
-            )
-            return OK
-        except asyncio.CancelledError:
-            if running.lost or running.released:
-                return None
-            if not expired:
-                raise
-            if this is not None:
-                this.uncancel()
-            failure: BaseException = TimeoutError(
-                f"handler ran past its timeout of {record.timeout_s} s"
-            )
-        except BaseException as exc:
-            failure = exc
-            if isinstance(exc, SystemExit | KeyboardInterrupt):
-                failure = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
-        verdict = judge(
-            failure,
-            task_backoff=record.backoff,
-            attempt=claimed.attempt,
-            max_attempts=record.max_attempts,
-            now_ms=clock.now_ms(),
-            worker=self.id,
-            timed_out=expired,
-        )
-        duration_ms = round((clock.monotonic_s() - started) * 1000, 3)
-        if verdict.kind == "retry":
-            log.warning(
-                "task_failed",
-                task=record.name,
-                error_type=verdict.error_type,
-                error=str(failure),
-                duration_ms=duration_ms,
-                retry_in_s=round(verdict.retry_in_s or 0, 3),
-            )
-        else:
-            log.error(
-                "task_dead",
-                task=record.name,
-                error_type=verdict.error_type,
-                error=str(failure),
-                duration_ms=duration_ms,
-                exc_info=failure,
-            )
-        return verdict
+    async def _attempt(self, claimed: ClaimedTask, running: Running) -> Verdict | None:
+        return await run_attempt(self, claimed, running)
 
     # -- settling ------------------------------------------------------------
 
@@ -552,60 +423,10 @@ class Worker:
     # -- heartbeat -----------------------------------------------------------
 
     def _status(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "app": self.app.name,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "queues": self.queues,
-                "concurrency": self.concurrency,
-                "started_ms": self.counters.started_ms,
-                "beat_ms": clock.now_ms(),
-                "running": list(self._running)[:50],
-                "running_count": len(self._running),
-                "processed": self.counters.processed,
-                "failed": self.counters.failed,
-                "dead": self.counters.dead,
-            }
-        )
+        return status_record(self)
 
     async def _heartbeat_loop(self) -> None:
-        # Runs until shutdown sets _beats_done: leases of running tasks must
-        # still be renewed while they finish during the grace period. It ends
-        # by an event, not by cancellation, because a cancellation that lands
-        # inside a redis-py call can be absorbed by it.
-        interval = self.lease_ms / 3000
-        while not self._beats_done.is_set():
-            try:
-                await self._beat()
-            except RedisError as exc:
-                log.warning("heartbeat_failed", app=self.app.name, worker=self.id, error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beats_done.wait(), interval)
-
-    async def _beat(self) -> None:
-        now = clock.now_ms()
-        held = list(self._unsettled.values())
-        if held:
-            lost = await scripts.renew(
-                self.redis, self.keys, held, now_ms=now, lease_ms=self.lease_ms
-            )
-            tokens = {h.id: h.token for h in held}
-            for task_id in lost:
-                self._lose(task_id, tokens[task_id])
-        reaped = await scripts.beat(
-            self.redis,
-            self.keys,
-            self.id,
-            self._status(),
-            now_ms=now,
-            reap_after_ms=max(3 * self.lease_ms, 30_000),
-        )
-        if reaped:
-            log.info("workers_reaped", app=self.app.name, workers=reaped)
-        await self._refresh_queues()
-        await self._run_hooks("beat_hook_failed", self.on_beat)
+        await heartbeat_loop(self)
 
     async def _run_hooks(
         self, failed: str, hooks: Sequence[Callable[..., Awaitable[object]]], *args: Any
@@ -708,65 +529,4 @@ class Worker:
     # -- shutdown ------------------------------------------------------------
 
     async def _shutdown(self, settler: asyncio.Task[None], beater: asyncio.Task[None]) -> None:
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        if tasks:
-            log.info("worker_draining", app=self.app.name, running=len(tasks), grace_s=self.grace_s)
-            await asyncio.wait(tasks, timeout=self.grace_s)
-        leftover = [r for r in self._running.values() if r.task is not None]
-        for running in leftover:
-            running.released = True
-            running.task.cancel()  # type: ignore[union-attr]
-        if leftover:
-            await asyncio.gather(*(r.task for r in leftover if r.task), return_exceptions=True)
-            await self._hand_back([r.held for r in leftover])
-        self._closing = True
-        self._settle_wanted.set()
-        try:
-            await asyncio.wait_for(settler, timeout=max(self.grace_s, 5.0))
-        except TimeoutError:
-            log.error("settle_unfinished", app=self.app.name, outcomes=len(self._outcomes))
-        self._beats_done.set()
-        try:
-            await asyncio.wait_for(beater, timeout=5.0)
-        except TimeoutError:
-            log.error("heartbeat_unfinished", app=self.app.name, worker=self.id)
-        try:
-            await self.node.leave(clock.now_ms())
-            await scripts.beat(
-                self.redis,
-                self.keys,
-                self.id,
-                b"",
-                now_ms=clock.now_ms(),
-                reap_after_ms=max(3 * self.lease_ms, 30_000),
-            )
-            await self.redis.delete(self._own_wake)
-        except RedisError as exc:
-            log.warning("status_not_removed", app=self.app.name, error=str(exc))
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        log.info(
-            "worker_stopped",
-            app=self.app.name,
-            worker=self.id,
-            processed=self.counters.processed,
-            failed=self.counters.failed,
-        )
-
-    async def _hand_back(self, held: list[Held]) -> None:
-        for unsettled in held:
-            self._forget(unsettled.id, unsettled.token)
-        for _ in range(20):
-            try:
-                count = await scripts.release(self.redis, self.keys, held, now_ms=clock.now_ms())
-                log.info("tasks_handed_back", app=self.app.name, count=count)
-                return
-            except RedisError as exc:
-                await asyncio.sleep(0.1)
-                last = exc
-        log.error(
-            "hand_back_failed",
-            app=self.app.name,
-            tasks=[h.id for h in held],
-            error=str(last),
-            note="the tasks are recovered when their leases expire",
-        )
+        await shutdown(self, settler, beater)

@@ -1,0 +1,157 @@
+"""The worker's upkeep: heartbeats (leases, status, hooks) and shutdown.
+
+Functions of a :class:`~bus.worker.loop.Worker`, kept apart from the claim and
+run loop so that each module stays readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from typing import TYPE_CHECKING
+
+import orjson
+import structlog
+from redis.exceptions import RedisError
+
+from bus import clock, scripts
+from bus.scripts import Held
+
+if TYPE_CHECKING:
+    from bus.worker.loop import Worker
+
+__all__ = ["beat", "hand_back", "heartbeat_loop", "shutdown", "status_record"]
+
+log = structlog.get_logger("bus.worker")
+
+
+def status_record(worker: Worker) -> bytes:
+    """The worker's status record, as stored in the app's workers hash."""
+    return orjson.dumps(
+        {
+            "id": worker.id,
+            "app": worker.app.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": worker.queues,
+            "concurrency": worker.concurrency,
+            "started_ms": worker.counters.started_ms,
+            "beat_ms": clock.now_ms(),
+            "running": list(worker._running)[:50],
+            "running_count": len(worker._running),
+            "processed": worker.counters.processed,
+            "failed": worker.counters.failed,
+            "dead": worker.counters.dead,
+        }
+    )
+
+
+async def heartbeat_loop(worker: Worker) -> None:
+    """Renew leases, write the status record and run beat hooks until shutdown."""
+    # Runs until shutdown sets _beats_done: leases of running tasks must
+    # still be renewed while they finish during the grace period. It ends
+    # by an event, not by cancellation, because a cancellation that lands
+    # inside a redis-py call can be absorbed by it.
+    interval = worker.lease_ms / 3000
+    while not worker._beats_done.is_set():
+        try:
+            await beat(worker)
+        except RedisError as exc:
+            log.warning("heartbeat_failed", app=worker.app.name, worker=worker.id, error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(worker._beats_done.wait(), interval)
+
+
+async def beat(worker: Worker) -> None:
+    """One heartbeat: renew held leases, write status, reap dead workers, hooks."""
+    now = clock.now_ms()
+    held = list(worker._unsettled.values())
+    if held:
+        lost = await scripts.renew(
+            worker.redis, worker.keys, held, now_ms=now, lease_ms=worker.lease_ms
+        )
+        tokens = {h.id: h.token for h in held}
+        for task_id in lost:
+            worker._lose(task_id, tokens[task_id])
+    reaped = await scripts.beat(
+        worker.redis,
+        worker.keys,
+        worker.id,
+        status_record(worker),
+        now_ms=now,
+        reap_after_ms=max(3 * worker.lease_ms, 30_000),
+    )
+    if reaped:
+        log.info("workers_reaped", app=worker.app.name, workers=reaped)
+    await worker._refresh_queues()
+    await worker._run_hooks("beat_hook_failed", worker.on_beat)
+
+
+async def shutdown(worker: Worker, settler: asyncio.Task[None], beater: asyncio.Task[None]) -> None:
+    """Drain within the grace period, hand back the rest, settle, leave."""
+    tasks = [r.task for r in worker._running.values() if r.task is not None]
+    if tasks:
+        log.info("worker_draining", app=worker.app.name, running=len(tasks), grace_s=worker.grace_s)
+        await asyncio.wait(tasks, timeout=worker.grace_s)
+    leftover = [r for r in worker._running.values() if r.task is not None]
+    for running in leftover:
+        running.released = True
+        running.task.cancel()  # type: ignore[union-attr]
+    if leftover:
+        await asyncio.gather(*(r.task for r in leftover if r.task), return_exceptions=True)
+        await hand_back(worker, [r.held for r in leftover])
+    worker._closing = True
+    worker._settle_wanted.set()
+    try:
+        await asyncio.wait_for(settler, timeout=max(worker.grace_s, 5.0))
+    except TimeoutError:
+        log.error("settle_unfinished", app=worker.app.name, outcomes=len(worker._outcomes))
+    worker._beats_done.set()
+    try:
+        await asyncio.wait_for(beater, timeout=5.0)
+    except TimeoutError:
+        log.error("heartbeat_unfinished", app=worker.app.name, worker=worker.id)
+    try:
+        await worker.node.leave(clock.now_ms())
+        await scripts.beat(
+            worker.redis,
+            worker.keys,
+            worker.id,
+            b"",
+            now_ms=clock.now_ms(),
+            reap_after_ms=max(3 * worker.lease_ms, 30_000),
+        )
+        await worker.redis.delete(worker._own_wake)
+    except RedisError as exc:
+        log.warning("status_not_removed", app=worker.app.name, error=str(exc))
+    worker._executor.shutdown(wait=False, cancel_futures=True)
+    log.info(
+        "worker_stopped",
+        app=worker.app.name,
+        worker=worker.id,
+        processed=worker.counters.processed,
+        failed=worker.counters.failed,
+    )
+
+
+async def hand_back(worker: Worker, held: list[Held]) -> None:
+    """Release held tasks to the front of their queues (retrying briefly)."""
+    for unsettled in held:
+        worker._forget(unsettled.id, unsettled.token)
+    for _ in range(20):
+        try:
+            count = await scripts.release(worker.redis, worker.keys, held, now_ms=clock.now_ms())
+            log.info("tasks_handed_back", app=worker.app.name, count=count)
+            return
+        except RedisError as exc:
+            await asyncio.sleep(0.1)
+            last = exc
+    log.error(
+        "hand_back_failed",
+        app=worker.app.name,
+        tasks=[h.id for h in held],
+        error=str(last),
+        note="the tasks are recovered when their leases expire",
+    )
