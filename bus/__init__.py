@@ -8,6 +8,8 @@ from bus.enqueue import EnqueueItem, TaskRef
 from bus.errors import BusError, ConfigError, RedisSetupError
 from bus.events import Event
 from bus.publish import EventSpec
+from bus.recurring import Recurring
+from bus.schedule import Schedule, cron, every
 from bus.settings import Settings
 from bus.task import TaskInfo, TaskRecord, TaskState
 from bus.worker import Worker
@@ -21,8 +23,10 @@ __all__ = [
     "Event",
     "EventSpec",
     "Fail",
+    "Recurring",
     "RedisSetupError",
     "Retry",
+    "Schedule",
     "Settings",
     "TaskContext",
     "TaskDef",
@@ -32,6 +36,8 @@ __all__ = [
     "TaskState",
     "Worker",
     "apublish",
+    "cron",
+    "every",
     "publish",
     "reset",
 ]
