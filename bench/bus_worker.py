@@ -1,4 +1,4 @@
-"""The worker process of bench/bus.py: one subscribing app, a probe handler, samples.
+"""The worker process of bench/bus_bench.py: one subscribing app, a probe handler, samples.
 
 Run: python bench/bus_worker.py --socket PATH --out FILE [--prefix P]
 
@@ -17,14 +17,6 @@ The worker works until SIGTERM or SIGINT, then writes the samples (ns) to
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file's directory holds bench/bus.py, which would shadow the ``bus``
-# package when Python puts the script's directory first on sys.path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import argparse
 import asyncio

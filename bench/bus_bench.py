@@ -1,6 +1,6 @@
 """The event bus's benchmark: publish rates, validation cost, publish-to-handler latency.
 
-Run: python bench/bus.py [--quick] [--json FILE] [--only NAME ...] [--runs N] [--profile DIR]
+Run: python bench/bus_bench.py [--quick] [--json FILE] [--only NAME ...] [--runs N] [--profile DIR]
 
 It starts its own redis-server on a unix socket in a temporary directory (no
 persistence), never touches any other server, and ends every process it started,
@@ -41,19 +41,6 @@ MISSED. Progress goes to standard error, the table to standard output.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file is named bus.py: with its directory first on sys.path (as Python
-# puts it for a script), ``import bus`` would import this file instead of the
-# package. Import the package first, then make the support modules beside this
-# file importable.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-import bus
-
-sys.path.append(str(Path(__file__).resolve().parent))
-
 import argparse
 import asyncio
 import contextlib
@@ -64,10 +51,12 @@ import io
 import shlex
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -79,6 +68,7 @@ from engine_report import Figure, print_table, source_info
 from engine_support import Children, RedisServer, machine_info, percentile
 from redis.asyncio import Redis
 
+import bus
 from bus import scripts
 from bus.keys import AppKeys, BusKeys
 from bus.publish import EventSpec
