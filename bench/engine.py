@@ -25,16 +25,11 @@ MISSED. Progress goes to standard error, the table to standard output.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import dataclasses
 import itertools
 import random
-import shlex
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from engine_report import Figure, print_table, source_info
-from engine_support import Children, RedisServer, machine_info, percentile
+from bench_cli import bench_main
+from engine_report import Figure, print_table
+from engine_support import Children, RedisServer, percentile
 from engine_worker import APP_NAME, build_app
 from redis.asyncio import Redis
 
@@ -561,62 +557,18 @@ async def run_bench(
     return bench
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     """Parse the arguments, run the benchmark, print the table (and write JSON)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return bench_main(
+        doc=__doc__,
+        scenarios=list(SCENARIOS),
+        quick=QUICK,
+        full=FULL,
+        run_bench=run_bench,
+        report=print_table,
+        profile_help="write a cProfile of every draining worker into this directory (slows them)",
+        tmp_prefix="taskbus-bench-",
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, one run each")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios")
-    parser.add_argument("--runs", type=int, help="runs per figure (default: 3, quick: 1)")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        help="write a cProfile of every draining worker into this directory (slows them)",
-    )
-    args = parser.parse_args()
-    plan = QUICK if args.quick else FULL
-    if args.runs is not None:
-        if args.runs < 1:
-            parser.error("--runs must be at least 1")
-        plan = dataclasses.replace(plan, runs=args.runs)
-    if args.profile is not None:
-        args.profile.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", *sys.argv])
-    machine = {**machine_info(command), **source_info()}
-    signal.signal(signal.SIGTERM, _interrupt)
-    with tempfile.TemporaryDirectory(prefix="taskbus-bench-") as tmp:
-        children = Children()
-        try:
-            server = RedisServer(Path(tmp), children)
-            server.start()
-            bench = asyncio.run(
-                run_bench(
-                    server, children, plan, args.only or list(SCENARIOS), Path(tmp), args.profile
-                )
-            )
-        except KeyboardInterrupt:
-            children.close()
-            _progress("interrupted; every process the benchmark started has been ended")
-            return 130
-        finally:
-            children.close()
-    machine["load_avg_1m_after"] = machine_info(command)["load_avg_1m"]
-    print_table(machine, plan.runs, bench.figures)
-    if args.json is not None:
-        report = {
-            "machine": machine,
-            "plan": dataclasses.asdict(plan),
-            "figures": [f.as_dict() for f in bench.figures],
-            "details": bench.details,
-        }
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    return 0
 
 
 if __name__ == "__main__":
