@@ -15,6 +15,7 @@ from bus.app import App, TaskDef
 from bus.config import (
     AppConfig,
     RecurringConfig,
+    SubscriptionConfig,
     TaskConfig,
     load_app_config,
     resolve_handler,
@@ -74,38 +75,23 @@ def build_app(config: AppConfig) -> App:
         ConfigError: A subscription and a task share a name.
     """
     app = App(config.name)
-    for sub in config.subscriptions:
-        fn = resolve_handler(config, sub.handler)
-        _add(
-            app,
-            config,
-            TaskDef(
-                name=sub.name,
-                fn=fn,
-                queue=sub.options.queue,
-                max_attempts=sub.options.max_attempts,
-                timeout_s=sub.options.timeout_s,
-                backoff=sub.options.backoff.to_doc(),
-                scope=sub.options.scope,
-                kind="event",
-            ),
+    Declared = SubscriptionConfig | TaskConfig | RecurringConfig
+    declared: list[tuple[Declared, str]] = [(sub, "event") for sub in config.subscriptions]
+    named: list[Declared] = [*config.tasks, *config.recurring]
+    declared += [(task, "task") for task in named]
+    for item, kind in declared:
+        options = item.options
+        task = TaskDef(
+            name=item.name,
+            fn=resolve_handler(config, item.handler),
+            queue=options.queue,
+            max_attempts=options.max_attempts,
+            timeout_s=options.timeout_s,
+            backoff=options.backoff.to_doc(),
+            scope=options.scope,
+            kind=kind,
         )
-    named: list[TaskConfig | RecurringConfig] = [*config.tasks, *config.recurring]
-    for task in named:
-        fn = resolve_handler(config, task.handler)
-        _add(
-            app,
-            config,
-            TaskDef(
-                name=task.name,
-                fn=fn,
-                queue=task.options.queue,
-                max_attempts=task.options.max_attempts,
-                timeout_s=task.options.timeout_s,
-                backoff=task.options.backoff.to_doc(),
-                scope=task.options.scope,
-            ),
-        )
+        _add(app, config, task)
     return app
 
 
