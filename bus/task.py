@@ -62,23 +62,31 @@ class TaskRecord:
     run_at_ms: int = 0
 
     def encode(self) -> bytes:
-        """Return the record as stored in Redis (JSON)."""
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "app": self.app,
-                "name": self.name,
-                "queue": self.queue,
-                "kind": self.kind,
-                "max": self.max_attempts,
-                "timeout_s": self.timeout_s,
-                "backoff": self.backoff,
-                "scope": self.scope,
-                "created_ms": self.created_ms,
-                "run_at_ms": self.run_at_ms,
-                "payload": self.payload,
-            }
-        )
+        """Return the record as stored in Redis (JSON).
+
+        Fields at their default value (kind ``task``, scope ``any``, no
+        back-off spec, due at once) are left out: a queued task's memory is
+        mostly this record, and :meth:`decode` restores the defaults.
+        """
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "app": self.app,
+            "name": self.name,
+            "queue": self.queue,
+            "max": self.max_attempts,
+            "timeout_s": self.timeout_s,
+            "created_ms": self.created_ms,
+        }
+        if self.kind != "task":
+            doc["kind"] = self.kind
+        if self.backoff is not None:
+            doc["backoff"] = self.backoff
+        if self.scope != "any":
+            doc["scope"] = self.scope
+        if self.run_at_ms:
+            doc["run_at_ms"] = self.run_at_ms
+        doc["payload"] = self.payload
+        return orjson.dumps(doc)
 
     @classmethod
     def decode(cls, raw: bytes) -> TaskRecord:
