@@ -439,7 +439,12 @@ def test_workers_end_when_the_demo_is_killed(redis_url: str, tmp_path: Path) -> 
                 assert line, seen
                 seen += line
             started, _ = worker_pids(seen)
-            assert sorted(running_workers(marker)) == sorted(started)
+            # A worker the demo just forked may not show in /proc as one yet
+            # (it is still exec-ing): wait for both, with a deadline.
+            deadline = time.monotonic() + 10
+            while sorted(running_workers(marker)) != sorted(started):
+                assert time.monotonic() < deadline, (running_workers(marker), started)
+                time.sleep(0.02)
             proc.kill()
             proc.wait(timeout=10)
         finally:
