@@ -40,7 +40,7 @@ import orjson
 from bench_cli import bench_main
 from engine_report import Figure, print_table
 from engine_support import Children, RedisServer, percentile
-from engine_worker import APP_NAME, build_app
+from engine_worker import APP_NAME, EARLY_MARK, MARK_EVERY, build_app
 from redis.asyncio import Redis
 
 from bus.client import Bus
@@ -266,6 +266,36 @@ class Bench:
                     decimals=2,
                 )
             )
+        # The same question asked two ways that a busy machine disturbs less (no
+        # verdict: the target is the whole-drain ratio above): the first
+        # EARLY_MARK tasks of each backlog (equally short runs), and, within one
+        # large drain, the last MARK_EVERY tasks (backlog nearly gone) against
+        # the first (backlog full).
+        for concurrency in self.plan.concurrencies:
+            pairs = list(zip(runs[(large, concurrency)], runs[(small, concurrency)], strict=True))
+            if all(lg["early_rate"] and sm["early_rate"] for lg, sm in pairs):
+                label = f"  first {_size(EARLY_MARK)} tasks, {_size(large)} / {_size(small)}"
+                self.figures.append(
+                    Figure(
+                        f"drain_early_ratio_c{concurrency}",
+                        f"{label} backlog, concurrency {concurrency}",
+                        "ratio",
+                        [lg["early_rate"] / sm["early_rate"] for lg, sm in pairs],
+                        decimals=2,
+                    )
+                )
+            segments = [r["segment_rates"] for r in runs[(large, concurrency)]]
+            if all(len(seg) >= 2 for seg in segments):
+                self.figures.append(
+                    Figure(
+                        f"drain_last_first_segment_c{concurrency}",
+                        f"  {_size(large)} drain, last / first {_size(MARK_EVERY)} tasks, "
+                        f"concurrency {concurrency}",
+                        "ratio",
+                        [seg[-1] / seg[0] for seg in segments],
+                        decimals=2,
+                    )
+                )
         # CPU per task is steadier than the rate on a shared machine, and shows
         # an O(backlog) cost directly: it would grow with the backlog.
         for backlog, concurrency in itertools.product((small, large), self.plan.concurrencies):
@@ -322,7 +352,8 @@ class Bench:
         # handler returns: on a small backlog the settles would otherwise lag
         # outside the measured span.
         first, last = evidence["first_start"], evidence["last_settled"]
-        marks = [(0, first), *evidence["marks"]]
+        marks = [(0, first), *((n, t) for n, t in evidence["marks"] if n % MARK_EVERY == 0)]
+        early = [t for n, t in evidence["marks"] if n == EARLY_MARK]
         return {
             "rate": backlog / (last - first),
             "handler_rate": backlog / (evidence["last_end"] - first),
@@ -330,6 +361,9 @@ class Bench:
             "setup_s": first - evidence["ready"],
             "worker_cpu_us": evidence["cpu_s"] / backlog * 1e6,
             "redis_cpu_us": redis_cpu_s / backlog * 1e6,
+            # Handler clock for the first EARLY_MARK tasks: equal in length and
+            # conditions whatever the backlog behind them.
+            "early_rate": EARLY_MARK / (early[0] - first) if early else None,
             "segment_rates": [
                 (n1 - n0) / (t1 - t0) for (n0, t0), (n1, t1) in itertools.pairwise(marks)
             ],

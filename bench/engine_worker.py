@@ -15,9 +15,9 @@ formatting and writing every per-task line but not for a terminal. With
 SIGTERM. Either way it then writes its measurements to ``--out`` as JSON: clock
 readings of this process (``time.perf_counter``) for the first task start, the
 last task end, the return of the last settle call (the engine's
-``bus.scripts.settle`` is wrapped to note it) and every ``MARK_EVERY`` tasks;
-the samples of ``probe`` and ``due`` in nanoseconds; and the process's CPU
-seconds spent in the worker.
+``bus.scripts.settle`` is wrapped to note it), task number ``EARLY_MARK`` and
+every ``MARK_EVERY`` tasks; the samples of ``probe`` and ``due`` in
+nanoseconds; and the process's CPU seconds spent in the worker.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ APP_NAME = "bench"
 # Record a progress mark every this many noop tasks: on a 1M backlog the marks
 # show whether the rate changes as the backlog shrinks.
 MARK_EVERY = 100_000
+# Also mark the task of this number (the small backlog's size), so the first
+# tasks of a large backlog compare with a whole small one under equal conditions.
+EARLY_MARK = 1_000
 
 
 class Evidence:
@@ -69,7 +72,7 @@ def build_app(evidence: Evidence | None = None) -> App:
         if seen.first_start is None:
             seen.first_start = now
         seen.count += 1
-        if seen.count % MARK_EVERY == 0:
+        if seen.count % MARK_EVERY == 0 or seen.count == EARLY_MARK:
             seen.marks.append((seen.count, now))
         seen.last_end = now
 
