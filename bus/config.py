@@ -40,8 +40,9 @@ Every mistake is a :class:`~bus.errors.ConfigError` naming the file and the
 table: unknown keys (settings are never silently ignored), wrong types, bad
 patterns, filters, durations, cron lines or time zones, names used twice
 (subscriptions, tasks and recurring tasks share one namespace: the task table
-of the app), and queues that a worker with an explicit ``queues`` list would
-never serve.
+of the app), queues that a worker with an explicit ``queues`` list would never
+serve, integers outside TOML's 64-bit range, and ``timeout_s``, ``delay_s`` or
+back-off delays over 100 years (a due time that far out cannot be stored).
 
 Handlers are imported only by :func:`resolve_handler`, when a worker starts.
 """
@@ -88,6 +89,10 @@ _DURATION_RE = re.compile(
     r"(?:(?P<s>[0-9]+)s)?(?:(?P<ms>[0-9]+)ms)?"
 )
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+_TOML_INT_MIN, _TOML_INT_MAX = -(2**63), 2**63 - 1  # TOML's integers; tomllib takes any size
+# Longest timeout_s, delay_s or back-off delay: far past any real use, and far
+# below what a due time in epoch milliseconds can hold (1e300 s would not encode).
+_MAX_SECONDS = 100 * 365 * 86_400
 _APPS_PACKAGE = "taskbus_apps"
 
 
@@ -284,7 +289,7 @@ def _options(table: _Table, *, with_delay: bool) -> TaskOptions:
     number = (int, float)
     raw_backoff = table.get("backoff", (dict, list))
     try:
-        return TaskOptions(
+        options = TaskOptions(
             queue=table.get("queue", (str,), "default"),
             max_attempts=table.get("max_attempts", (int,), 5),
             backoff=Backoff.from_doc(raw_backoff),
@@ -294,6 +299,17 @@ def _options(table: _Table, *, with_delay: bool) -> TaskOptions:
         )
     except OptionError as exc:
         raise table.error(str(exc)) from exc
+    longest_backoff = max(options.backoff.delays_s or (options.backoff.max_s,))
+    for key, seconds in (
+        ("timeout_s", options.timeout_s),
+        ("delay_s", options.delay_s),
+        ("backoff", longest_backoff),
+    ):
+        if seconds > _MAX_SECONDS:
+            raise table.error(
+                f"{key!r} must be at most {_MAX_SECONDS} seconds (100 years), got {seconds!r}"
+            )
+    return options
 
 
 _NO_DELAY = {
@@ -435,8 +451,9 @@ def load_app_config(path: Path) -> AppConfig:
         raise ConfigError(f"{file}: no such file (an app directory needs an app.toml)") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot be read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer of 5000 digits
         raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
+    _check_integers(file, data, "")
     top = _Table(data, "top level", file)
     name: str = top.require("name", (str,))
     try:
@@ -458,6 +475,22 @@ def load_app_config(path: Path) -> AppConfig:
     return AppConfig(
         name, file.parent, file, description, handlers, worker, subscriptions, tasks, recurring
     )
+
+
+def _check_integers(file: Path, value: Any, where: str) -> None:
+    """Refuse integers outside TOML's 64-bit range, naming their key."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_integers(file, item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_integers(file, item, f"{where}[{index}]")
+    elif isinstance(value, int) and not _TOML_INT_MIN <= value <= _TOML_INT_MAX:
+        digits = str(value) if len(str(value)) <= 30 else f"of {len(str(value))} digits"
+        raise ConfigError(
+            f"{file}: {where}: the integer {digits} is outside TOML's 64-bit range "
+            f"({_TOML_INT_MIN} to {_TOML_INT_MAX})"
+        )
 
 
 def _check_names_and_queues(

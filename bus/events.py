@@ -24,24 +24,65 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Event", "build_envelope", "validate_event_id", "validate_source"]
+from bus.schemas import SchemaError
 
-_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+__all__ = [
+    "Event",
+    "InvalidEventAttribute",
+    "build_envelope",
+    "validate_event_id",
+    "validate_source",
+]
+
+_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
-def validate_event_id(value: str) -> str:
-    """Return a caller-given event id if valid, else raise ``ValueError``."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        raise ValueError(
-            f"invalid event id {value!r}: use 1-128 characters of letters, digits and ._:@/+=-"
+class InvalidEventAttribute(SchemaError, ValueError):
+    """A caller-given ``id``, ``correlation_id`` or ``source`` is not valid.
+
+    A :class:`~bus.schemas.SchemaError` like every other bad input of a
+    publish (nothing is written), and a ``ValueError`` as before.
+
+    Attributes:
+        attribute: Which one: ``"id"``, ``"correlation_id"`` or ``"source"``.
+    """
+
+    def __init__(self, attribute: str, message: str) -> None:
+        super().__init__(message)
+        self.attribute = attribute
+
+
+def validate_event_id(value: str, attribute: str = "id") -> str:
+    """Return a caller-given event id if valid.
+
+    Args:
+        value: 1-128 characters of letters, digits and ``._:@/+=-``.
+        attribute: What the value is, for the message: ``"id"`` or
+            ``"correlation_id"`` (both follow the same rules).
+
+    Raises:
+        InvalidEventAttribute: ``value`` breaks those rules.
+    """
+    # fullmatch, not match with '$': '$' also matches before a final newline.
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        what = "correlation id" if attribute == "correlation_id" else "event id"
+        raise InvalidEventAttribute(
+            attribute,
+            f"invalid {what} {value!r}: use 1-128 characters of letters, digits and ._:@/+=-",
         )
     return value
 
 
 def validate_source(value: str) -> str:
-    """Return an event source if valid (non-empty, printable, <= 256), else raise."""
+    """Return an event source if valid (non-empty, printable, <= 256 characters).
+
+    Raises:
+        InvalidEventAttribute: It is not.
+    """
     if not isinstance(value, str) or not value or len(value) > 256 or not value.isprintable():
-        raise ValueError(f"invalid event source {value!r}: use 1-256 printable characters")
+        raise InvalidEventAttribute(
+            "source", f"invalid event source {value!r}: use 1-256 printable characters"
+        )
     return value
 
 

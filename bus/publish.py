@@ -25,7 +25,7 @@ from bus.ids import new_id
 from bus.keys import BusKeys
 from bus.registry import Registry, load_registry, load_registry_sync
 from bus.router import RoutedEvent, route_calls, routed_call
-from bus.schemas import SchemaRegistry, encode_payload
+from bus.schemas import SchemaError, SchemaRegistry, encode_payload
 
 __all__ = ["EventSpec", "Publisher"]
 
@@ -118,7 +118,7 @@ class Publisher:
         if id is not None:
             validate_event_id(id)
         if correlation_id is not None:
-            validate_event_id(correlation_id)
+            validate_event_id(correlation_id, "correlation_id")
         key = new_id(now_ms)
         envelope = build_envelope(
             key=key,
@@ -255,10 +255,19 @@ class Publisher:
         return self._run_sync(client, [prepared], now)[0]
 
     def _prepare_many(self, events: Sequence[EventSpec], now_ms: int) -> list[_Prepared]:
-        return [
-            self.prepare(e.type, e.payload, now_ms=now_ms, id=e.id, correlation_id=e.correlation_id)
-            for e in events
-        ]
+        prepared = []
+        for index, e in enumerate(events):
+            try:
+                prepared.append(
+                    self.prepare(
+                        e.type, e.payload, now_ms=now_ms, id=e.id, correlation_id=e.correlation_id
+                    )
+                )
+            except SchemaError as exc:
+                # The message says what is wrong; the note says which event of the batch.
+                exc.add_note(f"in event #{index} of a batch of {len(events)}; none was published")
+                raise
+        return prepared
 
     async def apublish_many(self, client: Redis, events: Sequence[EventSpec]) -> list[str]:
         """Publish a batch in one pipelined round trip; all are validated first."""

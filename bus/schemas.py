@@ -22,6 +22,10 @@ extra packages: ``date``, ``date-time`` (RFC 3339, checked here), ``email`` and
 (:data:`CHECKED_FORMATS`). A schema that uses any other format is a load error,
 so no author believes a format is checked when it is not.
 
+``pattern`` is matched with ECMA 262 semantics, as JSON Schema specifies (``$``
+is the end of the string, ``\\d`` is ``[0-9]``), by both validators. The keys of
+``patternProperties`` are not: the pure-Python validator matches them with ``re``.
+
 Validation never touches Redis: :class:`PayloadInvalid`,
 :class:`UnknownEventType`, :class:`PayloadTooLarge` and
 :class:`PayloadNotSerializable` are raised before a publish writes anything.
@@ -45,7 +49,7 @@ import orjson
 import referencing.exceptions
 import referencing.jsonschema
 import structlog
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 from jsonschema.protocols import Validator
 from referencing import Registry, Resource
@@ -129,11 +133,18 @@ class UnknownEventType(SchemaError):
 
     def __init__(self, event_type: str, directory: Path, close_matches: list[str]) -> None:
         hint = f" Did you mean: {', '.join(close_matches)}?" if close_matches else ""
-        valid = "" if is_event_type(event_type) else " (nor is it a valid event type name)"
-        super().__init__(
-            f"unknown event type {event_type!r}: there is no schema {event_type}.json in "
-            f"{directory}{valid}.{hint}"
-        )
+        if not isinstance(event_type, str):
+            message = (
+                f"unknown event type {event_type!r}: an event type is a str such as "
+                f"'user.signed_up', not a {type(event_type).__name__}.{hint}"
+            )
+        else:
+            valid = "" if is_event_type(event_type) else " (nor is it a valid event type name)"
+            message = (
+                f"unknown event type {event_type!r}: there is no schema {event_type}.json in "
+                f"{directory}{valid}.{hint}"
+            )
+        super().__init__(message)
         self.event_type = event_type
         self.directory = directory
         self.close_matches = close_matches
@@ -252,6 +263,49 @@ def _is_date_time(value: object) -> bool:
     offset_h, offset_m = match.group(7), match.group(8)
     offset_ok = offset_h is None or (int(offset_h) <= 23 and int(offset_m) <= 59)
     return hour <= 23 and minute <= 59 and second <= 60 and offset_ok  # 60: leap second
+
+
+@functools.lru_cache(maxsize=1024)
+def _ecma_search(pattern: str) -> Callable[[str], bool] | None:
+    """Return a search for ``pattern`` in ECMA 262 regex semantics, as JSON Schema says.
+
+    Python's ``re`` differs: its ``$`` also matches before a final newline (so
+    ``"DE\\n"`` would match ``^[A-Z]{2}$``), its ``\\d`` and ``\\w`` match any
+    Unicode digit or letter. The compiled validator follows ECMA 262, and the two
+    validators must give one verdict, so the pure-Python one asks it per pattern.
+    None when it cannot compile the pattern (``re`` decides then).
+    """
+    try:
+        search: Callable[[str], bool] = jsonschema_rs.validator_for({"pattern": pattern}).is_valid
+    except Exception:  # a pattern only Python's re understands
+        return None
+    return search
+
+
+def _pattern(
+    validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """The ``pattern`` keyword, with ECMA 262 semantics (see :func:`_ecma_search`)."""
+    if not validator.is_type(instance, "string"):
+        return
+    search = _ecma_search(pattern)
+    if not (search(instance) if search is not None else re.search(pattern, instance)):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _is_array(checker: Any, instance: Any) -> bool:
+    # encode_payload sends a tuple as an array and the compiled validator takes
+    # it as one; a "not of type 'array'" here would be a false violation.
+    return isinstance(instance, list) or type(instance) is tuple
+
+
+# The stubs leave validators.extend untyped.
+_extend: Callable[..., type[Validator]] = validators.extend
+_Validator = _extend(
+    Draft202012Validator,
+    validators={"pattern": _pattern},
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("array", _is_array),
+)
 
 
 def _fast_validator(doc: dict[str, Any], docs: list[dict[str, Any]], checker: FormatChecker) -> Any:
@@ -436,7 +490,7 @@ class SchemaRegistry:
         entries: dict[str, _Entry] = {}
         for event_type, (path, doc) in docs.items():
             _check_references(path, doc, registry)
-            validator = Draft202012Validator(doc, registry=registry, format_checker=checker)
+            validator = _Validator(doc, registry=registry, format_checker=checker)
             fast = _fast_validator(doc, [d for _, d in docs.values()], checker)
             entries[event_type] = _Entry(
                 SchemaInfo(event_type, doc["$id"], doc["version"], path), validator, fast
@@ -460,7 +514,7 @@ class SchemaRegistry:
         Raises:
             UnknownEventType: No schema for the type (with close matches).
         """
-        entry = self._entries.get(event_type)
+        entry = self._entries.get(event_type) if isinstance(event_type, str) else None
         if entry is None:
             self._unknown(event_type)
         return entry.info
@@ -479,7 +533,8 @@ class SchemaRegistry:
             UnknownEventType: No schema for the type.
             PayloadInvalid: Every violation, with its JSON path, sorted by path.
         """
-        entry = self._entries.get(event_type)
+        # Not a str (a list is not even hashable): unknown, like any other bad name.
+        entry = self._entries.get(event_type) if isinstance(event_type, str) else None
         if entry is None:
             self._unknown(event_type)
         # The compiled validator answers "valid" about 100 times faster; the
