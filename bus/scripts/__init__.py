@@ -8,19 +8,34 @@ fresh replica has an empty script cache).
 
 The wrappers here only translate between Python values and the scripts'
 argument layouts; the policy (back-off, options, logging) lives in the callers.
+
+Calls are packed with hiredis (C) and written to a pooled connection as one
+buffer, not sent through redis-py's ``execute_command`` or ``Pipeline``: the
+asyncio client encodes every argument in Python (about 70 ``Encoder.encode``
+calls for one published event) and adds a retry wrapper and metrics per call,
+which cost more than the script itself (docs/benchmarks.md, issue 7). A
+connection or timeout error on that path falls back to redis-py's pipeline,
+whose retry policy then applies as before. One idle connection per asyncio
+pool is kept here between calls, because taking one from redis-py's pool and
+giving it back (a lock and metrics hooks each way) cost about 15% of a
+one-task enqueue.
 """
 
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
+import hiredis
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.keys import AppKeys
 
@@ -57,6 +72,12 @@ class Script:
         self.name = name
         self.source = resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8")
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+        self._head = (b"EVALSHA", self.sha.encode())
+
+    def pack(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+        """Return the ``EVALSHA`` command for these KEYS and ARGV as protocol bytes."""
+        packed: bytes = hiredis.pack_command((*self._head, len(keys), *keys, *args))
+        return packed
 
     async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run the script; load it first if the server does not know it.
@@ -66,11 +87,7 @@ class Script:
             keys: The KEYS array, as the script's header lists them.
             args: The ARGV array, as the script's header lists them.
         """
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        return (await run_calls(client, [(self, keys, args)]))[0]
 
 
 _ENQUEUE = Script("enqueue")
@@ -92,16 +109,15 @@ async def run_calls(client: Redis, calls: Sequence[Call]) -> list[Any]:
     """Run script calls in one pipelined round trip, loading scripts if needed.
 
     The calls must be safe to repeat: after a NOSCRIPT reply (a restarted
-    server) the whole batch runs again once the scripts are loaded.
+    server) the whole batch runs again once the scripts are loaded, and after
+    a connection error redis-py's pipeline sends it again.
 
     Raises:
         redis.exceptions.RedisError: A call failed for another reason.
     """
+    packed = b"".join(script.pack(keys, args) for script, keys, args in calls)
     for attempt in range(2):
-        async with client.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
+        results = await _send(client, packed, calls)
         if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
             for script in {c[0].sha: c[0] for c in calls}.values():
                 await client.script_load(script.source)
@@ -110,16 +126,73 @@ async def run_calls(client: Redis, calls: Sequence[Call]) -> list[Any]:
     for result in results:
         if isinstance(result, Exception):
             raise result
-    return list(results)
+    return results
+
+
+# pool -> one idle connection taken from it, for the next script call. The pool
+# still counts it as in use, so closing the client disconnects it too (it is
+# then handed back on its next turn). Never kept from a blocking pool or a
+# small one, where holding a connection could starve other callers.
+_SPARE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_SPARE_MIN_POOL = 64
+
+
+async def _send(client: Redis, packed: bytes, calls: Sequence[Call]) -> list[Any]:
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or client.connection is not None:
+        return await _send_pipeline(client, calls)  # a single-connection client
+    conn = _SPARE.pop(pool, None)
+    if conn is None or not conn.is_connected:
+        if conn is not None:
+            await pool.release(conn)
+        try:
+            conn = await pool.get_connection()
+        except (RedisConnectionError, RedisTimeoutError):
+            return await _send_pipeline(client, calls)
+    keep = False
+    try:
+        await conn.send_packed_command([packed])
+        results = []
+        for _ in calls:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        keep = pool not in _SPARE and _may_keep(pool)
+        return results
+    except (RedisConnectionError, RedisTimeoutError):
+        pass  # redis-py closed the connection; its pipeline reconnects and retries
+    except BaseException:
+        # Cancelled or failed mid-exchange: replies may still be unread.
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        if keep:
+            _SPARE[pool] = conn
+        else:
+            await pool.release(conn)
+    return await _send_pipeline(client, calls)
+
+
+def _may_keep(pool: Any) -> bool:
+    return (
+        not isinstance(pool, BlockingConnectionPool)
+        and getattr(pool, "max_connections", 0) >= _SPARE_MIN_POOL
+    )
+
+
+async def _send_pipeline(client: Redis, calls: Sequence[Call]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
     """Like :func:`run_calls`, for synchronous callers."""
+    packed = b"".join(script.pack(keys, args) for script, keys, args in calls)
     for attempt in range(2):
-        with client.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results = pipe.execute(raise_on_error=False)
+        results = _send_sync(client, packed, calls)
         if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
             for script in {c[0].sha: c[0] for c in calls}.values():
                 client.script_load(script.source)
@@ -128,7 +201,41 @@ def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
     for result in results:
         if isinstance(result, Exception):
             raise result
-    return list(results)
+    return results
+
+
+def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[Any]:
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or client.connection is not None:
+        return _send_pipeline_sync(client, calls)
+    try:
+        conn = pool.get_connection()
+    except (RedisConnectionError, RedisTimeoutError):
+        return _send_pipeline_sync(client, calls)
+    try:
+        conn.send_packed_command([packed])
+        results = []
+        for _ in calls:
+            try:
+                results.append(conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        return results
+    except (RedisConnectionError, RedisTimeoutError):
+        pass  # as in _send
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    return _send_pipeline_sync(client, calls)
+
+
+def _send_pipeline_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
+    with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
 
 
 @dataclass(frozen=True, slots=True)
