@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from bus.app import App
 from bus.connection import connect, connect_sync
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items
-from bus.keys import AppKeys, validate_app_name
+from bus.keys import app_keys, validate_app_name
 from bus.settings import Settings
 from bus.task import TaskInfo
 
@@ -215,7 +215,7 @@ class Bus:
 
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:
         """Read a task by id: record, state and errors; None if unknown or expired."""
-        keys = AppKeys(self.prefix, validate_app_name(app))
+        keys = app_keys(self.prefix, validate_app_name(app))
         async with (await self.aredis()).pipeline(transaction=False) as pipe:
             pipe.hget(keys.state, task_id)
             pipe.hget(keys.tasks, task_id)

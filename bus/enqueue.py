@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from bus import clock, scripts
 from bus.app import App
 from bus.ids import new_id
-from bus.keys import AppKeys, validate_app_name, validate_queue_name
+from bus.keys import app_keys, validate_app_name, validate_queue_name
 from bus.task import TaskRecord
 
 __all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "prepare"]
@@ -135,7 +135,12 @@ async def enqueue_items(
     """
     now = clock.now_ms()
     app_name = app.name if isinstance(app, App) else validate_app_name(app)
-    keys = AppKeys(prefix, app_name)
+    keys = app_keys(prefix, app_name)
+    if len(items) == 1:
+        # One task (``Bus.enqueue``): one script call, no grouping.
+        queue, task = prepare(app, items[0], now)
+        flags = await scripts.enqueue(redis, keys, queue, now, [task])
+        return [TaskRef(app_name, task.id, flags[0])]
     by_queue: dict[str, list[tuple[int, scripts.NewTask]]] = defaultdict(list)
     for index, item in enumerate(items):
         queue, task = prepare(app, item, now)

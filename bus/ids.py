@@ -13,6 +13,11 @@ __all__ = ["id_time_ms", "new_id"]
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+# Two characters per 10 bits: an id is 13 lookups instead of 26 shifts (every
+# enqueue and publish makes one; see docs/benchmarks.md).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+# The time part of the last id made: consecutive ids often share the millisecond.
+_last_time: tuple[int, str] = (-1, "")
 
 
 def new_id(now_ms: int) -> str:
@@ -21,12 +26,25 @@ def new_id(now_ms: int) -> str:
     Args:
         now_ms: Creation time in milliseconds since the epoch.
     """
-    value = (now_ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    global _last_time
+    t = now_ms & 0xFFFF_FFFF_FFFF
+    p = _PAIRS
+    last_t, head = _last_time
+    if t != last_t:
+        head = p[t >> 40] + p[t >> 30 & 1023] + p[t >> 20 & 1023] + p[t >> 10 & 1023] + p[t & 1023]
+        _last_time = (t, head)
+    r = int.from_bytes(os.urandom(10), "big")
+    return (
+        head
+        + p[r >> 70]
+        + p[r >> 60 & 1023]
+        + p[r >> 50 & 1023]
+        + p[r >> 40 & 1023]
+        + p[r >> 30 & 1023]
+        + p[r >> 20 & 1023]
+        + p[r >> 10 & 1023]
+        + p[r & 1023]
+    )
 
 
 def id_time_ms(value: str) -> int | None:

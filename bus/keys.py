@@ -64,9 +64,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
-__all__ = ["AppKeys", "BusKeys", "QueueKeys", "validate_app_name", "validate_queue_name"]
+__all__ = [
+    "AppKeys",
+    "BusKeys",
+    "QueueKeys",
+    "app_keys",
+    "validate_app_name",
+    "validate_queue_name",
+]
+
+# Queue keys kept per AppKeys; more names than this are built on each call.
+_QUEUE_CACHE_SIZE = 256
 
 _APP_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -192,20 +202,45 @@ class AppKeys:
         """Hash: node -> the time it joined."""
         return f"{self.base}:nodes:joined"
 
+    @cached_property
+    def _queues(self) -> dict[str, QueueKeys]:
+        return {}
+
     def queue(self, name: str) -> QueueKeys:
-        """Return the keys of the named queue.
+        """Return the keys of the named queue (built once per name and AppKeys).
 
         Args:
             name: A queue name (see :func:`validate_queue_name`).
         """
+        found = self._queues.get(name)
+        if found is not None:
+            return found
         base = f"{self.base}:q:{name}"
-        return QueueKeys(
+        keys = QueueKeys(
             ready=base, delayed=f"{base}:delayed", inflight=f"{base}:inflight", wake=f"{base}:wake"
         )
+        if len(self._queues) < _QUEUE_CACHE_SIZE:
+            self._queues[name] = keys
+        return keys
 
     def worker_wake(self, worker_id: str) -> str:
         """Return the wake-up list addressed to one worker."""
         return f"{self.base}:w:{worker_id}:wake"
+
+
+@lru_cache(maxsize=1024)
+def app_keys(prefix: str, app: str) -> AppKeys:
+    """Return the keys of one app, one shared :class:`AppKeys` per prefix and app.
+
+    Enqueue and routing need an app's keys for every task; building them
+    (eight f-strings behind ``cached_property``) cost more than packing the
+    script call (docs/benchmarks.md).
+
+    Args:
+        prefix: The key prefix.
+        app: A valid app name (see :func:`validate_app_name`).
+    """
+    return AppKeys(prefix, app)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bus import scripts
-from bus.keys import AppKeys, BusKeys
+from bus.keys import BusKeys, app_keys
 from bus.registry import Registry, SubscriptionSpec, load_registry
 from bus.task import TaskRecord
 
@@ -72,7 +72,7 @@ def route_calls(
             groups[(spec.app, spec.queue)].append(_event_task(spec, event, now_ms))
             count += 1
     calls = [
-        scripts.enqueue_call(AppKeys(prefix, app), queue, now_ms, tasks)
+        scripts.enqueue_call(app_keys(prefix, app), queue, now_ms, tasks)
         for (app, queue), tasks in groups.items()
     ]
     return calls, count

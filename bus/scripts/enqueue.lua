@@ -20,25 +20,31 @@ local now = tonumber(ARGV[1])
 local out = {}
 local ready = {}
 local wake_delayed = false
+local tc = string.format('%d', now)
 for i = 3, #ARGV, 4 do
   local id = ARGV[i]
-  if redis.call('HEXISTS', KEYS[2], id) == 1 then
+  local run_at = tonumber(ARGV[i + 3])
+  local m = string.format('%d', tonumber(ARGV[i + 2]))
+  -- The state JSON is written as a string: cjson.encode of a table costs
+  -- more than the rest of the loop. HSETNX both tests and writes the state.
+  local st
+  if run_at > now then
+    st = '{"s":"scheduled","a":0,"m":' .. m .. ',"tc":' .. tc
+      .. ',"ra":' .. string.format('%d', run_at) .. '}'
+  else
+    st = '{"s":"queued","a":0,"m":' .. m .. ',"tc":' .. tc .. '}'
+  end
+  if redis.call('HSETNX', KEYS[2], id, st) == 0 then
     out[#out + 1] = 0
   else
-    local run_at = tonumber(ARGV[i + 3])
-    local st = {a = 0, m = tonumber(ARGV[i + 2]), tc = now}
     if run_at > now then
-      st.s = 'scheduled'
-      st.ra = run_at
       redis.call('ZADD', KEYS[5], run_at, id)
       local head = redis.call('ZRANGE', KEYS[5], 0, 0)
       if head[1] == id then wake_delayed = true end
     else
-      st.s = 'queued'
       ready[#ready + 1] = id
     end
     redis.call('HSET', KEYS[1], id, ARGV[i + 1])
-    redis.call('HSET', KEYS[2], id, cjson.encode(st))
     out[#out + 1] = 1
   end
 end
