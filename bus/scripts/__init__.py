@@ -15,8 +15,8 @@ asyncio client encodes every argument in Python (about 70 ``Encoder.encode``
 calls for one published event) and adds a retry wrapper and metrics per call,
 which cost more than the script itself (docs/benchmarks.md, issue 7). A
 connection or timeout error on that path falls back to redis-py's pipeline,
-whose retry policy then applies as before. One idle connection per asyncio
-pool is kept here between calls, because taking one from redis-py's pool and
+whose retry policy then applies as before. Two idle connections per asyncio
+pool are kept here between calls, because taking one from redis-py's pool and
 giving it back (a lock and metrics hooks each way) cost about 15% of a
 one-task enqueue.
 """
@@ -129,19 +129,24 @@ async def run_calls(client: Redis, calls: Sequence[Call]) -> list[Any]:
     return results
 
 
-# pool -> one idle connection taken from it, for the next script call. The pool
-# still counts it as in use, so closing the client disconnects it too (it is
-# then handed back on its next turn). Never kept from a blocking pool or a
-# small one, where holding a connection could starve other callers.
-_SPARE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# pool -> idle connections taken from it, for the next script calls (two: a
+# worker's claim and settle calls overlap). The pool still counts them as in
+# use, so closing the client disconnects them too (they are then handed back
+# on their next turn). Never kept from a blocking pool or a small one, where
+# holding connections could starve other callers.
+_SPARE: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+_SPARE_PER_POOL = 2
 _SPARE_MIN_POOL = 64
+# Larger batches go through send_packed_command, which waits for the socket.
+_DIRECT_WRITE_MAX = 64 * 1024
 
 
 async def _send(client: Redis, packed: bytes, calls: Sequence[Call]) -> list[Any]:
     pool = getattr(client, "connection_pool", None)
     if pool is None or client.connection is not None:
         return await _send_pipeline(client, calls)  # a single-connection client
-    conn = _SPARE.pop(pool, None)
+    spare = _SPARE.get(pool)
+    conn = spare.pop() if spare else None
     if conn is None or not conn.is_connected:
         if conn is not None:
             await pool.release(conn)
@@ -151,14 +156,26 @@ async def _send(client: Redis, packed: bytes, calls: Sequence[Call]) -> list[Any
             return await _send_pipeline(client, calls)
     keep = False
     try:
-        await conn.send_packed_command([packed])
+        writer = getattr(conn, "_writer", None)
+        if (
+            writer is not None
+            and len(packed) <= _DIRECT_WRITE_MAX
+            and not conn.health_check_interval
+        ):
+            # send_packed_command wraps every write in asyncio.wait_for when the
+            # client has a socket timeout (redis-py's default: 5 s), a task and two
+            # loop turns per call; a small write is buffered by the transport at
+            # once, and the reply read below still runs under the timeout.
+            writer.write(packed)
+        else:
+            await conn.send_packed_command([packed])
         results = []
         for _ in calls:
             try:
                 results.append(await conn.read_response())
             except ResponseError as exc:
                 results.append(exc)
-        keep = pool not in _SPARE and _may_keep(pool)
+        keep = len(spare or ()) < _SPARE_PER_POOL and _may_keep(pool)
         return results
     except (RedisConnectionError, RedisTimeoutError):
         pass  # redis-py closed the connection; its pipeline reconnects and retries
@@ -168,7 +185,7 @@ async def _send(client: Redis, packed: bytes, calls: Sequence[Call]) -> list[Any
         raise
     finally:
         if keep:
-            _SPARE[pool] = conn
+            _SPARE.setdefault(pool, []).append(conn)
         else:
             await pool.release(conn)
     return await _send_pipeline(client, calls)
