@@ -288,7 +288,7 @@ class Timers:
             (publish_module, "encode_payload", "encode_payload", False),
             (publish_module, "build_envelope", "envelope", False),
             (publish_module, "route_calls", "route", False),
-            (router_module, "_event_task", "task_records", False),
+            (router_module._Plan, "task", "task_records", False),
             (scripts, "run_calls", "round_trip", True),
             (scripts, "run_calls_sync", "round_trip", False),
         ]

@@ -65,11 +65,13 @@ def route_calls(
 
     Tasks of one app and queue are batched into one call.
     """
+    plan = _plan(registry)
     groups: dict[tuple[str, str], list[scripts.NewTask]] = defaultdict(list)
     count = 0
+    created = b"%d" % now_ms
     for event in events:
-        for spec in registry.route(event.type, event.data):
-            groups[(spec.app, spec.queue)].append(_event_task(spec, event, now_ms))
+        for spec in plan.route(event.type, event.data):
+            groups[(spec.app, spec.queue)].append(plan.task(spec, event, now_ms, created))
             count += 1
     calls = [
         scripts.enqueue_call(app_keys(prefix, app), queue, now_ms, tasks)
@@ -78,24 +80,102 @@ def route_calls(
     return calls, count
 
 
-def _event_task(spec: SubscriptionSpec, event: RoutedEvent, now_ms: int) -> scripts.NewTask:
-    run_at = now_ms + int(spec.delay_s * 1000) if spec.delay_s > 0 else 0
-    task_id = task_id_for(event.key, spec.name)
+class _Plan:
+    """What routing repeats for every event, worked out once per registry snapshot.
+
+    A snapshot never changes (a new version is a new :class:`Registry`), so the
+    subscriptions an event type goes to (when none of them filters on the
+    payload) and the constant parts of each subscription's task record are
+    kept here: matching and building a record per route cost more than the
+    rest of routing (docs/benchmarks.md).
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._by_type: dict[str, tuple[tuple[Any, ...], bool]] = {}
+        self._records: dict[int, tuple[SubscriptionSpec, bytes, bytes]] = {}
+
+    def route(self, event_type: str, data: Any) -> list[SubscriptionSpec]:
+        found = self._by_type.get(event_type)
+        if found is None:
+            subs = tuple(
+                s
+                for s in self.registry.subscriptions
+                if any(p.matches(event_type) for p in s.patterns)
+            )
+            found = (subs, any(s.filter is not None for s in subs))
+            if len(self._by_type) < _PLAN_TYPES:
+                self._by_type[event_type] = found
+        subs, filtered = found
+        if not filtered:
+            return [s.spec for s in subs]
+        return [s.spec for s in subs if s.filter is None or s.filter.matches(data)]
+
+    def task(
+        self, spec: SubscriptionSpec, event: RoutedEvent, now_ms: int, created: bytes
+    ) -> scripts.NewTask:
+        """The task of ``event`` for ``spec``: the bytes ``TaskRecord.encode`` gives."""
+        parts = self._records.get(id(spec))
+        if parts is None or parts[0] is not spec:
+            parts = (spec, *_record_parts(spec))
+            self._records[id(spec)] = parts
+        _, head, tail = parts
+        run_at = now_ms + int(spec.delay_s * 1000) if spec.delay_s > 0 else 0
+        task_id = task_id_for(event.key, spec.name)
+        record = b"".join(
+            (
+                b'{"id":',
+                orjson.dumps(task_id),
+                head,
+                created,
+                tail,
+                b',"run_at_ms":%d' % run_at if run_at else b"",
+                b',"payload":',
+                event.envelope,
+                b"}",
+            )
+        )
+        return scripts.NewTask(task_id, record, spec.max_attempts, run_at)
+
+
+# Event types remembered per plan (a flood of distinct types is routed unplanned).
+_PLAN_TYPES = 1024
+_last_plan: _Plan | None = None
+
+
+def _plan(registry: Registry) -> _Plan:
+    global _last_plan
+    plan = _last_plan
+    if plan is None or plan.registry is not registry:
+        plan = _last_plan = _Plan(registry)
+    return plan
+
+
+def _record_parts(spec: SubscriptionSpec) -> tuple[bytes, bytes]:
+    """The record of a routed task around its id, ``created_ms`` and the rest.
+
+    Written from a :class:`TaskRecord` with marker values, so the field order
+    and the defaults left out stay those of ``TaskRecord.encode``.
+    """
     record = TaskRecord(
-        id=task_id,
+        id="",
         app=spec.app,
         name=spec.name,
         queue=spec.queue,
-        payload=orjson.Fragment(event.envelope),
+        payload=None,
         kind="event",
         max_attempts=spec.max_attempts,
         timeout_s=spec.timeout_s,
         backoff=spec.backoff,
         scope=spec.scope,
-        created_ms=now_ms,
-        run_at_ms=run_at,
-    )
-    return scripts.NewTask(task_id, record.encode(), spec.max_attempts, run_at)
+        created_ms=_MARK_MS,
+        run_at_ms=0,
+    ).encode()
+    head, tail = record[len(b'{"id":""') : -len(b',"payload":null}')].split(b"%d" % _MARK_MS)
+    return head, tail
+
+
+_MARK_MS = 987_654_321_987_654_321
 
 
 def routed_call(keys: BusKeys, version: str, event_keys: Sequence[str]) -> scripts.Call:
