@@ -41,3 +41,7 @@ __all__ = [
     "publish",
     "reset",
 ]
+
+# ``bus.publish`` is both a submodule and the function: a later import of the
+# submodule rebinds the package attribute to the module, so bind the function last.
+from bus.default import publish  # noqa: F811

@@ -91,7 +91,7 @@ def validate_app_name(name: str) -> str:
     Raises:
         ValueError: The name has other characters or a bad length.
     """
-    if not _APP_RE.match(name):
+    if not _APP_RE.fullmatch(name):
         raise ValueError(
             f"invalid app name {name!r}: use 1-64 characters of a-z, 0-9, '_' and '-', "
             "starting with a letter or digit"
@@ -108,7 +108,7 @@ def validate_queue_name(name: str) -> str:
     Raises:
         ValueError: The name has other characters or a bad length.
     """
-    if not _QUEUE_RE.match(name):
+    if not _QUEUE_RE.fullmatch(name):
         raise ValueError(
             f"invalid queue name {name!r}: use 1-100 characters of A-Z, a-z, 0-9, '_', '.', '-'"
         )

@@ -60,7 +60,7 @@ def validate_node_name(name: str) -> str:
     Raises:
         ValueError: Not 1-90 characters of ``A-Z a-z 0-9 _ . -``.
     """
-    if not isinstance(name, str) or not _NODE_RE.match(name):
+    if not isinstance(name, str) or not _NODE_RE.fullmatch(name):
         raise ValueError(
             f"invalid node name {name!r}: use 1-90 characters of A-Z, a-z, 0-9, '_', '.', '-'"
         )

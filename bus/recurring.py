@@ -94,7 +94,7 @@ class Recurring:
     payload: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not _NAME_RE.fullmatch(self.name):
             raise ValueError(
                 f"recurring task name {self.name!r} must be 1-100 of [a-z0-9_-], "
                 "starting with a letter or digit"
@@ -131,7 +131,7 @@ def parse_occurrence_id(task_id: str) -> tuple[str, int] | None:
 
     Copies of a broadcast occurrence (``...@<node>``) are not occurrences.
     """
-    match = _ID_RE.match(task_id)
+    match = _ID_RE.fullmatch(task_id)
     return (match.group(1), int(match.group(2))) if match else None
 
 
