@@ -5,9 +5,12 @@ code) open a client on ``settings.redis_url``, or on the embedded server of
 ``settings.data_dir`` when no URL is set. Clients return bytes
 (``decode_responses=False``); payloads are JSON encoded by taskbus itself.
 
-:func:`check_server` refuses a server that would lose tasks (an eviction policy
-other than ``noeviction``, or a Redis older than 6.2) and flags one that keeps
-nothing across a restart.
+:func:`check_server` (and :func:`check_server_sync`) refuses a server that would
+lose tasks (an eviction policy other than ``noeviction``, or a Redis older than
+6.2) and flags one that keeps nothing across a restart. ``connect(settings,
+check=True)`` runs it on the new client and logs the flag as the warning
+``redis_not_persistent``: the worker connects that way, and so should every
+process that writes tasks or events.
 """
 
 from __future__ import annotations
@@ -15,16 +18,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio
+import structlog
 from redis.exceptions import ResponseError
 
 from bus.embedded import MIN_REDIS_VERSION, ensure_embedded, parse_version
 from bus.errors import RedisSetupError
 from bus.settings import Settings
 
-__all__ = ["ServerInfo", "check_server", "connect", "connect_sync", "require_min_version"]
+__all__ = [
+    "ServerInfo",
+    "check_server",
+    "check_server_sync",
+    "connect",
+    "connect_sync",
+    "require_min_version",
+    "warn_if_not_persistent",
+]
+
+log = structlog.get_logger("bus.connection")
 
 
 @dataclass(frozen=True)
@@ -49,39 +64,70 @@ class ServerInfo:
     persistence_warning: str | None
 
 
-async def connect(settings: Settings) -> redis.asyncio.Redis:
+async def connect(settings: Settings, *, check: bool = False) -> redis.asyncio.Redis:
     """Open an asyncio client on the configured server, starting the embedded one if needed.
 
     Args:
         settings: ``redis_url`` if set, else ``data_dir`` for the embedded server.
+        check: Check the server first (:func:`check_server`): refuse one that
+            is unsafe, log ``redis_not_persistent`` for one that keeps nothing
+            across a restart. Without it no I/O happens until the first command.
 
     Returns:
         A client returning bytes; the caller closes it with ``aclose()``.
 
     Raises:
-        RedisSetupError: The embedded server could not be started.
+        RedisSetupError: The embedded server could not be started, or (with
+            ``check``) the server is unsafe.
+        redis.exceptions.RedisError: With ``check``: the server cannot be reached.
     """
     url = settings.redis_url
     if url is None:
         # Starting the server blocks for a few milliseconds; keep the loop free.
         url = await asyncio.to_thread(ensure_embedded, settings)
-    return redis.asyncio.Redis.from_url(url, decode_responses=False)
+    client = redis.asyncio.Redis.from_url(url, decode_responses=False)
+    if check:
+        try:
+            info = await check_server(client, embedded=settings.redis_url is None)
+        except BaseException:
+            await client.aclose()
+            raise
+        warn_if_not_persistent(info)
+    return client
 
 
-def connect_sync(settings: Settings) -> redis.Redis:
+def connect_sync(settings: Settings, *, check: bool = False) -> redis.Redis:
     """Open a blocking client on the configured server (see :func:`connect`).
 
     Args:
         settings: ``redis_url`` if set, else ``data_dir`` for the embedded server.
+        check: Check the server first (:func:`check_server_sync`), as
+            :func:`connect` does.
 
     Returns:
         A client returning bytes; the caller closes it with ``close()``.
 
     Raises:
-        RedisSetupError: The embedded server could not be started.
+        RedisSetupError: The embedded server could not be started, or (with
+            ``check``) the server is unsafe.
+        redis.exceptions.RedisError: With ``check``: the server cannot be reached.
     """
     url = settings.redis_url if settings.redis_url is not None else ensure_embedded(settings)
-    return redis.Redis.from_url(url, decode_responses=False)
+    client = redis.Redis.from_url(url, decode_responses=False)
+    if check:
+        try:
+            info = check_server_sync(client, embedded=settings.redis_url is None)
+        except BaseException:
+            client.close()
+            raise
+        warn_if_not_persistent(info)
+    return client
+
+
+def warn_if_not_persistent(info: ServerInfo) -> None:
+    """Log ``redis_not_persistent`` (a warning) when the checked server keeps nothing."""
+    if info.persistence_warning:
+        log.warning("redis_not_persistent", detail=info.persistence_warning)
 
 
 def require_min_version(version: tuple[int, int, int], where: str) -> None:
@@ -118,16 +164,38 @@ async def check_server(client: redis.asyncio.Redis, *, embedded: bool) -> Server
     Raises:
         RedisSetupError: The server is older than 6.2, or may evict keys.
     """
-    where = "the embedded Redis server" if embedded else "the Redis server at BUS_REDIS_URL"
     server = await client.info("server")
+    config = await _config_get(client, "maxmemory-policy", "save")
+    memory = await client.info("memory") if "maxmemory-policy" not in config else None
+    persistence = await client.info("persistence")
+    return _assess(server, config, memory, persistence, embedded=embedded)
+
+
+def check_server_sync(client: redis.Redis, *, embedded: bool) -> ServerInfo:
+    """Blocking :func:`check_server`, for clients of sync code (publishers, CLI)."""
+    server = client.info("server")
+    config = _config_get_sync(client, "maxmemory-policy", "save")
+    memory = client.info("memory") if "maxmemory-policy" not in config else None
+    persistence = client.info("persistence")
+    return _assess(server, config, memory, persistence, embedded=embedded)
+
+
+def _assess(
+    server: Mapping[str, Any],
+    config: Mapping[str, str],
+    memory: Mapping[str, Any] | None,
+    persistence: Mapping[str, Any],
+    *,
+    embedded: bool,
+) -> ServerInfo:
+    """Judge a server from its INFO sections and config (see :func:`check_server`)."""
+    where = "the embedded Redis server" if embedded else "the Redis server at BUS_REDIS_URL"
     version = parse_version(str(server["redis_version"]))
     require_min_version(version, where)
 
-    config = await _config_get(client, "maxmemory-policy", "save")
     policy = config.get("maxmemory-policy")
     if policy is None:
-        memory = await client.info("memory")
-        if "maxmemory_policy" not in memory:
+        if memory is None or "maxmemory_policy" not in memory:
             raise RedisSetupError(
                 f"cannot read the maxmemory-policy of {where} (CONFIG GET is disabled and "
                 "INFO memory lacks it); taskbus needs noeviction, as evicted keys are lost tasks"
@@ -140,7 +208,6 @@ async def check_server(client: redis.asyncio.Redis, *, embedded: bool) -> Server
             "`CONFIG SET maxmemory-policy noeviction` (and set it in redis.conf)"
         )
 
-    persistence = await client.info("persistence")
     aof_enabled = int(persistence.get("aof_enabled", 0)) == 1
     save_points = config.get("save")
     warning = None
@@ -166,6 +233,19 @@ async def _config_get(client: redis.asyncio.Redis, *names: str) -> Mapping[str, 
             reply = await client.config_get(name)
         except ResponseError:
             # Managed services rename or deny CONFIG; callers fall back to INFO.
+            return {}
+        for key, value in reply.items():
+            values[_text(key)] = _text(value)
+    return values
+
+
+def _config_get_sync(client: redis.Redis, *names: str) -> Mapping[str, str]:
+    """Blocking :func:`_config_get`."""
+    values: dict[str, str] = {}
+    for name in names:
+        try:
+            reply = client.config_get(name)
+        except ResponseError:
             return {}
         for key, value in reply.items():
             values[_text(key)] = _text(value)

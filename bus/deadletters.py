@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 
 from bus import clock, scripts
 from bus.errors import BusError
-from bus.keys import AppKeys, validate_app_name
+from bus.keys import AppKeys, validate_app_name, validate_queue_name
 from bus.lineage import TaskSnapshot, read_tasks
 from bus.matching import PatternError, compile_pattern
 
@@ -80,12 +80,24 @@ class DeadTask:
     @property
     def type(self) -> str | None:
         """The event type for an event's task, else the task name; None if undecodable."""
-        return self.task.type
+        return _text(self.task.type)
 
     @property
     def queue(self) -> str | None:
-        """The queue a replay sends it to; None if the record is undecodable."""
-        return self.task.queue
+        """The queue a replay sends it to; None if the record is undecodable or names
+        no valid queue."""
+        queue = _text(self.task.queue)
+        try:
+            return None if queue is None else validate_queue_name(queue)
+        except ValueError:
+            return None
+
+    @property
+    def unreplayable(self) -> str:
+        """Why a task without a :attr:`queue` cannot be replayed."""
+        if self.task.record_error is not None:
+            return self.task.record_error
+        return f"its record names no valid queue ({self.task.queue!r})"
 
     @property
     def reason(self) -> str | None:
@@ -144,6 +156,12 @@ class ReplayReport:
         }
 
 
+def _text(value: object) -> str | None:
+    # A record can decode with a field of the wrong type (a corrupt or
+    # hand-written one): show and match only strings.
+    return value if isinstance(value, str) else None
+
+
 def _keys(prefix: str, app: str) -> AppKeys:
     return AppKeys(prefix, validate_app_name(app))
 
@@ -193,7 +211,7 @@ async def _dead_pages(
 def _type_matches(task: TaskSnapshot, pattern: str | None) -> bool:
     if pattern is None:
         return True
-    if task.type is None:
+    if not isinstance(task.type, str):
         return False
     try:
         return compile_pattern(pattern).matches(task.type)
@@ -388,7 +406,7 @@ async def replay(
     todo: list[tuple[str, str]] = []
     for dead in selection.tasks:
         if dead.queue is None:
-            skipped[dead.id] = f"cannot replay: {dead.task.record_error}"
+            skipped[dead.id] = f"cannot replay: {dead.unreplayable}"
         else:
             todo.append((dead.id, dead.queue))
     replayed: list[str] = []

@@ -21,7 +21,7 @@ import structlog
 from bus.apps import build_app, event_adapter, load_app_config_named, subscription_specs
 from bus.client import Bus
 from bus.clock import now_ms
-from bus.connection import check_server, connect
+from bus.connection import connect
 from bus.errors import BusError
 from bus.keys import BusKeys
 from bus.logs import configure_logging
@@ -30,6 +30,7 @@ from bus.registry import sync_subscriptions
 from bus.router import sweep_pending
 from bus.settings import Settings
 from bus.worker.loop import Worker
+from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S
 
 log = structlog.get_logger("bus.worker")
 
@@ -93,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "processes that share a name (e.g. the host's) share their copies "
         "(default: a node of its own)",
     )
+    parser.add_argument(
+        "--block-warn-s",
+        type=float,
+        default=DEFAULT_BLOCK_WARN_S,
+        help="log event_loop_blocked when the event loop (async handlers, heartbeats) "
+        "does not run for this long; 0 turns the watchdog off (default: %(default)s)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -103,12 +111,11 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
     app = build_app(config)
     queues = args.queues.split(",") if args.queues else list(config.worker.queues)
     concurrency = args.concurrency or config.worker.concurrency
-    client = await connect(settings)
+    # Refuses a server that evicts keys; warns (redis_not_persistent) about one
+    # that keeps nothing across a restart.
+    client = await connect(settings, check=True)
     bus = Bus(settings, redis=client, source=config.name)
     try:
-        info = await check_server(client, embedded=settings.redis_url is None)
-        if info.persistence_warning:
-            log.warning("redis_not_persistent", detail=info.persistence_warning)
         if not args.no_sync:
             result = await sync_subscriptions(
                 client,
@@ -145,6 +152,7 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
             on_beat=[sweep],
             node=args.node,
             recurring=recurring_from_config(config),
+            block_warn_s=args.block_warn_s or None,
         )
         if install_signals:
             loop = asyncio.get_running_loop()
@@ -162,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         print("error: --concurrency must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.block_warn_s >= 0:
+        print("error: --block-warn-s must be >= 0 (0: no watchdog)", file=sys.stderr)
         return EXIT_USAGE
     try:
         settings = Settings.from_env()

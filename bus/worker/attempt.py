@@ -2,11 +2,28 @@
 
 Decides the verdict of an attempt (see :mod:`bus.worker.execute` for what an
 error means); the worker loop turns verdicts into settle calls.
+
+Whatever the record or the handler does, an attempt ends in a verdict and
+frees its slot:
+
+* a record that is not a well-formed task record (corrupt bytes, missing
+  fields, fields of the wrong type) is dead at once as ``undecodable record``;
+* anything a handler raises is a failure of the attempt, ``BaseException``
+  subclasses included (``KeyboardInterrupt``, ``SystemExit``,
+  ``GeneratorExit``, and an ``asyncio.CancelledError`` the handler raised
+  itself rather than one the worker sent);
+* a handler past its timeout is cancelled; an async one that ignores the
+  cancellation is abandoned after a grace period (its timeout, at most
+  :data:`ABANDON_AFTER_MAX_S`): the attempt fails with ``TaskTimeout``, the slot
+  is freed, and ``handler_ignored_cancellation`` is logged. A sync one cannot
+  be cancelled at all; its thread is abandoned at once (see
+  :class:`~bus.worker.execute.HandlerThreads`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING
 
 import structlog
@@ -14,42 +31,86 @@ import structlog
 from bus import clock
 from bus.context import TaskContext
 from bus.nodes import is_node_queue
-from bus.scripts import ClaimedTask
+from bus.scripts import ClaimedTask, Outcome
 from bus.task import TaskRecord
-from bus.worker.execute import OK, Verdict, call_handler, judge, reason_doc
+from bus.worker.execute import OK, Verdict, call_handler, clip, error_text, judge, reason_doc
 
 if TYPE_CHECKING:
     from bus.worker.loop import Running, Worker
 
-__all__ = ["run_attempt"]
+__all__ = ["ABANDON_AFTER_MAX_S", "decode_record", "run_attempt"]
 
 log = structlog.get_logger("bus.worker")
+
+# An async handler cancelled at its timeout gets as long again (at most this)
+# to finish its clean-up before the worker stops waiting for it.
+ABANDON_AFTER_MAX_S = 5.0
+
+
+def decode_record(raw: bytes) -> TaskRecord:
+    """Decode a stored task record and check that its fields have usable types.
+
+    Raises:
+        ValueError: The bytes are not a task record, or a field has a type or
+            value no worker can run (the message names the field).
+    """
+    record = TaskRecord.decode(raw)
+    for name in ("id", "app", "name", "queue"):
+        value = getattr(record, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(
+                f"undecodable task record: field {name!r} is {_shown(value)}, "
+                "expected a non-empty string"
+            )
+    if record.kind not in ("task", "event"):
+        raise ValueError(
+            f"undecodable task record: field 'kind' is {_shown(record.kind)}, "
+            "expected 'task' or 'event'"
+        )
+    if record.scope not in ("any", "all"):
+        raise ValueError(
+            f"undecodable task record: field 'scope' is {_shown(record.scope)}, "
+            "expected 'any' or 'all'"
+        )
+    if not (math.isfinite(record.timeout_s) and record.timeout_s > 0):
+        raise ValueError(
+            f"undecodable task record: field 'timeout_s' is {record.timeout_s!r}, "
+            "expected a finite number of seconds > 0"
+        )
+    if record.max_attempts < 1:
+        raise ValueError(
+            f"undecodable task record: field 'max' is {record.max_attempts!r}, expected >= 1"
+        )
+    return record
+
+
+def _shown(value: object) -> str:
+    return f"{type(value).__name__} {clip(repr(value), 80)}"
 
 
 async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) -> Verdict | None:
     """Run one attempt of a claimed task; return its verdict, or None when the
-    worker gave the task up (lease lost, or handed back at shutdown)."""
+    worker gave the task up (lease lost, handed back at shutdown, or the
+    handler abandoned and its outcome already sent)."""
     now = clock.now_ms()
     try:
-        record = TaskRecord.decode(claimed.record)
+        record = decode_record(claimed.record)
     except ValueError as exc:
+        message = error_text(exc)
         log.error(
             "task_dead",
             app=worker.app.name,
             task_id=claimed.id,
             reason="undecodable",
-            error=str(exc),
+            error=message,
         )
         return Verdict(
             "dead",
             b"undecodable record|"
             + reason_doc(
-                "UndecodableRecord",
-                str(exc),
-                attempt=claimed.attempt,
-                at_ms=now,
-                worker=worker.id,
+                "UndecodableRecord", message, attempt=claimed.attempt, at_ms=now, worker=worker.id
             ),
+            "UndecodableRecord",
         )
     if record.scope == "all" and not is_node_queue(claimed.queue):
         return await worker._broadcast(record, claimed)
@@ -64,8 +125,8 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
         publisher=worker.publisher,
     )
     if record.kind == "event" and isinstance(record.payload, dict):
-        ctx.event_id = record.payload.get("buskey")
-        ctx.correlation_id = record.payload.get("correlationid")
+        ctx.event_id = _text_or_none(record.payload.get("buskey"))
+        ctx.correlation_id = _text_or_none(record.payload.get("correlationid"))
     if task is None:
         known = sorted(worker.app.tasks)
         message = (
@@ -92,23 +153,57 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
         app=ctx.app, task_id=ctx.task_id, attempt=ctx.attempt, event_id=ctx.event_id
     )
     started = clock.monotonic_s()
+    loop = asyncio.get_running_loop()
     this = asyncio.current_task()
     expired = False
+    abandoned = False
+    grace_s = min(record.timeout_s, ABANDON_AFTER_MAX_S)
+    abandon_timer: asyncio.TimerHandle | None = None
 
     def expire() -> None:
-        nonlocal expired
+        nonlocal expired, abandon_timer
         expired = True
         if this is not None:
             this.cancel()
+        abandon_timer = loop.call_later(grace_s, abandon)
+
+    def abandon() -> None:
+        # The handler swallowed the cancellation and still runs: stop waiting
+        # for it (without an extra asyncio Task per attempt, which would
+        # double the worker's CPU per task).
+        nonlocal abandoned
+        if running.lost or running.released:
+            return
+        abandoned = True
+        failure = TimeoutError(
+            f"handler ran past its timeout of {record.timeout_s} s and ignored its "
+            f"cancellation for {grace_s} s; the worker stopped waiting for it"
+        )
+        verdict = _judge(worker, record, claimed, failure, timed_out=True)
+        log.error(
+            "handler_ignored_cancellation",
+            task=record.name,
+            timeout_s=record.timeout_s,
+            grace_s=grace_s,
+            outcome=verdict.kind,
+            reason="an async handler must let asyncio.CancelledError propagate; this one "
+            "runs on, detached from its task, until it returns",
+        )
+        _give_up(worker, claimed, running, verdict)
 
     # A bare timer is several times cheaper per task than asyncio.timeout.
-    timer = asyncio.get_running_loop().call_later(record.timeout_s, expire)
+    timer = loop.call_later(record.timeout_s, expire)
+    failure: BaseException
     try:
         payload = worker.payload_adapter(record, ctx) if worker.payload_adapter else record.payload
         try:
             await call_handler(task, payload, ctx, worker._executor)
         finally:
             timer.cancel()
+            if abandon_timer is not None:
+                abandon_timer.cancel()
+        if abandoned:
+            return None
         if expired and this is not None:
             this.uncancel()  # the handler swallowed our cancellation but returned
         log.debug(
@@ -117,36 +212,31 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
             duration_ms=round((clock.monotonic_s() - started) * 1000, 3),
         )
         return OK
-    except asyncio.CancelledError:
-        if running.lost or running.released:
+    except asyncio.CancelledError as exc:
+        if running.lost or running.released or abandoned:
             return None
-        if not expired:
-            raise
-        if this is not None:
-            this.uncancel()
-        failure: BaseException = TimeoutError(
-            f"handler ran past its timeout of {record.timeout_s} s"
-        )
+        if expired:
+            if this is not None:
+                this.uncancel()
+            failure = TimeoutError(f"handler ran past its timeout of {record.timeout_s} s")
+        elif this is not None and this.cancelling() > 0:
+            raise  # a cancellation the worker did not send: not ours to judge
+        else:
+            failure = exc  # raised by the handler itself, not a cancellation
     except BaseException as exc:
+        if abandoned:
+            return None
+        if expired and this is not None:
+            this.uncancel()
         failure = exc
-        if isinstance(exc, SystemExit | KeyboardInterrupt):
-            failure = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
-    verdict = judge(
-        failure,
-        task_backoff=record.backoff,
-        attempt=claimed.attempt,
-        max_attempts=record.max_attempts,
-        now_ms=clock.now_ms(),
-        worker=worker.id,
-        timed_out=expired,
-    )
+    verdict = _judge(worker, record, claimed, failure, timed_out=expired)
     duration_ms = round((clock.monotonic_s() - started) * 1000, 3)
     if verdict.kind == "retry":
         log.warning(
             "task_failed",
             task=record.name,
             error_type=verdict.error_type,
-            error=str(failure),
+            error=error_text(failure),
             duration_ms=duration_ms,
             retry_in_s=round(verdict.retry_in_s or 0, 3),
         )
@@ -155,8 +245,51 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
             "task_dead",
             task=record.name,
             error_type=verdict.error_type,
-            error=str(failure),
+            error=error_text(failure),
             duration_ms=duration_ms,
             exc_info=failure,
         )
     return verdict
+
+
+def _judge(
+    worker: Worker,
+    record: TaskRecord,
+    claimed: ClaimedTask,
+    failure: BaseException,
+    *,
+    timed_out: bool,
+) -> Verdict:
+    return judge(
+        failure,
+        task_backoff=record.backoff,
+        attempt=claimed.attempt,
+        max_attempts=record.max_attempts,
+        now_ms=clock.now_ms(),
+        worker=worker.id,
+        timed_out=timed_out,
+    )
+
+
+def _give_up(worker: Worker, claimed: ClaimedTask, running: Running, verdict: Verdict) -> None:
+    """Settle an attempt whose handler still runs: free its slot, send its outcome.
+
+    The same bookkeeping as the end of ``Worker._execute``, which for this
+    attempt only frees nothing more once the handler ends (the attempt then
+    returns None).
+    """
+    if worker._running.get(claimed.id) is running:
+        del worker._running[claimed.id]
+    worker._slot_free.set()
+    worker.counters.processed += 1
+    worker.counters.failed += 1
+    if verdict.kind == "dead":
+        worker.counters.dead += 1
+    worker._outcomes.append(
+        Outcome(claimed.id, claimed.token, claimed.queue, verdict.kind, verdict.value)  # type: ignore[arg-type]
+    )
+    worker._settle_wanted.set()
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
