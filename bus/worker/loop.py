@@ -24,7 +24,6 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -45,8 +44,9 @@ from bus.recurring import Recurring, RecurringChains
 from bus.scripts import ClaimedTask, Held, Outcome
 from bus.task import TaskRecord
 from bus.worker.attempt import run_attempt
-from bus.worker.execute import OK, Verdict, judge
+from bus.worker.execute import OK, HandlerThreads, Verdict, judge
 from bus.worker.upkeep import heartbeat_loop, shutdown, status_record
+from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S, LoopWatchdog
 
 __all__ = ["Worker"]
 
@@ -102,6 +102,8 @@ class Worker:
         recurring: The app's recurring tasks (see :mod:`bus.recurring`): the
             worker makes their chains match them at start and keeps them
             going. None leaves recurring tasks alone.
+        block_warn_s: Log ``event_loop_blocked`` when the event loop does not
+            run for this long (see :mod:`bus.worker.watchdog`); None: no watchdog.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class Worker:
         on_settled: Sequence[Callable[[Sequence[Outcome]], Awaitable[object]]] = (),
         node: str | None = None,
         recurring: Sequence[Recurring] | None = None,
+        block_warn_s: float | None = DEFAULT_BLOCK_WARN_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -176,7 +179,8 @@ class Worker:
         self._known_queues: list[str] = []
         self._trouble_since: float | None = None
         self._trouble_delay = 0.05
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"bus-{app.name}")
+        self._executor = HandlerThreads(f"bus-{app.name}")
+        self.block_warn_s = block_warn_s
         self._main: asyncio.Task[None] | None = None
 
     # -- embedding ---------------------------------------------------------
@@ -223,6 +227,7 @@ class Worker:
         )
         settler = asyncio.create_task(self._settle_loop(), name="bus-settle")
         beater = asyncio.create_task(self._heartbeat_loop(), name="bus-heartbeat")
+        watchdog = LoopWatchdog.started(self.block_warn_s, app=self.app.name, worker=self.id)
         try:
             await self._join()
             await self._refresh_queues()
@@ -230,6 +235,8 @@ class Worker:
         finally:
             self._stopping = True
             await self._shutdown(settler, beater)
+            if watchdog is not None:
+                watchdog.stop()
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
@@ -492,8 +499,13 @@ class Worker:
         held = self._unsettled.get(task_id)
         if held is None or held.token != token:
             return
-        del self._unsettled[task_id]
         running = self._running.get(task_id)
+        if running is None:
+            # The handler is done and its outcome is queued or on its way: a
+            # renew that crossed our own settle sees the task already settled.
+            # The settle's answer decides (a stale one is logged ack_rejected).
+            return
+        del self._unsettled[task_id]
         log.warning(
             "lease_lost",
             app=self.app.name,
