@@ -66,15 +66,20 @@ class Bus:
     # -- lazily built parts --------------------------------------------------
 
     async def aredis(self) -> Redis:
-        """The asyncio client (connected from settings on first use)."""
+        """The asyncio client (connected from settings on first use).
+
+        The first connection checks the server: one that evicts keys is refused
+        (``RedisSetupError``), one that keeps nothing on disk is logged
+        (``redis_not_persistent``).
+        """
         if self._redis is None:
-            self._redis = await connect(self.settings)
+            self._redis = await connect(self.settings, check=True)
         return self._redis
 
     def sync_redis(self) -> SyncRedis:
-        """The synchronous client (connected from settings on first use)."""
+        """The synchronous client (connected and checked like :meth:`aredis`)."""
         if self._sync_redis is None:
-            self._sync_redis = connect_sync(self.settings)
+            self._sync_redis = connect_sync(self.settings, check=True)
         return self._sync_redis
 
     @property

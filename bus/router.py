@@ -33,12 +33,15 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
+import structlog
 from redis.asyncio import Redis
 
 from bus import scripts
 from bus.keys import BusKeys, app_keys
 from bus.registry import Registry, SubscriptionSpec, load_registry
 from bus.task import TaskRecord
+
+log = structlog.get_logger("bus.router")
 
 __all__ = ["RoutedEvent", "route_calls", "routed_call", "sweep_pending", "task_id_for"]
 
@@ -207,8 +210,14 @@ async def sweep_pending(
         if raw is None:
             orphans.append(key)
             continue
-        doc = orjson.loads(raw)
-        events.append(RoutedEvent(key, doc["type"], doc.get("data"), raw))
+        try:
+            doc = orjson.loads(raw)
+            events.append(RoutedEvent(key, str(doc["type"]), doc.get("data"), raw))
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            # One damaged envelope must not hold back every event behind it.
+            # It stays in the event log for `python -m bus event show`.
+            log.error("event_unroutable", event_key=key, error=f"{type(exc).__name__}: {exc}")
+            orphans.append(key)
     if orphans:
         await client.zrem(keys.pending, *orphans)
     for _ in range(5):

@@ -271,12 +271,6 @@ async def test_claim_dead_letters_a_task_whose_state_is_corrupt(bus: Bus, aredis
     assert await aredis.zscore(KEYS.dead, bad.id) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settle.lua decodes the task's error list with cjson.decode: a corrupt one fails "
-    "the whole batch, and the worker retries that batch for ever (all its outcomes "
-    "stuck, their leases renewed, and after stop() a hot loop without back-off)",
-)
 async def test_settle_records_a_failure_when_the_error_list_is_corrupt(
     bus: Bus, aredis: Redis
 ) -> None:
@@ -304,12 +298,6 @@ async def test_settle_records_a_failure_when_the_error_list_is_corrupt(
 # -- a corrupt event waiting to be routed -----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router.sweep_pending calls orjson.loads on each pending envelope: one corrupt "
-    "envelope raises every sweep, so every event behind it stays unrouted for ever; it "
-    "should be taken out of 'pending' and logged (event_unroutable)",
-)
 async def test_sweep_routes_pending_events_past_a_corrupt_envelope(aredis: Redis) -> None:
     """A corrupt envelope in the event log does not keep the sweep from the good events."""
     keys = BusKeys("bus")

@@ -162,11 +162,6 @@ async def test_connect_without_check_does_no_io(settings: Settings) -> None:
 # -- the publisher and the operator commands ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bus/client.py's Bus connects with connect(settings): it should pass check=True "
-    "(aredis) and connect_sync(settings, check=True) (sync_redis)",
-)
 async def test_publisher_refuses_a_server_that_evicts_keys(
     settings: Settings, make_redis_server: MakeRedisServer
 ) -> None:
@@ -182,10 +177,6 @@ async def test_publisher_refuses_a_server_that_evicts_keys(
         assert client.dbsize() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bus/client.py's Bus connects with connect_sync(settings): it should pass check=True",
-)
 def test_sync_publisher_refuses_a_server_that_evicts_keys(
     settings: Settings, make_redis_server: MakeRedisServer
 ) -> None:
@@ -201,11 +192,6 @@ def test_sync_publisher_refuses_a_server_that_evicts_keys(
         assert client.dbsize() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bus/client.py's Bus connects with connect(settings): with check=True it would "
-    "log redis_not_persistent on its first connection",
-)
 async def test_publisher_warns_when_the_server_keeps_nothing(
     settings: Settings, make_redis_server: MakeRedisServer, warnings_logged: list[dict[str, Any]]
 ) -> None:

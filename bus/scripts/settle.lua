@@ -25,7 +25,13 @@ local rejected = {}
 
 local function add_error(id, err)
   local raw = redis.call('HGET', KEYS[3], id)
-  local list = raw and cjson.decode(raw) or {}
+  -- A damaged list must not fail the batch: a Lua error here would leave the
+  -- outcomes before it applied and the worker retrying the rest for ever. It
+  -- is kept as one entry, so nothing of it is thrown away.
+  local ok, list = pcall(cjson.decode, raw or '[]')
+  if not ok or type(list) ~= 'table' then
+    list = {{type = 'CorruptErrorList', message = string.sub(raw, 1, 2000)}}
+  end
   list[#list + 1] = cjson.decode(err)
   redis.call('HSET', KEYS[3], id, cjson.encode(list))
 end
