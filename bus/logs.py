@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-__all__ = ["LEVELS", "configure_logging"]
+__all__ = ["LEVELS", "CurrentStderr", "configure_logging"]
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -30,7 +30,7 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or repr).decode()
 
 
-class _CurrentStderr:
+class CurrentStderr:
     """Writes to whatever ``sys.stderr`` is at the time of each write.
 
     structlog caches loggers with their output on first use; binding to this
@@ -64,7 +64,7 @@ def configure_logging(
     """
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
-    out: Any = stream or _CurrentStderr()
+    out: Any = stream or CurrentStderr()
     as_json = json if json is not None else not out.isatty()
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -72,7 +72,13 @@ def test_faults_lose_nothing_with_appendfsync_always(
 def test_a_paused_worker_is_fenced_when_it_wakes(tmp_path: Path) -> None:
     """A worker stopped past its lease loses its tasks to others and cannot ack them late."""
     scenario = Scenario(
-        "paused", ("pause_worker",), seed=21, fault_s=6, fault_every_s=0.5, lease_s=1.0
+        "paused",
+        ("pause_worker",),
+        seed=21,
+        fault_s=6,
+        fault_every_s=0.5,
+        lease_s=1.0,
+        handler_sleep_s=0.02,  # so that every pause catches tasks in flight
     )
     outcome = run(scenario, tmp_path)
     assert_nothing_lost(outcome)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from bus import App, Fail, Worker
@@ -17,6 +18,7 @@ from bus.cli import main
 from bus.client import Bus
 from bus.enqueue import EnqueueItem
 from bus.keys import AppKeys
+from bus.logs import CurrentStderr
 from bus.registry import SubscriptionSpec
 from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from tests.test_inspect import ORDER, publish, register
@@ -27,7 +29,7 @@ KEYS = AppKeys("bus", APP)
 
 
 @pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """The CLI's environment: the settings fixture's values, nothing from the real one."""
     import os
 
@@ -43,7 +45,12 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     # the current stderr, which pytest closes after each test: later tests that
     # log (the workers run here) would write to a closed file.
     monkeypatch.setattr("bus.cli.configure_logging", lambda *args, **kwargs: None)
-    return settings
+    # Logs go to standard error, as main() would send them, so that standard
+    # output holds only what the command prints (keys, JSON); not cached, and
+    # structlog's defaults come back after the test.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(CurrentStderr()))
+    yield settings
+    structlog.reset_defaults()
 
 
 def on_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:

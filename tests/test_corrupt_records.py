@@ -235,11 +235,6 @@ async def _damage(aredis: Redis, task_id: str, damage: str) -> None:
         await aredis.hset(KEYS.state, task_id, b'{"s":"queued"}')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="claim.lua drops an id whose record is missing and leaves its state 'queued' "
-    "for ever; it should dead-letter it ('record missing') as it does other damage",
-)
 async def test_queued_id_whose_record_is_missing_is_dead_lettered(bus: Bus, aredis: Redis) -> None:
     """A ready-list id with a state but no record ends dead with a reason, not silently queued."""
     ref = await bus.enqueue(APP, "job", 1)
@@ -253,12 +248,6 @@ async def test_queued_id_whose_record_is_missing_is_dead_lettered(bus: Bus, ared
     assert info.state is TaskState.DEAD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="claim.lua decodes a task's state with cjson.decode: a corrupt one fails the "
-    "whole claim call (the tasks claimed before it in that call are left in flight "
-    "until their leases expire) and the task vanishes; it should be dead-lettered",
-)
 async def test_claim_dead_letters_a_task_whose_state_is_corrupt(bus: Bus, aredis: Redis) -> None:
     """A corrupt state entry costs that task only: the claim call succeeds for the others."""
     first = await bus.enqueue(APP, "job", 1)

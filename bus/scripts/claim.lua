@@ -29,9 +29,29 @@ local backlog = false
 
 local function add_error(id, err)
   local raw = redis.call('HGET', KEYS[3], id)
-  local list = raw and cjson.decode(raw) or {}
+  local ok, list = pcall(cjson.decode, raw or '[]')
+  if not ok or type(list) ~= 'table' then
+    list = {{type = 'CorruptErrorList', message = string.sub(raw, 1, 2000)}}
+  end
   list[#list + 1] = err
   redis.call('HSET', KEYS[3], id, cjson.encode(list))
+end
+
+-- A state entry that does not decode (damage in Redis, not ours) would fail
+-- the whole call, and Lua does not roll back what the call already did.
+local function decode_state(raw)
+  local ok, st = pcall(cjson.decode, raw)
+  if ok and type(st) == 'table' and type(st.a) == 'number' and type(st.m) == 'number' then
+    return st
+  end
+  return nil
+end
+
+-- Dead-letter a damaged task with the reason: it costs that task, never the call.
+local function bury(id, why, raw)
+  add_error(id, {type = 'CorruptTask', at = now, message = why .. ': ' .. string.sub(raw or '', 1, 500)})
+  redis.call('HSET', KEYS[1], id, cjson.encode({s = 'dead', a = 0, m = 1, tf = now, why = why}))
+  redis.call('ZADD', KEYS[4], now, id)
 end
 
 for q = 0, nq - 1 do
@@ -40,8 +60,10 @@ for q = 0, nq - 1 do
   for _, id in ipairs(expired) do
     redis.call('ZREM', inflight, id)
     local raw = redis.call('HGET', KEYS[1], id)
-    if raw then
-      local st = cjson.decode(raw)
+    local st = raw and decode_state(raw)
+    if raw and not st then
+      bury(id, 'undecodable state', raw)
+    elseif st then
       add_error(id, {type = 'LeaseExpired', attempt = st.a, at = now, worker = st.w,
         message = 'lease expired while the task ran: the worker was killed, paused or cut off'})
       st.k = nil
@@ -63,8 +85,10 @@ for q = 0, nq - 1 do
     redis.call('ZREM', delayed, unpack(due))
     for _, id in ipairs(due) do
       local raw = redis.call('HGET', KEYS[1], id)
-      if raw then
-        local st = cjson.decode(raw)
+      local st = raw and decode_state(raw)
+      if raw and not st then
+        bury(id, 'undecodable state', raw)
+      elseif st then
         st.s = 'queued'
         redis.call('HSET', KEYS[1], id, cjson.encode(st))
         redis.call('LPUSH', ready, id)
@@ -85,10 +109,14 @@ for q = 0, nq - 1 do
     if not id then break end
     local raw = redis.call('HGET', KEYS[1], id)
     local record = redis.call('HGET', KEYS[2], id)
-    if raw and record then
+    local st = raw and decode_state(raw)
+    if raw and not st then
+      bury(id, 'undecodable state', raw)
+    elseif st and not record then
+      bury(id, 'record missing', raw)
+    elseif st then
       if not base then base = redis.call('INCR', KEYS[5]) end
       got = got + 1
-      local st = cjson.decode(raw)
       st.s = 'running'
       st.a = st.a + 1
       st.k = base .. '.' .. got
@@ -102,7 +130,7 @@ for q = 0, nq - 1 do
       out[#out + 1] = st.k
       out[#out + 1] = record
     end
-    -- An id without a record was purged while queued; dropping the id is right.
+    -- An id without a state was purged while queued; dropping the id is right.
   end
 end
 

@@ -64,6 +64,7 @@ class Scenario:
     poison_rate: float = 0.0
     lease_s: float = 2.0
     concurrency: int = 20
+    handler_sleep_s: float = 0.0  # each handler run takes this long
     settle_timeout_s: float = 90.0
 
     def __post_init__(self) -> None:
@@ -288,6 +289,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         "BUS_APPS_DIR": str(apps),
         "BUS_DATA_DIR": str(root / "data"),
         "CHAOS_HISTORY_DIR": str(history),
+        "CHAOS_HANDLER_SLEEP_S": str(scenario.handler_sleep_s),
     }
     cluster = _Cluster(scenario, root, env)
     faults: dict[str, int] = {}

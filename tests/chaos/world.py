@@ -63,6 +63,7 @@ _SCHEMA = {
 # handler returns: "handled" in the history means the handler finished its work.
 HANDLERS = '''
 """Chaos handlers: append one history line per invocation; poison always fails."""
+import asyncio
 import os
 import time
 
@@ -79,7 +80,12 @@ def _append(doc):
     os.write(_fd, orjson.dumps(doc) + b"\\n")
 
 
+_SLEEP_S = float(os.environ.get("CHAOS_HANDLER_SLEEP_S", "0"))
+
+
 async def handle(event, ctx):
+    if _SLEEP_S:
+        await asyncio.sleep(_SLEEP_S)  # keeps tasks in flight for pause faults to catch
     doc = {
         "app": ctx.app,
         "sub": ctx.name,
