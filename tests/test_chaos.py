@@ -79,12 +79,18 @@ def test_a_paused_worker_is_fenced_when_it_wakes(tmp_path: Path) -> None:
         fault_every_s=0.5,
         lease_s=1.0,
         handler_sleep_s=0.02,  # so that every pause catches tasks in flight
+        workers_per_app=2,  # so that another worker takes them over
     )
     outcome = run(scenario, tmp_path)
     assert_nothing_lost(outcome)
-    # Each pause lasts 1.5-2.5 leases while the app is busy: the woken worker
-    # either has its late acks refused or notices the lost lease first.
-    assert outcome.acks_rejected + outcome.leases_lost >= 1, outcome.to_doc()
+    # Each pause lasts 1.5-2.5 leases. Whenever the other worker took a paused
+    # worker's task over (a duplicate run), the woken worker must have had its
+    # late ack refused or noticed the lost lease: an accepted late ack would
+    # show as a duplicate with neither.
+    fenced = outcome.acks_rejected + outcome.leases_lost
+    assert outcome.report.total("duplicated") <= fenced, outcome.to_doc()
+    assert outcome.faults == {"pause_worker": outcome.faults["pause_worker"]}
+    assert outcome.faults["pause_worker"] >= 2, outcome.to_doc()
 
 
 def test_everysec_redis_kills_are_measured_not_hidden(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from bus import App, TaskContext, TaskInfo, TaskState, clock, scripts
@@ -22,6 +23,7 @@ from bus.cli import main
 from bus.client import Bus
 from bus.deadletters import get_dead, list_dead, replay
 from bus.keys import AppKeys, BusKeys
+from bus.logs import CurrentStderr
 from bus.router import sweep_pending
 from bus.settings import Settings
 from bus.task import TaskRecord
@@ -146,6 +148,7 @@ async def test_dead_list_shows_corrupt_and_mistyped_records_and_replay_skips_the
     settings: Settings,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """`dead list` (text and JSON) lists every undecodable record; replay says why it cannot."""
     done: list[Any] = []
@@ -164,6 +167,9 @@ async def test_dead_list_shows_corrupt_and_mistyped_records_and_replay_skips_the
     # main() would configure structlog for the whole process, bound to this
     # test's captured stderr.
     monkeypatch.setattr("bus.cli.configure_logging", lambda *args, **kwargs: None)
+    # Logs to standard error, as main() sends them: standard output is the JSON.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(CurrentStderr()))
+    request.addfinalizer(structlog.reset_defaults)
     capsys.readouterr()  # the worker's log lines
     assert await asyncio.to_thread(main, ["dead", "list", "--app", APP]) == 0
     text = capsys.readouterr().out

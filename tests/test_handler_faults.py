@@ -22,11 +22,11 @@ import structlog
 from redis.asyncio import Redis
 from structlog.testing import LogCapture
 
-from bus import App, TaskContext, TaskInfo, TaskState
+from bus import App, TaskContext, TaskInfo, TaskState, Worker
 from bus.client import Bus
 from bus.keys import AppKeys
 from bus.settings import Settings
-from bus.worker import attempt, execute, watchdog
+from bus.worker import attempt, execute, upkeep, watchdog
 from bus.worker.__main__ import main as worker_main
 from bus.worker.execute import MESSAGE_CHARS, TRACEBACK_CHARS
 from bus.worker.watchdog import LoopWatchdog
@@ -47,7 +47,7 @@ def bus(aredis: Redis) -> Bus:
 
 @pytest.fixture
 def logs(monkeypatch: pytest.MonkeyPatch) -> Logs:
-    """What the worker's attempt, handler and watchdog modules log, from any thread."""
+    """What the worker's attempt, handler, upkeep and watchdog modules log, from any thread."""
     capture = LogCapture()
     logger = structlog.wrap_logger(
         None,
@@ -55,7 +55,7 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Logs:
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=False,
     )
-    for module in (attempt, execute, watchdog):
+    for module in (attempt, execute, watchdog, upkeep):
         monkeypatch.setattr(module, "log", logger)
     return capture.entries
 
@@ -114,6 +114,39 @@ async def test_sync_handler_that_never_returns_costs_a_thread_not_the_worker(
     assert [(e["task_id"], e["attempt"]) for e in abandoned] == [(hung.id, 1), (hung.id, 2)]
     finished = events(logs, "abandoned_handler_finished")
     assert sorted(e["attempt"] for e in finished) == [1, 2]
+
+
+async def test_worker_stops_although_a_handler_ignores_cancellation_at_shutdown(
+    bus: Bus, aredis: Redis, logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown waits a bounded time for a deaf handler, hands its task back and leaves."""
+    monkeypatch.setattr("bus.worker.upkeep.SHUTDOWN_CANCEL_WAIT_S", 0.2)
+    app = App(APP)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @app.task(timeout_s=60)
+    async def deaf(payload: Any, ctx: TaskContext) -> None:
+        started.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # the bug under test: the cancellation is swallowed
+
+    hung = await bus.enqueue(app, "deaf", 1)
+    worker = Worker(app, aredis, lease_s=5.0, grace_s=0.1)
+    runner = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 10)
+    worker.stop()
+    try:
+        await asyncio.wait_for(asyncio.shield(runner), 10)
+    finally:
+        release.set()
+    info = await bus.get_task(APP, hung.id)
+    assert info is not None
+    assert info.state is TaskState.QUEUED  # handed back for another worker
+    assert [e["count"] for e in events(logs, "handler_ignored_cancellation")] == [1]
 
 
 async def test_async_handler_that_ignores_cancellation_is_abandoned_and_its_slot_freed(

@@ -16,14 +16,17 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bus.connection import connect
+from bus.connection import check_server, connect, warn_if_not_persistent
 from bus.errors import BusError, RedisSetupError
 from bus.keys import validate_app_name
 from bus.settings import Settings
+
+log = structlog.get_logger("bus.cli")
 
 __all__ = [
     "InputError",
@@ -138,6 +141,17 @@ def print_table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
         print((indent + "  ".join(cells)).rstrip())
 
 
+async def _warn_if_unsafe(client: Redis, settings: Settings) -> None:
+    # Operator commands warn rather than refuse: on a server that evicts keys
+    # or keeps nothing, looking (status, dead list) is exactly what is needed.
+    try:
+        info = await check_server(client, embedded=settings.redis_url is None)
+    except RedisSetupError as exc:
+        log.warning("redis_unsafe", detail=str(exc))
+        return
+    warn_if_not_persistent(info)
+
+
 def with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
     """Connect, run ``work(client)`` in a fresh event loop, close the client.
 
@@ -148,6 +162,7 @@ def with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
     async def go() -> T:
         client = await connect(settings)
         try:
+            await _warn_if_unsafe(client, settings)
             return await work(client)
         finally:
             await client.aclose()

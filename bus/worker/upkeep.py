@@ -26,6 +26,9 @@ __all__ = ["beat", "hand_back", "heartbeat_loop", "shutdown", "status_record"]
 
 log = structlog.get_logger("bus.worker")
 
+# How long shutdown waits for cancelled handlers before handing their tasks back.
+SHUTDOWN_CANCEL_WAIT_S = 5.0
+
 
 def status_record(worker: Worker) -> bytes:
     """The worker's status record, as stored in the app's workers hash."""
@@ -100,7 +103,20 @@ async def shutdown(worker: Worker, settler: asyncio.Task[None], beater: asyncio.
         running.released = True
         running.task.cancel()  # type: ignore[union-attr]
     if leftover:
-        await asyncio.gather(*(r.task for r in leftover if r.task), return_exceptions=True)
+        cancelled = [r.task for r in leftover if r.task is not None]
+        # Bounded: a handler that swallows its cancellation must not keep the
+        # worker from leaving; its task is handed back all the same.
+        done, stuck = await asyncio.wait(cancelled, timeout=SHUTDOWN_CANCEL_WAIT_S)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: the attempt already recorded it
+        if stuck:
+            log.error(
+                "handler_ignored_cancellation",
+                app=worker.app.name,
+                count=len(stuck),
+                reason="handlers still running at shutdown; their tasks are handed back",
+            )
         await hand_back(worker, [r.held for r in leftover])
     worker._closing = True
     worker._settle_wanted.set()

@@ -65,6 +65,7 @@ class Scenario:
     lease_s: float = 2.0
     concurrency: int = 20
     handler_sleep_s: float = 0.0  # each handler run takes this long
+    workers_per_app: int = 1
     settle_timeout_s: float = 90.0
 
     def __post_init__(self) -> None:
@@ -113,7 +114,7 @@ class _Cluster:
         self.env = env
         self.history = Path(env["CHAOS_HISTORY_DIR"])
         self.all: list[Proc] = []
-        self.workers: dict[str, Proc] = {}
+        self.workers: dict[tuple[str, int], Proc] = {}  # (app, slot) -> process
         self.publishers: list[Proc] = []
         self.paused: list[Proc] = []
         self._names = 0
@@ -129,7 +130,7 @@ class _Cluster:
         self.all.append(proc)
         return proc
 
-    def start_worker(self, app: str) -> Proc:
+    def start_worker(self, app: str, slot: int = 0) -> Proc:
         proc = self._start(
             [
                 "-m",
@@ -147,7 +148,7 @@ class _Cluster:
             ],
             f"worker-{app}",
         )
-        self.workers[app] = proc
+        self.workers[(app, slot)] = proc
         return proc
 
     def start_publisher(self, duration_s: float, *, crash: bool = False) -> Proc:
@@ -180,7 +181,7 @@ class _Cluster:
 
     def wait_workers_started(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
-        for app, proc in self.workers.items():
+        for (app, _), proc in self.workers.items():
             while "worker_started" not in proc.output():
                 if proc.popen.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"{app} worker did not start:\n{proc.output()[-3000:]}")
@@ -249,9 +250,9 @@ def _inject(
 ) -> None:
     s = cluster.scenario
     if kind == "kill_worker":
-        app = rng.choice(APPS)
-        cluster.workers[app].signal(signal.SIGKILL)
-        cluster.start_worker(app)
+        app, slot = rng.choice(sorted(cluster.workers))
+        cluster.workers[(app, slot)].signal(signal.SIGKILL)
+        cluster.start_worker(app, slot)
     elif kind == "kill_redis":
         server.kill()
         time.sleep(rng.uniform(0.05, 0.5))
@@ -266,7 +267,7 @@ def _inject(
     elif kind == "crash_publisher":
         cluster.start_publisher(0, crash=True)
     elif kind == "pause_worker":
-        proc = cluster.workers[rng.choice(APPS)]
+        proc = cluster.workers[rng.choice(sorted(cluster.workers))]
         proc.signal(signal.SIGSTOP)
         time.sleep(s.lease_s * rng.uniform(1.5, 2.5))
         proc.signal(signal.SIGCONT)
@@ -295,7 +296,8 @@ def run(scenario: Scenario, root: Path) -> Outcome:
     faults: dict[str, int] = {}
     try:
         for app in APPS:
-            cluster.start_worker(app)
+            for slot in range(scenario.workers_per_app):
+                cluster.start_worker(app, slot)
         cluster.wait_workers_started()
         started = time.monotonic()
         for _ in range(scenario.publishers):
@@ -311,10 +313,10 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         # Heal: Redis up, every worker running; the publishers run out their time.
         if not server.running:
             server.start()
-        for app, proc in cluster.workers.items():
+        for (app, slot), proc in list(cluster.workers.items()):
             proc.signal(signal.SIGCONT)
             if proc.popen.poll() is not None:
-                cluster.start_worker(app)
+                cluster.start_worker(app, slot)
         for proc in cluster.publishers:
             proc.wait(scenario.fault_s + 120)
         faults_end = time.time()
