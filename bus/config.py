@@ -11,6 +11,8 @@ handlers it names. Format (keys optional unless marked)::
     queues = ["critical", "default"]  # serve order; "*" = every other queue of the app,
                                       # alphabetically (default ["*"]: all queues)
     concurrency = 16                  # default 10
+    prefetch = 16                     # claimed tasks held ready beyond the running
+                                      # ones (default: concurrency; 0 for long tasks)
 
     [[subscriptions]]
     name = "charge_order"             # required: [a-z0-9_-], 1-64; unique in the app
@@ -68,7 +70,7 @@ from croniter import croniter
 from bus.errors import ConfigError
 from bus.keys import validate_app_name, validate_queue_name
 from bus.matching import FilterError, PatternError, compile_filter, compile_pattern
-from bus.options import Backoff, OptionError, TaskOptions
+from bus.options import MAX_PREFETCH, Backoff, OptionError, TaskOptions
 
 __all__ = [
     "AppConfig",
@@ -132,10 +134,13 @@ class WorkerConfig:
         queues: Queues in serve order; ``"*"`` stands for every queue of the
             app not named before it, alphabetically.
         concurrency: Most tasks run at once.
+        prefetch: Most claimed tasks held ready beyond the running ones; None
+            means as many as ``concurrency``.
     """
 
     queues: tuple[str, ...] = ("*",)
     concurrency: int = 10
+    prefetch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,8 +418,11 @@ def _worker(top: _Table) -> WorkerConfig:
     concurrency = table.get("concurrency", (int,), 10)
     if concurrency < 1:
         raise table.error(f"'concurrency' must be >= 1, got {concurrency}")
+    prefetch = table.get("prefetch", (int,), None)
+    if prefetch is not None and not 0 <= prefetch <= MAX_PREFETCH:
+        raise table.error(f"'prefetch' must be 0..{MAX_PREFETCH}, got {prefetch}")
     table.done()
-    return WorkerConfig(queues, concurrency)
+    return WorkerConfig(queues, concurrency, prefetch)
 
 
 def _entries(top: _Table, key: str) -> list[_Table]:

@@ -34,10 +34,13 @@ from typing import Any, Literal
 from bus.errors import ConfigError
 from bus.keys import validate_queue_name
 
-__all__ = ["SCOPES", "Backoff", "OptionError", "Scope", "TaskOptions"]
+__all__ = ["MAX_PREFETCH", "SCOPES", "Backoff", "OptionError", "Scope", "TaskOptions"]
 
 Scope = Literal["any", "all"]
 SCOPES: tuple[Scope, ...] = ("any", "all")
+
+#: The most claimed tasks a worker may hold ready beyond its running ones.
+MAX_PREFETCH = 10_000
 
 _DEFAULT_BASE_S = 1.0
 _DEFAULT_MAX_S = 300.0

@@ -69,6 +69,7 @@ handlers = "jobs"
 [worker]
 queues = ["critical", "*"]
 concurrency = 16
+prefetch = 4
 
 [[subscriptions]]
 name = "charge_order"
@@ -116,7 +117,7 @@ def test_full_config_parses_into_frozen_dataclasses(make_app: MakeApp) -> None:
         file=directory / "app.toml",
         description="Everything at once.",
         handlers="jobs",
-        worker=WorkerConfig(("critical", "*"), 16),
+        worker=WorkerConfig(("critical", "*"), 16, 4),
         subscriptions=(
             SubscriptionConfig(
                 "charge_order",
@@ -251,6 +252,9 @@ ERROR_CASES = [
     ("worker key", "[worker]\nthreads = 4\n", r"\[worker\]: unknown key 'threads'"),
     ("concurrency type", "[worker]\nconcurrency = 1.5\n", r"'concurrency' must be an integer"),
     ("concurrency 0", "[worker]\nconcurrency = 0\n", r"'concurrency' must be >= 1"),
+    ("prefetch type", "[worker]\nprefetch = 1.5\n", r"'prefetch' must be an integer"),
+    ("prefetch < 0", "[worker]\nprefetch = -1\n", r"'prefetch' must be 0\.\.10000, got -1"),
+    ("prefetch huge", "[worker]\nprefetch = 10001\n", r"'prefetch' must be 0\.\.10000"),
     ("queues empty", "[worker]\nqueues = []\n", r"'queues' must name at least one queue"),
     ("queues twice", '[worker]\nqueues = ["a", "a"]\n', r"'queues' names 'a' twice"),
     ("queue name", '[worker]\nqueues = ["a b"]\n', r"'queues': invalid queue name 'a b'"),

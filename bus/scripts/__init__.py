@@ -49,6 +49,7 @@ __all__ = [
     "Script",
     "beat",
     "claim",
+    "claim_when_woken",
     "enqueue",
     "enqueue_call",
     "node_beat",
@@ -340,11 +341,20 @@ async def claim(
         worker_id: Recorded on each claimed task.
         limit: The most recoveries and promotions per queue in one call.
     """
+    script_keys = _claim_keys(keys, queues)
+    raw = await _CLAIM(client, script_keys, (now_ms, lease_ms, max_tasks, worker_id, limit))
+    return _claim_result(raw, queues)
+
+
+def _claim_keys(keys: AppKeys, queues: Sequence[str]) -> list[str]:
     script_keys = [keys.state, keys.tasks, keys.errors, keys.dead, keys.seq]
     for name in queues:
         q = keys.queue(name)
         script_keys += (q.ready, q.delayed, q.inflight, q.wake)
-    raw = await _CLAIM(client, script_keys, (now_ms, lease_ms, max_tasks, worker_id, limit))
+    return script_keys
+
+
+def _claim_result(raw: list[Any], queues: Sequence[str]) -> ClaimResult:
     tasks = [
         ClaimedTask(
             id=raw[i].decode(),
@@ -357,6 +367,75 @@ async def claim(
     ]
     wake = int(raw[0])
     return ClaimResult(tasks=tasks, next_wake_ms=None if wake < 0 else wake)
+
+
+# The client waits this much longer than the server-side block before it gives
+# up on the reply (a half-open connection).
+_BLOCK_READ_MARGIN_S = 5.0
+
+
+async def claim_when_woken(
+    client: Redis,
+    keys: AppKeys,
+    queues: Sequence[str],
+    wake_keys: Sequence[str],
+    *,
+    block_s: int,
+    now_ms: int,
+    lease_ms: int,
+    max_tasks: int,
+    worker_id: str,
+    limit: int = 1000,
+) -> tuple[bytes | None, ClaimResult | None]:
+    """Block until one of ``wake_keys`` has an item (``BLPOP``), then claim.
+
+    The claim is pipelined behind the ``BLPOP`` on the same connection, so
+    the server runs it the moment the wait ends: a woken worker gets its tasks
+    with the wake-up's own reply, one round trip instead of two. The claim
+    takes its time from the server's clock when that is later than
+    ``now_ms`` (the wait may have lasted up to ``block_s``).
+
+    Returns:
+        The wake key that was popped (None when ``block_s`` passed) and the
+        claim's result, or None when the server did not know the claim script
+        (claim again with :func:`claim`, which loads it).
+
+    Raises:
+        redis.exceptions.RedisError: The connection failed or the server
+            refused a command; nothing was claimed that a lease will not
+            recover.
+    """
+    if client.connection is not None:
+        # A single-connection client: wait, and let the caller claim.
+        popped = await client.blpop(list(wake_keys), timeout=block_s)
+        return (_key_bytes(popped[0]) if popped else None), None
+    script_keys = _claim_keys(keys, queues)
+    wait: Any = ("BLPOP", *wake_keys, block_s)
+    packed = hiredis.pack_command(wait) + _CLAIM.pack(
+        script_keys, (now_ms, lease_ms, max_tasks, worker_id, limit, 1)
+    )
+    pool: Any = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command([packed])
+        popped = await conn.read_response(timeout=block_s + _BLOCK_READ_MARGIN_S)
+        try:
+            raw = await conn.read_response()
+        except NoScriptError:
+            raw = None
+    except BaseException:
+        # Cancelled or failed mid-exchange: replies may still be unread, and a
+        # claim still queued behind the wait must not run for nobody.
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+    key = _key_bytes(popped[0]) if isinstance(popped, list) and popped else None
+    return key, (None if raw is None else _claim_result(raw, queues))
+
+
+def _key_bytes(key: bytes | str) -> bytes:
+    return key.encode() if isinstance(key, str) else key
 
 
 OutcomeKind = Literal["ok", "retry", "dead"]

@@ -14,12 +14,19 @@ KEYS[4]  dead zset     KEYS[5]  seq counter
 then 4 KEYS per queue, in the worker's order: ready, delayed, inflight, wake
 ARGV[1]  now_ms        ARGV[2]  lease_ms      ARGV[3]  max tasks to claim
 ARGV[4]  worker id     ARGV[5]  max recoveries and promotions per queue
+ARGV[6]  optional: '1' = now is the later of ARGV[1] and the server's clock
+         (a claim pipelined behind a blocking wait runs long after it was sent)
 
 Returns {next_wake_ms, id, queue_index, attempt, token, record, id, ...}
 next_wake_ms is the earliest delayed run_at or lease deadline over the queues
 (-1 if none); it is only computed when fewer than N tasks were claimed.
 ]]
 local now = tonumber(ARGV[1])
+if ARGV[6] == '1' then
+  local t = redis.call('TIME')
+  local server_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if server_now > now then now = server_now end
+end
 local lease = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local worker = ARGV[4]

@@ -23,8 +23,11 @@ from bus.client import Bus
 from bus.clock import now_ms
 from bus.connection import connect
 from bus.errors import BusError
+from bus.eventloop import LOOP_CHOICES
+from bus.eventloop import run as run_loop
 from bus.keys import BusKeys
 from bus.logs import configure_logging
+from bus.options import MAX_PREFETCH
 from bus.recurring import recurring_from_config
 from bus.registry import sync_subscriptions
 from bus.router import sweep_pending
@@ -55,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency", type=int, help="most handlers running at once (default: config, else 10)"
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        help="most claimed tasks held ready beyond the running ones, so a freed slot "
+        "starts the next at once; 0 for long tasks shared evenly by several workers "
+        "(default: config, else the concurrency)",
     )
     parser.add_argument(
         "--burst", action="store_true", help="exit once no task is due (due delayed ones included)"
@@ -101,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="log event_loop_blocked when the event loop (async handlers, heartbeats) "
         "does not run for this long; 0 turns the watchdog off (default: %(default)s)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=LOOP_CHOICES,
+        default="auto",
+        help="event loop: uvloop (faster), asyncio, or auto = uvloop where installed "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -111,6 +128,7 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
     app = build_app(config)
     queues = args.queues.split(",") if args.queues else list(config.worker.queues)
     concurrency = args.concurrency or config.worker.concurrency
+    prefetch = args.prefetch if args.prefetch is not None else config.worker.prefetch
     # Refuses a server that evicts keys; warns (redis_not_persistent) about one
     # that keeps nothing across a restart.
     client = await connect(settings, check=True)
@@ -142,6 +160,7 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
             client,
             queues=queues,
             concurrency=concurrency,
+            prefetch=prefetch,
             lease_s=args.lease_s,
             grace_s=args.grace_s,
             burst=args.burst,
@@ -171,13 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.concurrency is not None and args.concurrency < 1:
         print("error: --concurrency must be >= 1", file=sys.stderr)
         return EXIT_USAGE
+    if args.prefetch is not None and not 0 <= args.prefetch <= MAX_PREFETCH:
+        print(f"error: --prefetch must be 0..{MAX_PREFETCH}", file=sys.stderr)
+        return EXIT_USAGE
     if not args.block_warn_s >= 0:
         print("error: --block-warn-s must be >= 0 (0: no watchdog)", file=sys.stderr)
         return EXIT_USAGE
     try:
         settings = Settings.from_env()
         configure_logging(args.log_level or settings.log_level)
-        return asyncio.run(serve(args, settings, install_signals=True))
+        return run_loop(serve(args, settings, install_signals=True), loop=args.loop)
     except BusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -280,6 +280,7 @@ def _give_up(worker: Worker, claimed: ClaimedTask, running: Running, verdict: Ve
     """
     if worker._running.get(claimed.id) is running:
         del worker._running[claimed.id]
+    worker._start_ready()
     worker._slot_free.set()
     worker.counters.processed += 1
     worker.counters.failed += 1

@@ -2,11 +2,13 @@
 
 Three coroutines share one worker:
 
-* the claim loop takes as many tasks as there are free slots, in queue order,
-  and when the queues are empty blocks on the queues' wake lists until work
-  arrives or the next delayed task or lease deadline is due (a local timer
-  pokes the worker's own wake list at that moment, because Redis only checks
-  blocking timeouts about every 100 ms): it never polls;
+* the claim loop takes as many tasks as there are free slots, plus up to
+  ``prefetch`` more held ready in the worker so that a freed slot starts its
+  next task without a round trip, in queue order; when the queues are empty it
+  blocks on the queues' wake lists until work arrives or the next delayed task
+  or lease deadline is due (a local timer pokes the worker's own wake list at
+  that moment, because Redis only checks blocking timeouts about every 100 ms):
+  it never polls;
 * the settle loop sends outcomes in batches, each batch one script call;
 * the heartbeat renews the leases of every task the worker holds, writes the
   worker's status record and reaps those of dead workers.
@@ -40,6 +42,7 @@ from bus.context import TaskContext
 from bus.ids import new_id
 from bus.keys import AppKeys, validate_queue_name
 from bus.nodes import Node, default_node, is_node_queue
+from bus.options import MAX_PREFETCH
 from bus.recurring import Recurring, RecurringChains
 from bus.scripts import ClaimedTask, Held, Outcome
 from bus.task import TaskRecord
@@ -51,6 +54,10 @@ from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S, LoopWatchdog
 __all__ = ["Worker"]
 
 log = structlog.get_logger("bus.worker")
+
+# An idle worker's blocking wait ends after this long at the latest (a guard
+# against half-open connections; work and due times wake it much sooner).
+WAIT_BLOCK_S = 30
 
 PayloadAdapter = Callable[[TaskRecord, TaskContext], Any]
 
@@ -81,6 +88,11 @@ class Worker:
         queues: Queue names in the order they are served; ``"*"`` stands for
             all of the app's queues not named before it, alphabetically.
         concurrency: The most handlers running at once.
+        prefetch: The most claimed tasks held ready beyond the running ones
+            (default: ``concurrency``). Their leases are renewed like those of
+            running tasks; on stop they are handed back at once, their attempt
+            not counted. 0 claims only for free slots: use it when handlers
+            run long and several workers should share the queue evenly.
         lease_s: How long a claim holds without a heartbeat; heartbeats renew
             it every third of that.
         grace_s: On stop, how long running handlers may take to finish before
@@ -113,6 +125,7 @@ class Worker:
         *,
         queues: Sequence[str] = ("*",),
         concurrency: int = 10,
+        prefetch: int | None = None,
         lease_s: float = 15.0,
         grace_s: float = 10.0,
         burst: bool = False,
@@ -129,6 +142,8 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if prefetch is not None and not 0 <= prefetch <= MAX_PREFETCH:
+            raise ValueError(f"prefetch must be 0..{MAX_PREFETCH}, got {prefetch}")
         if lease_s <= 0 or grace_s < 0:
             raise ValueError("lease_s must be > 0 and grace_s >= 0")
         if not queues:
@@ -140,6 +155,7 @@ class Worker:
         self.redis = redis
         self.queues = list(queues)
         self.concurrency = concurrency
+        self.prefetch = concurrency if prefetch is None else prefetch
         self.lease_ms = int(lease_s * 1000)
         self.grace_s = grace_s
         self.burst = burst
@@ -167,6 +183,8 @@ class Worker:
         self.counters = _Counters()
         self._own_wake = self.keys.worker_wake(self.id)
         self._running: dict[str, Running] = {}
+        # Claimed, not started yet (at most ``prefetch``), in claim order.
+        self._ready: dict[str, ClaimedTask] = {}
         self._unsettled: dict[str, Held] = {}
         self._outcomes: list[Outcome] = []
         self._settle_wanted = asyncio.Event()
@@ -239,9 +257,13 @@ class Worker:
                 watchdog.stop()
 
     async def _claim_loop(self) -> None:
+        woken: scripts.ClaimResult | None = None
         while not self._stopping:
             free = self.concurrency - len(self._running)
-            if free <= 0:
+            room = free + self.prefetch - len(self._ready)
+            # With every slot busy, top the ready tasks up only once half of
+            # them have started: fewer, larger claims.
+            if room <= 0 or (free <= 0 and len(self._ready) > self.prefetch // 2):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 # Let the handlers that end in this loop turn free their slots
@@ -250,28 +272,37 @@ class Worker:
                 continue
             queues = self._serve_order()
             settles_before = self._settles
-            try:
-                result = await scripts.claim(
-                    self.redis,
-                    self.keys,
-                    queues,
-                    now_ms=clock.now_ms(),
-                    lease_ms=self.lease_ms,
-                    max_tasks=free,
-                    worker_id=self.id,
-                )
-            except RedisError as exc:
-                await self._trouble(exc)
-                continue
-            self._recovered()
-            for claimed in result.tasks:
-                self._launch(claimed)
-            if len(result.tasks) >= free:
+            if woken is not None:
+                # The claim that came back with the wake-up is the fresh one.
+                result, woken = woken, None
+            else:
+                try:
+                    result = await scripts.claim(
+                        self.redis,
+                        self.keys,
+                        queues,
+                        now_ms=clock.now_ms(),
+                        lease_ms=self.lease_ms,
+                        max_tasks=room,
+                        worker_id=self.id,
+                    )
+                except RedisError as exc:
+                    await self._trouble(exc)
+                    continue
+                self._recovered()
+            self._take(result.tasks)
+            if len(result.tasks) >= room:
                 continue
             if not self.burst:
-                await self._wait_for_work(queues, result.next_wake_ms)
+                woken = await self._wait_for_work(queues, result.next_wake_ms, room)
             elif await self._burst_idle(result, settles_before):
                 return
+
+    def _take(self, claimed: Sequence[ClaimedTask]) -> None:
+        for task in claimed:
+            self._unsettled[task.id] = Held(task.id, task.token, task.queue)
+            self._ready[task.id] = task  # on stop, handed back at once
+        self._start_ready()
 
     async def _burst_idle(self, result: scripts.ClaimResult, settles_before: int) -> bool:
         """In burst mode: True once nothing runs, is due, or awaits settling."""
@@ -310,7 +341,10 @@ class Worker:
                 return
             self._known_queues = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
-    async def _wait_for_work(self, queues: list[str], next_wake_ms: int | None) -> None:
+    async def _wait_for_work(
+        self, queues: list[str], next_wake_ms: int | None, room: int
+    ) -> scripts.ClaimResult | None:
+        """Block until work may be there; return the claim made on waking, if any."""
         wake_keys = [self.keys.queue(q).wake for q in queues]
         if "*" in self.queues:
             wake_keys.append(self.keys.wake)
@@ -320,20 +354,41 @@ class Worker:
         if next_wake_ms is not None:
             delay_s = (next_wake_ms - clock.now_ms()) / 1000
             if delay_s <= 0:
-                return
+                return None
             timer = loop.call_later(delay_s, lambda: loop.create_task(self._poke()))
         try:
             # The server-side timeout is only a liveness guard for half-open
             # connections; work and due times wake us through the lists.
-            popped = await self.redis.blpop(wake_keys, timeout=30)
+            popped, result = await scripts.claim_when_woken(
+                self.redis,
+                self.keys,
+                queues,
+                wake_keys,
+                block_s=WAIT_BLOCK_S,
+                now_ms=clock.now_ms(),
+                lease_ms=self.lease_ms,
+                max_tasks=room,
+                worker_id=self.id,
+            )
         except RedisError as exc:
             await self._trouble(exc)
-            return
+            return None
         finally:
             if timer is not None:
                 timer.cancel()
-        if popped is not None and popped[0] in (self.keys.wake, self.keys.wake.encode()):
+        self._recovered()
+        if self._stopping and result is not None:
+            # Stopped while the claim ran: the tasks go to the ready set, which
+            # shutdown hands back at once.
+            self._take(result.tasks)
+            return None
+        if popped == self.keys.wake.encode():
             await self._refresh_queues()
+            if result is not None:
+                # Claimed over the old queue list: take it, then claim again.
+                self._take(result.tasks)
+            return None
+        return result
 
     async def _poke(self) -> None:
         try:
@@ -348,16 +403,21 @@ class Worker:
     # -- running one task --------------------------------------------------
 
     def _launch(self, claimed: ClaimedTask) -> None:
-        held = Held(claimed.id, claimed.token, claimed.queue)
-        self._unsettled[claimed.id] = held
-        running = Running(held)
+        running = Running(self._unsettled[claimed.id])
         self._running[claimed.id] = running
         running.task = asyncio.create_task(self._execute(claimed, running))
+
+    def _start_ready(self) -> None:
+        # A freed slot starts the oldest ready task at once, no round trip.
+        while self._ready and len(self._running) < self.concurrency and not self._stopping:
+            task_id = next(iter(self._ready))
+            self._launch(self._ready.pop(task_id))
 
     async def _execute(self, claimed: ClaimedTask, running: Running) -> None:
         verdict = await self._attempt(claimed, running)
         if self._running.get(claimed.id) is running:
             del self._running[claimed.id]
+        self._start_ready()
         self._slot_free.set()
         if verdict is None:
             return
@@ -424,7 +484,9 @@ class Worker:
             )
 
     async def _flush_outcomes(self) -> None:
-        while self._outcomes or any(h.id not in self._running for h in self._unsettled.values()):
+        while self._outcomes or any(
+            h.id not in self._running and h.id not in self._ready for h in self._unsettled.values()
+        ):
             self._settle_wanted.set()
             await asyncio.sleep(0.001)
         # Lost tasks are dropped from _unsettled by _lose; nothing else can be
@@ -500,6 +562,18 @@ class Worker:
         if held is None or held.token != token:
             return
         running = self._running.get(task_id)
+        if running is None and task_id in self._ready:
+            # Claimed but not started: the task was recovered before its turn.
+            del self._ready[task_id]
+            del self._unsettled[task_id]
+            log.warning(
+                "lease_lost",
+                app=self.app.name,
+                task_id=task_id,
+                reason="lease expired before the task started; it was recovered "
+                "and may run elsewhere",
+            )
+            return
         if running is None:
             # The handler is done and its outcome is queued or on its way: a
             # renew that crossed our own settle sees the task already settled.

@@ -44,6 +44,7 @@ def status_record(worker: Worker) -> bytes:
             "beat_ms": clock.now_ms(),
             "running": list(worker._running)[:50],
             "running_count": len(worker._running),
+            "prefetched": len(worker._ready),
             "processed": worker.counters.processed,
             "failed": worker.counters.failed,
             "dead": worker.counters.dead,
@@ -93,7 +94,14 @@ async def beat(worker: Worker) -> None:
 
 
 async def shutdown(worker: Worker, settler: asyncio.Task[None], beater: asyncio.Task[None]) -> None:
-    """Drain within the grace period, hand back the rest, settle, leave."""
+    """Hand back the tasks not started, drain within the grace period, hand
+    back the rest, settle, leave."""
+    if worker._ready:
+        # release.lua pushes each onto the end claims take from: newest first
+        # keeps the oldest next in line.
+        ready = [Held(c.id, c.token, c.queue) for c in reversed(worker._ready.values())]
+        worker._ready.clear()
+        await hand_back(worker, ready)
     tasks = [r.task for r in worker._running.values() if r.task is not None]
     if tasks:
         log.info("worker_draining", app=worker.app.name, running=len(tasks), grace_s=worker.grace_s)

@@ -33,6 +33,7 @@ from bench.peers.adapters.base import (
 from bus import App, Worker
 from bus.client import Bus
 from bus.enqueue import EnqueueItem
+from bus.eventloop import run
 from bus.logs import configure_logging
 
 APP_NAME = "peers"
@@ -119,4 +120,5 @@ async def run_worker() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(run_worker())
+    # The event loop `python -m bus.worker` runs on (uvloop where installed).
+    run(run_worker())
