@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from bus.app import App
 from bus.connection import connect, connect_sync
-from bus.enqueue import EnqueueItem, TaskRef, enqueue_items
+from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
 from bus.keys import app_keys, validate_app_name
 from bus.settings import Settings
 from bus.task import TaskInfo
@@ -217,6 +217,39 @@ class Bus:
     async def enqueue_many(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app in one round trip; all or nothing on bad input."""
         return await enqueue_items(await self.aredis(), self.prefix, app, items)
+
+    def enqueue_sync(
+        self,
+        app: App | str,
+        name: str,
+        payload: Any = None,
+        *,
+        id: str | None = None,
+        queue: str | None = None,
+        run_at_ms: int | None = None,
+        delay_s: float | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        backoff: Any = None,
+    ) -> TaskRef:
+        """:meth:`enqueue` from synchronous code (a web view, a script): the same
+        arguments, checks and result, one blocking round trip."""
+        item = EnqueueItem(
+            name=name,
+            payload=payload,
+            id=id,
+            queue=queue,
+            run_at_ms=run_at_ms,
+            delay_s=delay_s,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            backoff=backoff,
+        )
+        return enqueue_items_sync(self.sync_redis(), self.prefix, app, [item])[0]
+
+    def enqueue_many_sync(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
+        """:meth:`enqueue_many` from synchronous code."""
+        return enqueue_items_sync(self.sync_redis(), self.prefix, app, items)
 
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:
         """Read a task by id: record, state and errors; None if unknown or expired."""

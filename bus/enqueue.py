@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from bus import clock, scripts
@@ -22,7 +23,7 @@ from bus.ids import new_id
 from bus.keys import app_keys, validate_app_name, validate_queue_name
 from bus.task import TaskRecord
 
-__all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "prepare"]
+__all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "enqueue_items_sync", "prepare"]
 
 MAX_BATCH = 500
 
@@ -73,16 +74,35 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, scripts.NewTask]:
+def prepare(
+    app: App | str,
+    item: EnqueueItem,
+    now_ms: int,
+    *,
+    app_name: str | None = None,
+    queues: dict[str, str] | None = None,
+) -> tuple[str, scripts.NewTask]:
     """Resolve options and encode one task; return its queue and the script input.
+
+    Args:
+        app: The app, or its name.
+        item: The task.
+        now_ms: The current time.
+        app_name: The app's name, already validated (a batch checks it once).
+        queues: Queue names already validated, as a cache shared by a batch.
 
     Raises:
         ValueError: An option is out of range or a name is invalid.
         TypeError: The payload is not JSON-serialisable.
     """
-    app_name = app.name if isinstance(app, App) else validate_app_name(app)
+    if app_name is None:
+        app_name = app.name if isinstance(app, App) else validate_app_name(app)
     declared = app.get(item.name) if isinstance(app, App) else None
-    queue = validate_queue_name(item.queue or (declared.queue if declared else "default"))
+    queue = item.queue or (declared.queue if declared else "default")
+    if queues is None:
+        validate_queue_name(queue)
+    elif queue not in queues:
+        queues[queue] = validate_queue_name(queue)
     max_attempts = _pick(item.max_attempts, declared.max_attempts if declared else 5)
     timeout_s = _pick(item.timeout_s, declared.timeout_s if declared else 60.0)
     backoff = item.backoff if item.backoff is not None else (declared.backoff if declared else None)
@@ -124,6 +144,51 @@ def prepare(app: App | str, item: EnqueueItem, now_ms: int) -> tuple[str, script
     return queue, scripts.NewTask(task_id, encoded, max_attempts, run_at)
 
 
+def _plan(
+    prefix: str, app: App | str, items: Sequence[EnqueueItem]
+) -> tuple[str, list[tuple[list[int], list[scripts.NewTask]]], list[scripts.Call]]:
+    """Validate and encode every item, then group them into script calls.
+
+    Returns the app's name, per call the item indexes and tasks it carries,
+    and the calls. Raises before anything is written if any item is bad.
+    """
+    now = clock.now_ms()
+    app_name = app.name if isinstance(app, App) else validate_app_name(app)
+    keys = app_keys(prefix, app_name)
+    if len(items) == 1:
+        # One task (``Bus.enqueue``): one script call, no grouping.
+        queue, task = prepare(app, items[0], now, app_name=app_name)
+        return app_name, [([0], [task])], [scripts.enqueue_call(keys, queue, now, [task])]
+    by_queue: dict[str, list[tuple[int, scripts.NewTask]]] = defaultdict(list)
+    queues: dict[str, str] = {}
+    for index, item in enumerate(items):
+        queue, task = prepare(app, item, now, app_name=app_name, queues=queues)
+        by_queue[queue].append((index, task))
+    groups: list[tuple[list[int], list[scripts.NewTask]]] = []
+    calls: list[scripts.Call] = []
+    for queue, entries in by_queue.items():
+        for start in range(0, len(entries), MAX_BATCH):
+            chunk = entries[start : start + MAX_BATCH]
+            tasks = [t for _, t in chunk]
+            groups.append(([i for i, _ in chunk], tasks))
+            calls.append(scripts.enqueue_call(keys, queue, now, tasks))
+    return app_name, groups, calls
+
+
+def _refs(
+    app_name: str,
+    count: int,
+    groups: list[tuple[list[int], list[scripts.NewTask]]],
+    results: list[Any],
+) -> list[TaskRef]:
+    """Turn the scripts' added-flags into one :class:`TaskRef` per item, in order."""
+    refs: list[TaskRef | None] = [None] * count
+    for (indexes, tasks), flags in zip(groups, results, strict=True):
+        for index, task, added in zip(indexes, tasks, flags, strict=True):
+            refs[index] = TaskRef(app_name, task.id, bool(added))
+    return [ref for ref in refs if ref is not None]
+
+
 async def enqueue_items(
     redis: Redis, prefix: str, app: App | str, items: Sequence[EnqueueItem]
 ) -> list[TaskRef]:
@@ -133,33 +198,15 @@ async def enqueue_items(
     Every item is validated and encoded before anything is written, so a bad
     item fails the whole call and writes nothing.
     """
-    now = clock.now_ms()
-    app_name = app.name if isinstance(app, App) else validate_app_name(app)
-    keys = app_keys(prefix, app_name)
-    if len(items) == 1:
-        # One task (``Bus.enqueue``): one script call, no grouping.
-        queue, task = prepare(app, items[0], now)
-        flags = await scripts.enqueue(redis, keys, queue, now, [task])
-        return [TaskRef(app_name, task.id, flags[0])]
-    by_queue: dict[str, list[tuple[int, scripts.NewTask]]] = defaultdict(list)
-    for index, item in enumerate(items):
-        queue, task = prepare(app, item, now)
-        by_queue[queue].append((index, task))
-    calls: list[tuple[list[int], str, list[scripts.NewTask]]] = []
-    for queue, entries in by_queue.items():
-        for start in range(0, len(entries), MAX_BATCH):
-            chunk = entries[start : start + MAX_BATCH]
-            calls.append(([i for i, _ in chunk], queue, [t for _, t in chunk]))
-    if len(calls) == 1:
-        indexes, queue, tasks = calls[0]
-        results = [await scripts.enqueue(redis, keys, queue, now, tasks)]
-    else:
-        raw = await scripts.run_calls(
-            redis, [scripts.enqueue_call(keys, queue, now, tasks) for _, queue, tasks in calls]
-        )
-        results = [[bool(flag) for flag in flags] for flags in raw]
-    refs: list[TaskRef | None] = [None] * len(items)
-    for (indexes, _, tasks), flags in zip(calls, results, strict=True):
-        for index, task, added in zip(indexes, tasks, flags, strict=True):
-            refs[index] = TaskRef(app_name, task.id, added)
-    return [ref for ref in refs if ref is not None]
+    app_name, groups, calls = _plan(prefix, app, items)
+    results = await scripts.run_calls(redis, calls)
+    return _refs(app_name, len(items), groups, results)
+
+
+def enqueue_items_sync(
+    redis: SyncRedis, prefix: str, app: App | str, items: Sequence[EnqueueItem]
+) -> list[TaskRef]:
+    """:func:`enqueue_items` for synchronous callers (one blocking round trip)."""
+    app_name, groups, calls = _plan(prefix, app, items)
+    results = scripts.run_calls_sync(redis, calls)
+    return _refs(app_name, len(items), groups, results)

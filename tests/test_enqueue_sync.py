@@ -1,0 +1,162 @@
+"""Enqueueing from synchronous code: ``Bus.enqueue_sync`` and ``Bus.enqueue_many_sync``.
+
+The sync front ends share validation, encoding and grouping with the async ones
+(bus/enqueue.py ``_plan``); these tests hold them to the same records, the same
+idempotence and the same all-or-nothing refusal of bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from bus import App, TaskState
+from bus.client import Bus
+from bus.enqueue import EnqueueItem
+from bus.keys import AppKeys
+from tests.engine_helpers import eventually, running_worker
+from tests.test_bad_input import assert_unchanged, dump_all
+
+APP = "shop"
+KEYS = AppKeys("bus", APP)
+
+
+@pytest.fixture
+def sync_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A blocking client on the test's private Redis."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bus(aredis: Redis, sync_client: redis.Redis) -> Bus:
+    """A Bus with both clients on the test's private Redis."""
+    return Bus(redis=aredis, sync_redis=sync_client)
+
+
+def _record(raw: bytes) -> dict[str, Any]:
+    doc: dict[str, Any] = orjson.loads(raw)
+    for field in ("id", "created_ms"):
+        doc.pop(field)
+    return doc
+
+
+async def test_sync_and_async_write_the_same_record_and_state(bus: Bus, aredis: Redis) -> None:
+    """Same inputs, same stored record and state (apart from id and time)."""
+    options: dict[str, Any] = {"queue": "low", "max_attempts": 3, "timeout_s": 7, "backoff": [1, 5]}
+    sync_ref = bus.enqueue_sync(APP, "ship", {"order": 7}, **options)
+    async_ref = await bus.enqueue(APP, "ship", {"order": 7}, **options)
+    assert sync_ref.added
+    assert sync_ref.app == APP
+    records = [await aredis.hget(KEYS.tasks, ref.id) for ref in (sync_ref, async_ref)]
+    assert _record(records[0]) == _record(records[1])
+    states = [orjson.loads(await aredis.hget(KEYS.state, r.id)) for r in (sync_ref, async_ref)]
+    assert [{k: v for k, v in st.items() if k != "tc"} for st in states] == [
+        {"s": "queued", "a": 0, "m": 3}
+    ] * 2
+    assert await aredis.lrange(KEYS.queue("low").ready, 0, -1) == [
+        async_ref.id.encode(),
+        sync_ref.id.encode(),
+    ]
+
+
+async def test_a_sync_enqueued_task_runs_on_a_worker(bus: Bus, aredis: Redis) -> None:
+    """What enqueue_sync writes is a task a worker runs like any other."""
+    app = App(APP)
+    seen: list[Any] = []
+
+    @app.task()
+    async def ship(payload: Any) -> None:
+        seen.append(payload)
+
+    ref = bus.enqueue_sync(app, "ship", {"order": 1})
+
+    async def done() -> bool:
+        info = await bus.get_task(APP, ref.id)
+        return info is not None and info.state is TaskState.SUCCEEDED
+
+    async with running_worker(app, aredis):
+        await eventually(done, what="the sync-enqueued task to succeed")
+    assert seen == [{"order": 1}]
+
+
+def test_a_known_id_is_a_noop(bus: Bus, sync_client: redis.Redis) -> None:
+    """The second enqueue of an id changes nothing and says so."""
+    first = bus.enqueue_sync(APP, "ship", {"v": 1}, id="order-7")
+    second = bus.enqueue_sync(APP, "ship", {"v": 2}, id="order-7")
+    assert (first.added, second.added) == (True, False)
+    assert sync_client.llen(KEYS.queue("default").ready) == 1
+    stored = orjson.loads(sync_client.hget(KEYS.tasks, "order-7") or b"{}")
+    assert stored["payload"] == {"v": 1}
+
+
+def test_many_across_queues_in_one_call(bus: Bus, sync_client: redis.Redis) -> None:
+    """Items for two queues, delayed and due ones: refs in the items' order."""
+    items = [
+        EnqueueItem("ship", {"i": 0}, queue="a"),
+        EnqueueItem("ship", {"i": 1}, queue="b"),
+        EnqueueItem("ship", {"i": 2}, queue="a", delay_s=60),
+        EnqueueItem("ship", {"i": 3}, queue="b", id="fixed"),
+    ]
+    refs = bus.enqueue_many_sync(APP, items)
+    assert [r.added for r in refs] == [True] * 4
+    assert refs[3].id == "fixed"
+    payloads = [orjson.loads(sync_client.hget(KEYS.tasks, r.id) or b"{}")["payload"] for r in refs]
+    assert payloads == [{"i": i} for i in range(4)]
+    assert sync_client.lrange(KEYS.queue("a").ready, 0, -1) == [refs[0].id.encode()]
+    assert sync_client.zrange(KEYS.queue("a").delayed, 0, -1) == [refs[2].id.encode()]
+    assert set(sync_client.lrange(KEYS.queue("b").ready, 0, -1)) == {
+        refs[1].id.encode(),
+        b"fixed",
+    }
+    again = bus.enqueue_many_sync(APP, [EnqueueItem("ship", {"i": 9}, queue="b", id="fixed")])
+    assert [r.added for r in again] == [False]
+
+
+def test_delay_puts_the_task_in_the_delayed_set(bus: Bus, sync_client: redis.Redis) -> None:
+    """A delayed task waits in the queue's delayed zset, scheduled."""
+    ref = bus.enqueue_sync(APP, "ship", None, delay_s=30)
+    assert sync_client.zscore(KEYS.queue("default").delayed, ref.id) is not None
+    assert sync_client.llen(KEYS.queue("default").ready) == 0
+    state = orjson.loads(sync_client.hget(KEYS.state, ref.id) or b"{}")
+    assert state["s"] == "scheduled"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda b: b.enqueue_sync("Shop!", "ship"), ValueError, "invalid app name"),
+        (lambda b: b.enqueue_sync(APP, "ship", queue="a b"), ValueError, "invalid queue name"),
+        (lambda b: b.enqueue_sync(APP, "ship", max_attempts=0), ValueError, "max_attempts"),
+        (lambda b: b.enqueue_sync(APP, "ship", {1, 2}), TypeError, "not JSON-serialisable"),
+        (
+            lambda b: b.enqueue_many_sync(
+                APP, [EnqueueItem("ship", 1), EnqueueItem("ship", object())]
+            ),
+            TypeError,
+            "not JSON-serialisable",
+        ),
+        (
+            lambda b: b.enqueue_many_sync(
+                APP, [EnqueueItem("ship", 1, queue="a"), EnqueueItem("ship", 2, delay_s=-1)]
+            ),
+            ValueError,
+            "delay_s",
+        ),
+    ],
+)
+def test_bad_input_raises_like_async_and_writes_nothing(
+    bus: Bus, sync_client: redis.Redis, call: Any, error: type[Exception], message: str
+) -> None:
+    """A bad item fails the whole call before anything is written."""
+    bus.enqueue_sync(APP, "ship", {"before": True})
+    before = dump_all(sync_client)
+    with pytest.raises(error, match=message):
+        call(bus)
+    assert_unchanged(before, dump_all(sync_client))
