@@ -3,9 +3,10 @@
 Producer: :class:`bus.client.Bus` (``enqueue`` / ``enqueue_many``). Worker:
 this module run as a script (``python -m bench.peers.adapters.taskbus``), which
 builds an :class:`bus.App` with the two shared handlers and runs one
-:class:`bus.Worker`. It does not use the ``python -m bus.worker`` CLI, so the
-adapter stays valid while that CLI settles. Kept thin on purpose: the taskbus
-API may still move a little.
+:class:`bus.Worker` at its defaults (concurrency 10, prefetch = concurrency) on
+the event loop ``python -m bus.worker`` runs on (:func:`bus.eventloop.run`:
+uvloop where installed). It does not use the CLI itself, which would add the
+app-config and subscription machinery the peers do not have.
 
 Semantics: at-least-once (its only mode). A claim is a lease renewed by the
 worker's heartbeat; a task whose worker dies is claimed again once the lease
@@ -48,7 +49,8 @@ VARIANTS = variants_by_row(
             library="taskbus",
             mode="default",
             semantics="at-least-once (lease + heartbeat; recovered when the lease expires)",
-            concurrency=f"1 process, asyncio, concurrency={CONCURRENCY} (default)",
+            concurrency=f"1 process, asyncio on uvloop, concurrency={CONCURRENCY}, "
+            "prefetch 10 (defaults)",
             bulk_api="Bus.enqueue_many",
         )
     ]
