@@ -36,7 +36,8 @@ class Bus:
         settings: Where Redis, schemas and apps are (default: the environment).
         redis: An asyncio client to use instead of connecting from settings
             (``decode_responses=False``).
-        sync_redis: A synchronous client, for :meth:`publish` from sync code.
+        sync_redis: A synchronous client, for :meth:`publish` and
+            :meth:`enqueue_sync` from sync code.
         schemas: A loaded schema registry (default: ``settings.schemas_dir``).
         source: The ``source`` of published events (default: the host name).
         crash_after_record: Test hook: the process exits right after an event
@@ -215,7 +216,20 @@ class Bus:
         return (await enqueue_items(await self.aredis(), self.prefix, app, [item]))[0]
 
     async def enqueue_many(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
-        """Enqueue many tasks of one app in one round trip; all or nothing on bad input."""
+        """Enqueue many tasks of one app in one round trip; all or nothing on bad input.
+
+        Args:
+            app: The app whose worker runs the tasks (an :class:`App` lends its
+                declared options as defaults).
+            items: The tasks; they may go to different queues.
+
+        Returns:
+            One reference per item, in the items' order.
+
+        Raises:
+            ValueError: An option or name of any item is invalid (nothing is written).
+            TypeError: A payload is not JSON-serialisable (nothing is written).
+        """
         return await enqueue_items(await self.aredis(), self.prefix, app, items)
 
     def enqueue_sync(
@@ -232,8 +246,31 @@ class Bus:
         timeout_s: float | None = None,
         backoff: Any = None,
     ) -> TaskRef:
-        """:meth:`enqueue` from synchronous code (a web view, a script): the same
-        arguments, checks and result, one blocking round trip."""
+        """Enqueue one task from synchronous code (a Django or Flask view, a script).
+
+        The same arguments, checks and result as :meth:`enqueue`, in one
+        blocking round trip on :meth:`sync_redis`; no event loop is needed.
+
+        Args:
+            app: The app whose worker runs the task (an :class:`App` lends its
+                declared options as defaults).
+            name: The task name.
+            payload: A JSON-serialisable payload.
+            id: Optional caller-given id, for idempotent enqueue.
+            queue: The queue (default: the declaration's, else ``default``).
+            run_at_ms: Due time in epoch milliseconds.
+            delay_s: Due this many seconds from now.
+            max_attempts: Attempts before the task is dead.
+            timeout_s: Per-attempt timeout.
+            backoff: Back-off spec.
+
+        Returns:
+            The task's reference; ``added`` is False if the id was known.
+
+        Raises:
+            ValueError: An option or name is invalid (nothing is written).
+            TypeError: The payload is not JSON-serialisable (nothing is written).
+        """
         item = EnqueueItem(
             name=name,
             payload=payload,
@@ -248,7 +285,23 @@ class Bus:
         return enqueue_items_sync(self.sync_redis(), self.prefix, app, [item])[0]
 
     def enqueue_many_sync(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
-        """:meth:`enqueue_many` from synchronous code."""
+        """Enqueue many tasks of one app from synchronous code, in one round trip.
+
+        The same checks and result as :meth:`enqueue_many`: every item is
+        validated before anything is written.
+
+        Args:
+            app: The app whose worker runs the tasks (an :class:`App` lends its
+                declared options as defaults).
+            items: The tasks; they may go to different queues.
+
+        Returns:
+            One reference per item, in the items' order.
+
+        Raises:
+            ValueError: An option or name of any item is invalid (nothing is written).
+            TypeError: A payload is not JSON-serialisable (nothing is written).
+        """
         return enqueue_items_sync(self.sync_redis(), self.prefix, app, items)
 
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:

@@ -47,11 +47,31 @@ def _record(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-async def test_sync_and_async_write_the_same_record_and_state(bus: Bus, aredis: Redis) -> None:
+def _declared_app() -> App:
+    app = App(APP)
+
+    @app.task(queue="low", max_attempts=3, timeout_s=7, backoff=[1, 5])
+    async def ship(payload: Any) -> None:
+        pass
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("make_app", "options"),
+    [
+        (lambda: APP, {"queue": "low", "max_attempts": 3, "timeout_s": 7, "backoff": [1, 5]}),
+        (_declared_app, {}),
+    ],
+    ids=["explicit-options", "declared-options"],
+)
+async def test_sync_and_async_write_the_same_record_and_state(
+    bus: Bus, aredis: Redis, make_app: Any, options: dict[str, Any]
+) -> None:
     """Same inputs, same stored record and state (apart from id and time)."""
-    options: dict[str, Any] = {"queue": "low", "max_attempts": 3, "timeout_s": 7, "backoff": [1, 5]}
-    sync_ref = bus.enqueue_sync(APP, "ship", {"order": 7}, **options)
-    async_ref = await bus.enqueue(APP, "ship", {"order": 7}, **options)
+    app = make_app()
+    sync_ref = bus.enqueue_sync(app, "ship", {"order": 7}, **options)
+    async_ref = await bus.enqueue(app, "ship", {"order": 7}, **options)
     assert sync_ref.added
     assert sync_ref.app == APP
     records = [await aredis.hget(KEYS.tasks, ref.id) for ref in (sync_ref, async_ref)]
@@ -128,35 +148,59 @@ def test_delay_puts_the_task_in_the_delayed_set(bus: Bus, sync_client: redis.Red
     assert state["s"] == "scheduled"
 
 
+def _one(
+    app: str, name: str, payload: Any = None, **options: Any
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    return "one", (app, name, payload), options
+
+
+def _many(app: str, items: list[EnqueueItem]) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    return "many", (app, items), {}
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda b: b.enqueue_sync("Shop!", "ship"), ValueError, "invalid app name"),
-        (lambda b: b.enqueue_sync(APP, "ship", queue="a b"), ValueError, "invalid queue name"),
-        (lambda b: b.enqueue_sync(APP, "ship", max_attempts=0), ValueError, "max_attempts"),
-        (lambda b: b.enqueue_sync(APP, "ship", {1, 2}), TypeError, "not JSON-serialisable"),
+        (_one("Shop!", "ship"), ValueError, "invalid app name"),
+        (_one(APP, "ship", queue="a b"), ValueError, "invalid queue name"),
+        (_one(APP, "ship", max_attempts=0), ValueError, "max_attempts"),
+        (_one(APP, "ship", timeout_s=0), ValueError, "timeout_s"),
+        (_one(APP, "ship", run_at_ms=1, delay_s=1), ValueError, "not both"),
+        (_one(APP, "ship", id="x" * 201), ValueError, "task id"),
+        (_one(APP, "ship", {1, 2}), TypeError, "not JSON-serialisable"),
         (
-            lambda b: b.enqueue_many_sync(
-                APP, [EnqueueItem("ship", 1), EnqueueItem("ship", object())]
-            ),
+            _many(APP, [EnqueueItem("ship", 1), EnqueueItem("ship", object())]),
             TypeError,
             "not JSON-serialisable",
         ),
         (
-            lambda b: b.enqueue_many_sync(
-                APP, [EnqueueItem("ship", 1, queue="a"), EnqueueItem("ship", 2, delay_s=-1)]
-            ),
+            _many(APP, [EnqueueItem("ship", 1, queue="a"), EnqueueItem("ship", 2, delay_s=-1)]),
             ValueError,
             "delay_s",
         ),
+        (_many("Shop!", [EnqueueItem("ship", 1)]), ValueError, "invalid app name"),
     ],
 )
-def test_bad_input_raises_like_async_and_writes_nothing(
-    bus: Bus, sync_client: redis.Redis, call: Any, error: type[Exception], message: str
+async def test_bad_input_raises_like_async_and_writes_nothing(
+    bus: Bus,
+    sync_client: redis.Redis,
+    call: tuple[str, tuple[Any, ...], dict[str, Any]],
+    error: type[Exception],
+    message: str,
 ) -> None:
-    """A bad item fails the whole call before anything is written."""
+    """A bad item fails the whole call as the async path does, before anything is written."""
+    kind, args, options = call
     bus.enqueue_sync(APP, "ship", {"before": True})
     before = dump_all(sync_client)
-    with pytest.raises(error, match=message):
-        call(bus)
+    sync_call: Any = bus.enqueue_sync if kind == "one" else bus.enqueue_many_sync
+    async_call: Any = bus.enqueue if kind == "one" else bus.enqueue_many
+    with pytest.raises(error, match=message) as sync_error:
+        sync_call(*args, **options)
     assert_unchanged(before, dump_all(sync_client))
+    with pytest.raises(error, match=message) as async_error:
+        await async_call(*args, **options)
+    assert_unchanged(before, dump_all(sync_client))
+    assert (type(sync_error.value), str(sync_error.value)) == (
+        type(async_error.value),
+        str(async_error.value),
+    )
