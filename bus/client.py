@@ -19,6 +19,7 @@ from bus.app import App
 from bus.connection import connect, connect_sync
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
 from bus.keys import app_keys, validate_app_name
+from bus.scripts import own
 from bus.settings import Settings
 from bus.task import TaskInfo
 
@@ -324,7 +325,11 @@ class Bus:
         self.close_sync()
 
     def close_sync(self) -> None:
-        """Close the synchronous client if this Bus created it."""
+        """Close the synchronous client if this Bus created it, and in any case
+        the connections its threads opened for script calls (they connect again
+        if this Bus is used afterwards)."""
+        if self._sync_redis is not None:
+            own.close(self._sync_redis)
         if self._owns[1] and self._sync_redis is not None:
             self._sync_redis.close()
             self._sync_redis = None

@@ -18,7 +18,8 @@ connection or timeout error on that path falls back to redis-py's pipeline,
 whose retry policy then applies as before. Two idle connections per asyncio
 pool are kept here between calls, because taking one from redis-py's pool and
 giving it back (a lock and metrics hooks each way) cost about 15% of a
-one-task enqueue.
+one-task enqueue. Synchronous calls go through a connection of the calling
+thread's own for the same reason (:mod:`bus.scripts.own`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.keys import AppKeys
+from bus.scripts import own
 
 __all__ = [
     "Call",
@@ -223,13 +225,16 @@ def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
 
 
 def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[Any]:
-    pool = getattr(client, "connection_pool", None)
-    if pool is None or client.connection is not None:
-        return _send_pipeline_sync(client, calls)
-    try:
-        conn = pool.get_connection()
-    except (RedisConnectionError, RedisTimeoutError):
-        return _send_pipeline_sync(client, calls)
+    conn = own.connection(client)
+    pool = None
+    if conn is None:
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or client.connection is not None:
+            return _send_pipeline_sync(client, calls)
+        try:
+            conn = pool.get_connection()
+        except (RedisConnectionError, RedisTimeoutError):
+            return _send_pipeline_sync(client, calls)
     try:
         conn.send_packed_command([packed])
         results = []
@@ -245,7 +250,8 @@ def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[
         conn.disconnect()
         raise
     finally:
-        pool.release(conn)
+        if pool is not None:
+            pool.release(conn)
     return _send_pipeline_sync(client, calls)
 
 
