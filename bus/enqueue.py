@@ -21,7 +21,7 @@ from bus import clock, scripts
 from bus.app import App
 from bus.ids import new_id
 from bus.keys import app_keys, validate_app_name, validate_queue_name
-from bus.task import TaskRecord
+from bus.task import encode_record
 
 __all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "enqueue_items_sync", "prepare"]
 
@@ -123,22 +123,21 @@ def prepare(
     task_id = item.id or new_id(now_ms)
     if not task_id or len(task_id) > 200 or not task_id.isprintable():
         raise ValueError(f"task id must be 1-200 printable characters, got {task_id!r}")
-    record = TaskRecord(
-        id=task_id,
-        app=app_name,
-        name=item.name,
-        queue=queue,
-        payload=item.payload,
-        kind=item.kind,
-        max_attempts=max_attempts,
-        timeout_s=float(timeout_s),
-        backoff=backoff,
-        scope=scope,
-        created_ms=now_ms,
-        run_at_ms=run_at,
-    )
     try:
-        encoded = record.encode()
+        encoded = encode_record(
+            task_id,
+            app_name,
+            item.name,
+            queue,
+            item.payload,
+            kind=item.kind,
+            max_attempts=max_attempts,
+            timeout_s=float(timeout_s),
+            backoff=backoff,
+            scope=scope,
+            created_ms=now_ms,
+            run_at_ms=run_at,
+        )
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"task {item.name!r}: payload is not JSON-serialisable: {exc}") from exc
     return queue, scripts.NewTask(task_id, encoded, max_attempts, run_at)

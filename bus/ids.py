@@ -8,6 +8,7 @@ to the millisecond, carry no coordination, and are safe in Redis keys and URLs.
 from __future__ import annotations
 
 import os
+import random
 
 __all__ = ["id_time_ms", "new_id"]
 
@@ -16,6 +17,12 @@ _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 # Two characters per 10 bits: an id is 13 lookups instead of 26 shifts (every
 # enqueue and publish makes one; see docs/benchmarks.md).
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+# The random part: a generator of our own, seeded from os.urandom at import and
+# again in every forked child (two processes never share a sequence), and never
+# reseeded by code that calls random.seed(). os.urandom per id was a system call
+# on every enqueue and publish. Ids need to be unique, not secret.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
 # The time part of the last id made: consecutive ids often share the millisecond.
 _last_time: tuple[int, str] = (-1, "")
 
@@ -33,7 +40,7 @@ def new_id(now_ms: int) -> str:
     if t != last_t:
         head = p[t >> 40] + p[t >> 30 & 1023] + p[t >> 20 & 1023] + p[t >> 10 & 1023] + p[t & 1023]
         _last_time = (t, head)
-    r = int.from_bytes(os.urandom(10), "big")
+    r = _random.getrandbits(80)
     return (
         head
         + p[r >> 70]

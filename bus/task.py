@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["AttemptError", "TaskInfo", "TaskRecord", "TaskState"]
+__all__ = ["AttemptError", "TaskInfo", "TaskRecord", "TaskState", "encode_record"]
 
 
 class TaskState(StrEnum):
@@ -68,25 +68,20 @@ class TaskRecord:
         back-off spec, due at once) are left out: a queued task's memory is
         mostly this record, and :meth:`decode` restores the defaults.
         """
-        doc: dict[str, Any] = {
-            "id": self.id,
-            "app": self.app,
-            "name": self.name,
-            "queue": self.queue,
-            "max": self.max_attempts,
-            "timeout_s": self.timeout_s,
-            "created_ms": self.created_ms,
-        }
-        if self.kind != "task":
-            doc["kind"] = self.kind
-        if self.backoff is not None:
-            doc["backoff"] = self.backoff
-        if self.scope != "any":
-            doc["scope"] = self.scope
-        if self.run_at_ms:
-            doc["run_at_ms"] = self.run_at_ms
-        doc["payload"] = self.payload
-        return orjson.dumps(doc)
+        return encode_record(
+            self.id,
+            self.app,
+            self.name,
+            self.queue,
+            self.payload,
+            kind=self.kind,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
+            backoff=self.backoff,
+            scope=self.scope,
+            created_ms=self.created_ms,
+            run_at_ms=self.run_at_ms,
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> TaskRecord:
@@ -113,6 +108,49 @@ class TaskRecord:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"undecodable task record: {exc}") from exc
+
+
+def encode_record(
+    id: str,
+    app: str,
+    name: str,
+    queue: str,
+    payload: Any,
+    *,
+    kind: str,
+    max_attempts: int,
+    timeout_s: float,
+    backoff: Any,
+    scope: str,
+    created_ms: int,
+    run_at_ms: int,
+) -> bytes:
+    """Return a task record as stored in Redis, from its fields (see
+    :meth:`TaskRecord.encode`; enqueue calls this directly, saving the frozen
+    dataclass it would build only to encode it).
+
+    Raises:
+        orjson.JSONEncodeError: The payload is not JSON-serialisable.
+    """
+    doc: dict[str, Any] = {
+        "id": id,
+        "app": app,
+        "name": name,
+        "queue": queue,
+        "max": max_attempts,
+        "timeout_s": timeout_s,
+        "created_ms": created_ms,
+    }
+    if kind != "task":
+        doc["kind"] = kind
+    if backoff is not None:
+        doc["backoff"] = backoff
+    if scope != "any":
+        doc["scope"] = scope
+    if run_at_ms:
+        doc["run_at_ms"] = run_at_ms
+    doc["payload"] = payload
+    return orjson.dumps(doc)
 
 
 @dataclass(frozen=True, slots=True)

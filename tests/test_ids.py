@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import random
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,3 +45,28 @@ def test_new_id_is_the_ulid_layout(now_ms: int) -> None:
 def test_ids_of_one_millisecond_differ() -> None:
     """Ids made in the same millisecond differ in their 80 random bits."""
     assert len({new_id(1_700_000_000_000) for _ in range(1000)}) == 1000
+
+
+def test_seeding_the_random_module_does_not_repeat_ids() -> None:
+    """Code that seeds ``random`` (tests often do) cannot make two processes share ids."""
+    random.seed(7)
+    first = new_id(1_700_000_000_000)
+    random.seed(7)
+    assert new_id(1_700_000_000_000) != first
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    """After a fork the child draws from a fresh seed, not a copy of the parent's sequence."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next id, leave without running pytest's exit
+        os.write(write_end, new_id(1_700_000_000_000).encode())
+        os._exit(0)
+    os.close(write_end)
+    parent_id = new_id(1_700_000_000_000)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_id = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert len(child_id) == 26
+    assert child_id != parent_id
