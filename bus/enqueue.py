@@ -28,9 +28,13 @@ __all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "enqueue_items_sync", "pre
 MAX_BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EnqueueItem:
     """One task to enqueue; ``None`` options fall back to the declaration.
+
+    A plain dataclass, not a frozen one: building a frozen one cost 1.4 us
+    against 0.3, a fifth of a task's client time in bulk enqueue (issue 7).
+    The item is read once, when it is enqueued.
 
     Attributes:
         name: The task name.
@@ -120,7 +124,7 @@ def prepare(
         if item.delay_s < 0:
             raise ValueError(f"task {item.name!r}: delay_s must be >= 0, got {item.delay_s}")
         run_at = now_ms + int(item.delay_s * 1000)
-    task_id = item.id or new_id(now_ms)
+    task_id = new_id(now_ms) if item.id is None else item.id
     if not task_id or len(task_id) > 200 or not task_id.isprintable():
         raise ValueError(f"task id must be 1-200 printable characters, got {task_id!r}")
     try:

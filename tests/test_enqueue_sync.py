@@ -167,6 +167,7 @@ def _many(app: str, items: list[EnqueueItem]) -> tuple[str, tuple[Any, ...], dic
         (_one(APP, "ship", timeout_s=0), ValueError, "timeout_s"),
         (_one(APP, "ship", run_at_ms=1, delay_s=1), ValueError, "not both"),
         (_one(APP, "ship", id="x" * 201), ValueError, "task id"),
+        (_one(APP, "ship", id=""), ValueError, "task id"),  # not replaced by a new id
         (_one(APP, "ship", {1, 2}), TypeError, "not JSON-serialisable"),
         (
             _many(APP, [EnqueueItem("ship", 1), EnqueueItem("ship", object())]),
