@@ -8,7 +8,8 @@ on errors and Ctrl-C too. Each figure is the median of the runs (full: 3,
 ``--quick``: 1) with their min-max. The scenarios, by the names ``--only`` takes:
 
   enqueue_one      Bus.enqueue in a loop (one round trip each), beside a loop of
-                   redis-py LPUSH of the same payload: the round-trip ceiling
+                   redis-py LPUSH of the same payload: the round-trip ceiling;
+                   and the same two loops on the sync client (Bus.enqueue_sync)
   enqueue_batched  Bus.enqueue_many in batches of 500
   drain            one worker process (bench/engine_worker.py, burst mode) drains
                    a backlog of no-op tasks: 1k vs 1M tasks (quick: 1k vs 100k),
@@ -41,6 +42,7 @@ from bench_cli import bench_main
 from engine_report import Figure, print_table
 from engine_support import Children, RedisServer, percentile
 from engine_worker import APP_NAME, EARLY_MARK, MARK_EVERY, build_app
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from bus.client import Bus
@@ -154,7 +156,8 @@ class Bench:
         self.plan = plan
         self.tmp = tmp
         self.redis = Redis(unix_socket_path=self.socket)
-        self.bus = Bus(redis=self.redis)
+        self.sync_redis = SyncRedis(unix_socket_path=self.socket)
+        self.bus = Bus(redis=self.redis, sync_redis=self.sync_redis)
         self.app = build_app()
         self.keys = AppKeys(self.bus.prefix, APP_NAME)
         self.figures: list[Figure] = []
@@ -164,43 +167,90 @@ class Bench:
         self._workers = 0
 
     async def close(self) -> None:
-        """Close the benchmark's Redis client."""
+        """Close the benchmark's Redis clients."""
+        self.bus.close_sync()
         await self.redis.aclose()
+        self.sync_redis.close()
 
     # -- producer figures ----------------------------------------------------
 
     async def enqueue_one(self) -> None:
-        """Bus.enqueue one by one, and the redis-py LPUSH ceiling beside it."""
+        """Bus.enqueue and Bus.enqueue_sync one by one, each beside the redis-py
+        LPUSH of the same payload on the same kind of client (its ceiling)."""
         n = self.plan.enqueue_one_n
         raw = orjson.dumps(PAYLOAD)
-        rates: list[float] = []
-        ceilings: list[float] = []
+        rates: dict[str, list[float]] = {}
+
+        async def ceiling() -> None:
+            for _ in range(n):
+                await self.redis.lpush("bench:ceiling", raw)
+
+        async def enqueue() -> None:
+            for _ in range(n):
+                await self.bus.enqueue(self.app, "noop", PAYLOAD)
+
+        def sync_ceiling() -> None:
+            for _ in range(n):
+                self.sync_redis.lpush("bench:ceiling", raw)
+
+        def sync() -> None:
+            for _ in range(n):
+                self.bus.enqueue_sync(self.app, "noop", PAYLOAD)
+
+        timed: dict[str, Callable[[], Any]] = {
+            "ceiling": ceiling,
+            "async": enqueue,
+            "sync_ceiling": sync_ceiling,
+            "sync": sync,
+        }
         for run in range(self.plan.runs):
             for _ in range(WARMUP_TASKS):
                 await self.redis.lpush("bench:ceiling", raw)
                 await self.bus.enqueue(self.app, "noop", PAYLOAD)
+                self.sync_redis.lpush("bench:ceiling", raw)
+                self.bus.enqueue_sync(self.app, "noop", PAYLOAD)
             await self.redis.flushdb()
-            start = time.perf_counter()
-            for _ in range(n):
-                await self.redis.lpush("bench:ceiling", raw)
-            ceilings.append(n / (time.perf_counter() - start))
-            start = time.perf_counter()
-            for _ in range(n):
-                await self.bus.enqueue(self.app, "noop", PAYLOAD)
-            rates.append(n / (time.perf_counter() - start))
+            for name, loop in timed.items():
+                start = time.perf_counter()
+                result = loop()
+                if asyncio.iscoroutine(result):
+                    await result
+                rates.setdefault(name, []).append(n / (time.perf_counter() - start))
             _progress(
-                f"enqueue_one run {run + 1}: {rates[-1]:,.0f}/s, ceiling {ceilings[-1]:,.0f}/s"
+                f"enqueue_one run {run + 1}: {rates['async'][-1]:,.0f}/s "
+                f"(LPUSH {rates['ceiling'][-1]:,.0f}/s), sync {rates['sync'][-1]:,.0f}/s "
+                f"(LPUSH {rates['sync_ceiling'][-1]:,.0f}/s)"
             )
         self.figures += [
             Figure(
-                "enqueue_one", "enqueue one by one", "tasks/s", rates, (">=", ENQUEUE_ONE_TARGET)
+                "enqueue_one",
+                "enqueue one by one",
+                "tasks/s",
+                rates["async"],
+                (">=", ENQUEUE_ONE_TARGET),
             ),
-            Figure("lpush_ceiling", "  redis-py LPUSH one by one (ceiling)", "ops/s", ceilings),
+            Figure(
+                "lpush_ceiling", "  redis-py LPUSH one by one (ceiling)", "ops/s", rates["ceiling"]
+            ),
             Figure(
                 "enqueue_one_ratio",
                 "  enqueue / ceiling",
                 "ratio",
-                [r / c for r, c in zip(rates, ceilings, strict=True)],
+                [r / c for r, c in zip(rates["async"], rates["ceiling"], strict=True)],
+                decimals=2,
+            ),
+            Figure("enqueue_one_sync", "enqueue_sync one by one", "tasks/s", rates["sync"]),
+            Figure(
+                "lpush_ceiling_sync",
+                "  sync redis-py LPUSH one by one (ceiling)",
+                "ops/s",
+                rates["sync_ceiling"],
+            ),
+            Figure(
+                "enqueue_one_sync_ratio",
+                "  enqueue_sync / ceiling",
+                "ratio",
+                [r / c for r, c in zip(rates["sync"], rates["sync_ceiling"], strict=True)],
                 decimals=2,
             ),
         ]
