@@ -1,6 +1,10 @@
 """taskbus itself, driven through its public API like any peer.
 
-Producer: :class:`bus.client.Bus` (``enqueue`` / ``enqueue_many``). Worker:
+Producer: :class:`bus.client.Bus`. One job per call uses ``enqueue_sync``, the
+call for code outside asyncio, as the huey, RQ, Dramatiq and Celery rows use
+their blocking calls (the harness's producer is a plain loop; an awaited
+``enqueue`` costs an event-loop turn per round trip on top, measured in
+docs/benchmarks.md); bulk uses ``enqueue_many_sync`` likewise. Worker:
 this module run as a script (``python -m bench.peers.adapters.taskbus``), which
 builds an :class:`bus.App` with the two shared handlers and runs one
 :class:`bus.Worker` at its defaults (concurrency 10, prefetch = concurrency) on
@@ -21,6 +25,7 @@ import signal
 import sys
 from typing import Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from bench.peers.adapters.base import (
@@ -51,7 +56,7 @@ VARIANTS = variants_by_row(
             semantics="at-least-once (lease + heartbeat; recovered when the lease expires)",
             concurrency=f"1 process, asyncio on uvloop, concurrency={CONCURRENCY}, "
             "prefetch 10 (defaults)",
-            bulk_api="Bus.enqueue_many",
+            bulk_api="Bus.enqueue_many_sync",
         )
     ]
 )
@@ -77,24 +82,28 @@ class TaskbusPeer(Peer):
 
     async def open(self) -> None:
         """Connect the Bus."""
-        self.bus = Bus(redis=Redis.from_url(self.redis_url))
+        self.redis = Redis.from_url(self.redis_url)
+        self.sync_redis = SyncRedis.from_url(self.redis_url)
+        self.bus = Bus(redis=self.redis, sync_redis=self.sync_redis)
 
     async def close(self) -> None:
-        """Close the Bus."""
+        """Close the Bus and its clients."""
         await self.bus.aclose()
+        await self.redis.aclose()
+        self.sync_redis.close()
 
     async def enqueue_noop(self, i: int) -> None:
-        """One ``Bus.enqueue`` call."""
-        await self.bus.enqueue(APP_NAME, "noop", {"i": i}, queue=QUEUE)
+        """One ``Bus.enqueue_sync`` call."""
+        self.bus.enqueue_sync(APP_NAME, "noop", {"i": i}, queue=QUEUE)
 
     async def enqueue_latency(self, sent_ns: int) -> None:
-        """One ``Bus.enqueue`` call carrying the enqueue time."""
-        await self.bus.enqueue(APP_NAME, "latency", {"t": sent_ns}, queue=QUEUE)
+        """One ``Bus.enqueue_sync`` call carrying the enqueue time."""
+        self.bus.enqueue_sync(APP_NAME, "latency", {"t": sent_ns}, queue=QUEUE)
 
     async def enqueue_noop_bulk(self, start: int, n: int) -> None:
-        """One ``Bus.enqueue_many`` call."""
+        """One ``Bus.enqueue_many_sync`` call."""
         items = [EnqueueItem("noop", {"i": i}, queue=QUEUE) for i in range(start, start + n)]
-        await self.bus.enqueue_many(APP_NAME, items)
+        self.bus.enqueue_many_sync(APP_NAME, items)
 
     def worker_argv(self) -> list[str]:
         """This module as a script."""
