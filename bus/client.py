@@ -326,8 +326,8 @@ class Bus:
 
     def close_sync(self) -> None:
         """Close the synchronous client if this Bus created it, and in any case
-        the connections its threads opened for script calls (they connect again
-        if this Bus is used afterwards)."""
+        the idle connections kept beside its pool for script calls (calls made
+        afterwards connect again)."""
         if self._sync_redis is not None:
             own.close(self._sync_redis)
         if self._owns[1] and self._sync_redis is not None:

@@ -6,10 +6,12 @@ import gc
 import os
 import threading
 import time
+import weakref
 
 import pytest
 import redis
 import redis.asyncio
+from redis.credentials import UsernamePasswordCredentialProvider
 from redis.exceptions import ResponseError
 
 from bus import scripts
@@ -76,73 +78,105 @@ def test_sync_calls_match_async_ones(redis_url: str) -> None:
         client.close()
 
 
-def _client_count(client: redis.Redis) -> int:
-    return len(client.client_list(_type="normal"))
+NAME = "own-test"
 
 
-def test_sync_calls_use_one_connection_of_the_thread_s_own(redis_url: str) -> None:
-    """Repeated sync calls in one thread reuse one connection the pool does not count."""
-    client = redis.Redis.from_url(redis_url)
+def _client_count(observer: redis.Redis) -> int:
+    """Connections of the clients under test (named NAME), as the server lists them."""
+    return sum(c["name"] == NAME for c in observer.client_list(_type="normal"))
+
+
+def _settled_count(observer: redis.Redis, expected: int) -> int:
+    """That count once the server has seen closed sockets go (or after 5 s)."""
+    deadline = time.monotonic() + 5
+    while (count := _client_count(observer)) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return count
+
+
+def _connections_received(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_connections_received"])
+
+
+def _enqueue_one(client: redis.Redis, task_id: str) -> None:
+    call = scripts.enqueue_call(KEYS, "default", T0, [_task(task_id)])
+    assert scripts.run_calls_sync(client, [call]) == [[1]]
+
+
+def test_sync_calls_reuse_one_connection_beside_the_pool(redis_url: str) -> None:
+    """One caller's sync calls share one connection, which the pool neither made nor holds."""
+    client = redis.Redis.from_url(redis_url, client_name=NAME)
     observer = redis.Redis.from_url(redis_url)
+    observer.script_load(scripts.ALL_SCRIPTS[0].source)  # no NOSCRIPT round on the pool
     try:
-        before = _client_count(observer)
         for i in range(20):
-            call = scripts.enqueue_call(KEYS, "default", T0, [_task(f"t{i}")])
-            assert scripts.run_calls_sync(client, [call]) == [[1]]
-        assert _client_count(observer) == before + 1
+            _enqueue_one(client, f"t{i}")
+        assert _client_count(observer) == 1
         pool = client.connection_pool
-        assert not pool._in_use_connections  # nothing checked out and left there
-        assert own.connection(client) is own.connection(client)
+        assert not pool._in_use_connections
+        assert not pool._available_connections
     finally:
         own.close(client)
         client.close()
         observer.close()
 
 
-def test_threads_that_end_leave_no_connection_open(redis_url: str) -> None:
-    """Each thread gets its own connection; it is closed when the thread is gone."""
+def test_threads_that_come_and_go_share_the_connections(redis_url: str) -> None:
+    """Short-lived threads reuse the idle connections: no connect per thread, none left over."""
     client = redis.Redis.from_url(redis_url)
     observer = redis.Redis.from_url(redis_url)
-    seen: list[object] = []
-
-    def work(n: int) -> None:
-        call = scripts.enqueue_call(KEYS, "default", T0, [_task(f"th{n}")])
-        assert scripts.run_calls_sync(client, [call]) == [[1]]
-        seen.append(own.connection(client))
-
     try:
-        before = _client_count(observer)
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        _enqueue_one(client, "warm")
+        connects = _connections_received(observer)
+        for n in range(30):  # one after another, as a thread-per-request server runs them
+            thread = threading.Thread(target=_enqueue_one, args=(client, f"seq{n}"))
+            thread.start()
+            thread.join()
+        assert _connections_received(observer) == connects
+        barrier = threading.Barrier(8)
+
+        def together(n: int) -> None:
+            barrier.wait()
+            for k in range(20):
+                _enqueue_one(client, f"par{n}-{k}")
+
+        threads = [threading.Thread(target=together, args=(n,)) for n in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert len(set(map(id, seen))) == 8
-        seen.clear()
-        gc.collect()
-        deadline = time.monotonic() + 5
-        while _client_count(observer) > before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert _client_count(observer) == before
-        assert observer.llen(KEYS.queue("default").ready) == 8
+        assert _connections_received(observer) - connects <= 8
+        assert observer.llen(KEYS.queue("default").ready) == 1 + 30 + 8 * 20
     finally:
+        own.close(client)
         client.close()
         observer.close()
 
 
-def test_close_ends_the_connections_and_later_calls_connect_again(redis_url: str) -> None:
-    """Bus.close_sync closes the threads' own connections even of a client it was given."""
-    client = redis.Redis.from_url(redis_url)
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_idle_connections_go_with_their_pool(redis_url: str, protocol: int) -> None:
+    """The free list lives on the pool: a client that is dropped leaves nothing behind."""
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    _enqueue_one(client, "a")
+    pool_ref = weakref.ref(client.connection_pool)
+    del client
+    gc.collect()
+    assert pool_ref() is None
+
+
+def test_close_ends_the_idle_connections_and_later_calls_connect_again(redis_url: str) -> None:
+    """Bus.close_sync closes the idle connections even of a client it was given."""
+    client = redis.Redis.from_url(redis_url, client_name=NAME)
     observer = redis.Redis.from_url(redis_url)
     bus = Bus(redis=redis.asyncio.Redis.from_url(redis_url), sync_redis=client)
     try:
-        before = _client_count(observer)
-        assert bus.enqueue_sync("shop", "a").added
-        assert _client_count(observer) == before + 1
+        assert bus.enqueue_sync("shop", "a").added  # loads the script (on a pool connection)
+        client.connection_pool.disconnect()
+        assert _settled_count(observer, 1) == 1  # the idle script connection
         bus.close_sync()
-        assert _client_count(observer) == before
+        assert _settled_count(observer, 0) == 0
         assert bus.enqueue_sync("shop", "b").added
-        assert _client_count(observer) == before + 1
+        assert _client_count(observer) == 1
     finally:
         bus.close_sync()
         client.close()
@@ -150,42 +184,55 @@ def test_close_ends_the_connections_and_later_calls_connect_again(redis_url: str
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_does_not_share_its_parent_s_connection(redis_url: str) -> None:
-    """After a fork the child opens its own connection; the parent's keeps working."""
+def test_a_forked_child_does_not_use_its_parent_s_connection(redis_url: str) -> None:
+    """A forked child opens its own connection; the parent's keeps working."""
     client = redis.Redis.from_url(redis_url)
     try:
-        parent_conn = own.connection(client)
-        call = scripts.enqueue_call(KEYS, "default", T0, [_task("before")])
-        assert scripts.run_calls_sync(client, [call]) == [[1]]
+        _enqueue_one(client, "before")
+        parent_conn = own.take(client)
+        own.give_back(client, parent_conn)
         pid = os.fork()
         if pid == 0:  # the child: exit code 0 only if it used a connection of its own
             try:
-                ok = own.connection(client) is not parent_conn
-                call = scripts.enqueue_call(KEYS, "default", T0, [_task("child")])
-                ok = ok and scripts.run_calls_sync(client, [call]) == [[1]]
+                conn = own.take(client)
+                ok = conn is not parent_conn
+                own.give_back(client, conn)
+                _enqueue_one(client, "child")
             except BaseException:
                 ok = False
             os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert own.connection(client) is parent_conn
-        call = scripts.enqueue_call(KEYS, "default", T0, [_task("after")])
-        assert scripts.run_calls_sync(client, [call]) == [[1]]
+        _enqueue_one(client, "after")
+        assert own.take(client) is parent_conn
         assert client.lrange(KEYS.queue("default").ready, 0, -1) == [b"after", b"child", b"before"]
     finally:
         own.close(client)
         client.close()
 
 
-@pytest.mark.parametrize("kind", ["blocking", "single"])
-def test_pools_that_bound_or_pin_connections_are_left_alone(redis_url: str, kind: str) -> None:
-    """A blocking pool (a chosen bound) and a single-connection client keep their own way."""
+@pytest.mark.parametrize("kind", ["blocking", "single", "resp3", "credentials"])
+def test_clients_whose_connections_redis_py_manages_keep_the_pool(
+    redis_url: str, kind: str
+) -> None:
+    """Blocking pools (a chosen bound), single-connection clients, RESP3 maintenance
+    notifications and credential providers keep redis-py's own way; calls still work."""
     if kind == "blocking":
         client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(redis_url))
-    else:
+    elif kind == "single":
         client = redis.Redis.from_url(redis_url, single_connection_client=True)
+    elif kind == "resp3":
+        client = redis.Redis.from_url(redis_url, protocol=3)
+    else:
+        client = redis.Redis.from_url(
+            redis_url, credential_provider=UsernamePasswordCredentialProvider()
+        )
     try:
-        assert own.connection(client) is None
+        if kind == "resp3" and not client.connection_pool.connection_kwargs.get(
+            "maint_notifications_pool_handler"
+        ):
+            pytest.skip("this redis-py has no maintenance notifications")
+        assert own.take(client) is None
         call = scripts.enqueue_call(KEYS, "default", T0, [_task("a")])
         assert scripts.run_calls_sync(client, [call]) == [[1]]
         assert scripts.run_calls_sync(client, [call]) == [[0]]

@@ -18,8 +18,8 @@ connection or timeout error on that path falls back to redis-py's pipeline,
 whose retry policy then applies as before. Two idle connections per asyncio
 pool are kept here between calls, because taking one from redis-py's pool and
 giving it back (a lock and metrics hooks each way) cost about 15% of a
-one-task enqueue. Synchronous calls go through a connection of the calling
-thread's own for the same reason (:mod:`bus.scripts.own`).
+one-task enqueue. Synchronous calls take connections from a free list of
+their own beside the pool for the same reason (:mod:`bus.scripts.own`).
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
 
 
 def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[Any]:
-    conn = own.connection(client)
+    conn = own.take(client)
     pool = None
     if conn is None:
         pool = getattr(client, "connection_pool", None)
@@ -235,6 +235,7 @@ def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[
             conn = pool.get_connection()
         except (RedisConnectionError, RedisTimeoutError):
             return _send_pipeline_sync(client, calls)
+    done = False
     try:
         conn.send_packed_command([packed])
         results = []
@@ -243,6 +244,7 @@ def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[
                 results.append(conn.read_response())
             except ResponseError as exc:
                 results.append(exc)
+        done = True
         return results
     except (RedisConnectionError, RedisTimeoutError):
         pass  # as in _send
@@ -252,6 +254,8 @@ def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[
     finally:
         if pool is not None:
             pool.release(conn)
+        elif done:
+            own.give_back(client, conn)
     return _send_pipeline_sync(client, calls)
 
 

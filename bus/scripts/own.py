@@ -1,115 +1,116 @@
-"""Connections of taskbus's own for synchronous script calls: one per thread.
+"""Connections of taskbus's own for synchronous script calls, beside the pool.
 
 A blocking client's pool costs more per checkout than the script call it
 carries: redis-py takes a lock each way, polls the socket to see that nothing
 is left unread, and records metrics. One-task enqueue from sync code paid it on
-every call (about 30 us of a 90 us round trip on the benchmark machine, issue
-7). Here each thread that calls scripts through a pool keeps one connection of
-its own, built from the pool's settings but not counted by it:
+every call, about 15% of its time on the benchmark machine (issue 7). Here
+script calls take a connection from a free list of their own instead, built
+from the pool's settings but not counted by it:
 
-* it belongs to one thread, so it needs no lock and is never left half-read
-  for another caller;
-* it lives as long as the thread: when the thread ends its connection is
-  garbage and closes itself, so threads that come and go leak nothing (a
-  connection taken from the pool and never given back would fill the pool);
-* a forked child opens its own instead of sharing the parent's socket (the
-  table is replaced at the fork, not checked by pid per call: getpid is a
-  system call);
-* :func:`close` closes every one of them (``Bus.close_sync``).
+* taking and giving back is a ``deque`` pop and append (atomic, no lock);
+  a call holds its connection until the replies are read, so no other caller
+  sees it half-read, and one that fails mid-exchange is dropped, not given back;
+* threads (or greenlets) that come and go share the list, so none leaks a
+  connection and none pays a new connect per call; the list holds at most as
+  many connections as calls ever ran at once;
+* the list lives on the pool object, so it goes when the pool goes;
+* a process that finds a list made before a fork (by pid, checked per call:
+  servers such as uWSGI fork without running Python's fork hooks) starts an
+  empty one; redis-py does not shut down a socket another process made.
 
-Only a plain :class:`redis.ConnectionPool` without client-side caching takes
-part. A :class:`redis.BlockingConnectionPool` bounds the connections on
-purpose, a sentinel pool picks its server per connection, and a single-
-connection client has no pool to mirror: those keep using the pool.
+Only a plain :class:`redis.ConnectionPool` takes part, and only where redis-py
+does not manage connections after they are made: a blocking pool bounds them
+on purpose, client-side caching, sentinel pools, RESP3 maintenance
+notifications and credential providers (tokens refreshed on live
+connections) all act on the pool's own connections. Those clients, and
+single-connection ones, keep using the pool.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import weakref
+from collections import deque
 from typing import Any
 
 from redis import ConnectionPool
 from redis import Redis as SyncRedis
 
-__all__ = ["close", "connection"]
+__all__ = ["close", "give_back", "take"]
+
+_ATTR = "_taskbus_idle"
 
 
-class _Owned:
-    """The connections of one pool's settings, one per thread."""
+class _Idle:
+    """The idle connections of one pool's settings, in one process."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._factory = pool.connection_class
-        self._kwargs = dict(pool.connection_kwargs)
-        self._local = threading.local()
-        self._all: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
+    __slots__ = ("conns", "pid")
 
-    def get(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._factory(**self._kwargs)
-            with self._lock:
-                self._all.add(conn)
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            conns = list(self._all)
-        for conn in conns:
-            conn.disconnect()
+    def __init__(self) -> None:
+        self.conns: deque[Any] = deque()
+        self.pid = os.getpid()
 
 
-_BY_POOL: weakref.WeakKeyDictionary[ConnectionPool, _Owned] = weakref.WeakKeyDictionary()
-_BY_POOL_LOCK = threading.Lock()
-
-
-def _forked() -> None:
-    """In a forked child: forget the parent's connections (and locks another
-    thread may have held at the fork); they close as garbage, and redis-py
-    does not shut down a socket made by another process."""
-    global _BY_POOL, _BY_POOL_LOCK
-    _BY_POOL = weakref.WeakKeyDictionary()
-    _BY_POOL_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def _owned(client: SyncRedis, create: bool) -> _Owned | None:
+def _eligible(client: SyncRedis) -> ConnectionPool | None:
     pool = getattr(client, "connection_pool", None)
+    if type(pool) is not ConnectionPool or client.connection is not None:
+        return None
+    kwargs = pool.connection_kwargs
     if (
-        type(pool) is not ConnectionPool
-        or client.connection is not None
-        or getattr(pool, "cache", None) is not None
+        getattr(pool, "cache", None) is not None
+        or kwargs.get("credential_provider") is not None
+        or kwargs.get("maint_notifications_pool_handler") is not None
     ):
         return None
-    owned = _BY_POOL.get(pool)
-    if owned is None and create:
-        with _BY_POOL_LOCK:
-            owned = _BY_POOL.get(pool)
-            if owned is None:
-                owned = _BY_POOL[pool] = _Owned(pool)
-    return owned
+    return pool
 
 
-def connection(client: SyncRedis) -> Any | None:
-    """This thread's own connection for ``client``'s server; None where the
-    client's pool does not take part (see the module docstring).
+def _idle(pool: ConnectionPool) -> _Idle:
+    idle: _Idle | None = getattr(pool, _ATTR, None)
+    if idle is None or idle.pid != os.getpid():
+        # Two threads may both get here; one list wins, and the other's
+        # connection joins it when given back.
+        idle = _Idle()
+        setattr(pool, _ATTR, idle)
+    return idle
 
-    The connection connects on its first command; after an error redis-py has
-    disconnected it and the next command connects again.
+
+def take(client: SyncRedis) -> Any | None:
+    """A connection for one exchange on ``client``'s server, or None where the
+    client does not take part (see the module docstring).
+
+    Give it back with :func:`give_back` once every reply is read; after an
+    error, disconnect it instead. A new connection connects on its first
+    command.
     """
-    owned = _owned(client, create=True)
-    return owned.get() if owned is not None else None
+    pool = _eligible(client)
+    if pool is None:
+        return None
+    try:
+        return _idle(pool).conns.pop()
+    except IndexError:
+        return pool.connection_class(**pool.connection_kwargs)
+
+
+def give_back(client: SyncRedis, conn: Any) -> None:
+    """Return a connection from :func:`take` whose replies were all read."""
+    pool = client.connection_pool
+    if conn.pid == os.getpid():
+        _idle(pool).conns.append(conn)
 
 
 def close(client: SyncRedis) -> None:
-    """Close the connections opened here for ``client``'s pool, in every thread.
+    """Close the idle connections kept for ``client``'s pool.
 
-    A thread that calls again afterwards connects again.
+    A connection in use by a call in another thread is left to finish; it is
+    kept when given back. Calls made afterwards connect again.
     """
-    owned = _owned(client, create=False)
-    if owned is not None:
-        owned.close()
+    pool = _eligible(client)
+    idle: _Idle | None = getattr(pool, _ATTR, None) if pool is not None else None
+    if idle is None or idle.pid != os.getpid():
+        return
+    while True:
+        try:
+            conn = idle.conns.pop()
+        except IndexError:
+            return
+        conn.disconnect()
