@@ -8,6 +8,7 @@ token, worker, times). Errors of failed attempts are kept in a third hash.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -85,14 +86,19 @@ class TaskRecord:
 
     @classmethod
     def decode(cls, raw: bytes) -> TaskRecord:
-        """Parse a stored record.
+        """Parse a stored record and check that its fields have usable types.
+
+        The worker, ``task show``, ``dead list`` and replay all decode here, so
+        a record one of them cannot use is flagged by all of them alike.
 
         Raises:
-            ValueError: The bytes are not a task record (corrupt or truncated).
+            ValueError: The bytes are not a task record (corrupt or truncated),
+                or a field has a type or value no worker can run (the message
+                names the field).
         """
         try:
             doc = orjson.loads(raw)
-            return cls(
+            record = cls(
                 id=doc["id"],
                 app=doc["app"],
                 name=doc["name"],
@@ -108,6 +114,44 @@ class TaskRecord:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"undecodable task record: {exc}") from exc
+        record._check()
+        return record
+
+    def _check(self) -> None:
+        """Raise ValueError naming the first field no worker could run."""
+        for name in ("id", "app", "name", "queue"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(
+                    f"undecodable task record: field {name!r} is {_shown(value)}, "
+                    "expected a non-empty string"
+                )
+        if self.kind not in ("task", "event"):
+            raise ValueError(
+                f"undecodable task record: field 'kind' is {_shown(self.kind)}, "
+                "expected 'task' or 'event'"
+            )
+        if self.scope not in ("any", "all"):
+            raise ValueError(
+                f"undecodable task record: field 'scope' is {_shown(self.scope)}, "
+                "expected 'any' or 'all'"
+            )
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(
+                f"undecodable task record: field 'timeout_s' is {self.timeout_s!r}, "
+                "expected a finite number of seconds > 0"
+            )
+        if self.max_attempts < 1:
+            raise ValueError(
+                f"undecodable task record: field 'max' is {self.max_attempts!r}, expected >= 1"
+            )
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = f"{text[:80]}... [{len(text) - 80} more characters]"
+    return f"{type(value).__name__} {text}"
 
 
 def encode_record(

@@ -23,7 +23,6 @@ frees its slot:
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import TYPE_CHECKING
 
 import structlog
@@ -33,12 +32,12 @@ from bus.context import TaskContext
 from bus.nodes import is_node_queue
 from bus.scripts import ClaimedTask, Outcome
 from bus.task import TaskRecord
-from bus.worker.execute import OK, Verdict, call_handler, clip, error_text, judge, reason_doc
+from bus.worker.execute import OK, Verdict, call_handler, error_text, judge, reason_doc
 
 if TYPE_CHECKING:
     from bus.worker.loop import Running, Worker
 
-__all__ = ["ABANDON_AFTER_MAX_S", "decode_record", "run_attempt"]
+__all__ = ["ABANDON_AFTER_MAX_S", "run_attempt"]
 
 log = structlog.get_logger("bus.worker")
 
@@ -47,54 +46,13 @@ log = structlog.get_logger("bus.worker")
 ABANDON_AFTER_MAX_S = 5.0
 
 
-def decode_record(raw: bytes) -> TaskRecord:
-    """Decode a stored task record and check that its fields have usable types.
-
-    Raises:
-        ValueError: The bytes are not a task record, or a field has a type or
-            value no worker can run (the message names the field).
-    """
-    record = TaskRecord.decode(raw)
-    for name in ("id", "app", "name", "queue"):
-        value = getattr(record, name)
-        if not isinstance(value, str) or not value:
-            raise ValueError(
-                f"undecodable task record: field {name!r} is {_shown(value)}, "
-                "expected a non-empty string"
-            )
-    if record.kind not in ("task", "event"):
-        raise ValueError(
-            f"undecodable task record: field 'kind' is {_shown(record.kind)}, "
-            "expected 'task' or 'event'"
-        )
-    if record.scope not in ("any", "all"):
-        raise ValueError(
-            f"undecodable task record: field 'scope' is {_shown(record.scope)}, "
-            "expected 'any' or 'all'"
-        )
-    if not (math.isfinite(record.timeout_s) and record.timeout_s > 0):
-        raise ValueError(
-            f"undecodable task record: field 'timeout_s' is {record.timeout_s!r}, "
-            "expected a finite number of seconds > 0"
-        )
-    if record.max_attempts < 1:
-        raise ValueError(
-            f"undecodable task record: field 'max' is {record.max_attempts!r}, expected >= 1"
-        )
-    return record
-
-
-def _shown(value: object) -> str:
-    return f"{type(value).__name__} {clip(repr(value), 80)}"
-
-
 async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) -> Verdict | None:
     """Run one attempt of a claimed task; return its verdict, or None when the
     worker gave the task up (lease lost, handed back at shutdown, or the
     handler abandoned and its outcome already sent)."""
     now = clock.now_ms()
     try:
-        record = decode_record(claimed.record)
+        record = TaskRecord.decode(claimed.record)
     except ValueError as exc:
         message = error_text(exc)
         log.error(
