@@ -93,9 +93,11 @@ def take(client: SyncRedis) -> Any | None:
 
 def give_back(client: SyncRedis, conn: Any) -> None:
     """Return a connection from :func:`take` whose replies were all read."""
-    pool = client.connection_pool
-    if conn.pid == os.getpid():
-        _idle(pool).conns.append(conn)
+    idle: _Idle | None = getattr(client.connection_pool, _ATTR, None)
+    # No getpid here: take() checked it, so a list and a connection of the
+    # same process match by their pids.
+    if idle is not None and idle.pid == conn.pid:
+        idle.conns.append(conn)
 
 
 def close(client: SyncRedis) -> None:
