@@ -294,7 +294,14 @@ class Worker:
             if len(result.tasks) >= room:
                 continue
             if not self.burst:
-                woken = await self._wait_for_work(queues, result.next_wake_ms, room)
+                if result.tasks:
+                    # Let the tasks just started reach their handlers before
+                    # the wait is armed: packing and writing BLPOP + claim
+                    # first held each of them back by ~100 us (issue 7, C).
+                    await asyncio.sleep(0)
+                woken = await self._wait_for_work(
+                    queues, result.next_wake_ms, room - len(result.tasks)
+                )
             elif await self._burst_idle(result, settles_before):
                 return
 
