@@ -231,7 +231,7 @@ def test_clients_whose_connections_redis_py_manages_keep_the_pool(
         if kind == "resp3" and not client.connection_pool.connection_kwargs.get(
             "maint_notifications_pool_handler"
         ):
-            pytest.skip("this redis-py has no maintenance notifications")
+            pytest.skip("redis-py gave this client no maintenance-notification handler")
         assert own.take(client) is None
         call = scripts.enqueue_call(KEYS, "default", T0, [_task("a")])
         assert scripts.run_calls_sync(client, [call]) == [[1]]
