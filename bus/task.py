@@ -147,11 +147,15 @@ class TaskRecord:
             )
 
 
+def clip(text: str, limit: int) -> str:
+    """Return ``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
 def _shown(value: object) -> str:
-    text = repr(value)
-    if len(text) > 80:
-        text = f"{text[:80]}... [{len(text) - 80} more characters]"
-    return f"{type(value).__name__} {text}"
+    return f"{type(value).__name__} {clip(repr(value), 80)}"
 
 
 def encode_record(

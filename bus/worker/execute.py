@@ -41,6 +41,7 @@ from bus import clock
 from bus.app import TaskDef
 from bus.context import Fail, Retry, TaskContext
 from bus.options import Backoff
+from bus.task import clip
 
 __all__ = [
     "MESSAGE_CHARS",
@@ -259,13 +260,6 @@ async def run_log(ctx: TaskContext) -> AsyncIterator[None]:
         app=ctx.app, task_id=ctx.task_id, attempt=ctx.attempt, event_id=ctx.event_id
     ):
         yield
-
-
-def clip(text: str, limit: int) -> str:
-    """Return ``text`` cut to ``limit`` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... [{len(text) - limit} more characters]"
 
 
 def error_text(exc: BaseException) -> str:
