@@ -18,6 +18,7 @@ from bus import scripts
 from bus.client import Bus
 from bus.keys import AppKeys
 from bus.scripts import own
+from tests.redis_server import MakeRedisServer
 
 KEYS = AppKeys("bus", "shop")
 T0 = 1_700_000_000_000
@@ -213,7 +214,7 @@ def test_a_forked_child_does_not_use_its_parent_s_connection(redis_url: str) -> 
 
 @pytest.mark.parametrize("kind", ["blocking", "single", "resp3", "credentials"])
 def test_clients_whose_connections_redis_py_manages_keep_the_pool(
-    redis_url: str, kind: str
+    redis_url: str, kind: str, make_redis_server: MakeRedisServer
 ) -> None:
     """Blocking pools (a chosen bound), single-connection clients, RESP3 maintenance
     notifications and credential providers keep redis-py's own way; calls still work."""
@@ -222,7 +223,8 @@ def test_clients_whose_connections_redis_py_manages_keep_the_pool(
     elif kind == "single":
         client = redis.Redis.from_url(redis_url, single_connection_client=True)
     elif kind == "resp3":
-        client = redis.Redis.from_url(redis_url, protocol=3)
+        # redis-py adds its maintenance handler to TCP clients, not unix-socket ones.
+        client = redis.Redis.from_url(make_redis_server(tcp=True).tcp_url, protocol=3)
     else:
         client = redis.Redis.from_url(
             redis_url, credential_provider=UsernamePasswordCredentialProvider()
