@@ -9,6 +9,7 @@ from bus.errors import BusError, ConfigError, RedisSetupError
 from bus.events import Event
 from bus.publish import EventSpec
 from bus.recurring import Recurring
+from bus.router import RoutingIncomplete
 from bus.schedule import Schedule, cron, every
 from bus.settings import Settings
 from bus.task import TaskInfo, TaskRecord, TaskState
@@ -26,6 +27,7 @@ __all__ = [
     "Recurring",
     "RedisSetupError",
     "Retry",
+    "RoutingIncomplete",
     "Schedule",
     "Settings",
     "TaskContext",

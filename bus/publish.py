@@ -24,7 +24,14 @@ from bus.events import build_envelope, validate_event_id, validate_source
 from bus.ids import new_id
 from bus.keys import BusKeys
 from bus.registry import Registry, load_registry, load_registry_sync
-from bus.router import RoutedEvent, route_calls, routed_call
+from bus.router import (
+    RoutedEvent,
+    Routing,
+    RoutingIncomplete,
+    route_calls,
+    route_outcome,
+    routed_call,
+)
 from bus.schemas import SchemaError, SchemaRegistry, encode_payload
 
 __all__ = ["EventSpec", "Publisher"]
@@ -147,6 +154,21 @@ class Publisher:
             args,
         )
 
+    def _route(
+        self, registry: Registry, events: Sequence[RoutedEvent], now_ms: int
+    ) -> tuple[Routing, list[scripts.Call]]:
+        """The enqueue calls for ``events``, then the call that marks them routed.
+
+        While an app's registry entry is damaged nothing may leave ``pending``
+        (that app may subscribe), so the mark is left out and the sweep routes
+        the events again once the entry is repaired.
+        """
+        routing = route_calls(self.prefix, registry, events, now_ms)
+        calls = list(routing.calls)
+        if not registry.damaged:
+            calls.append(routed_call(self.keys, registry.version, routing))
+        return routing, calls
+
     def _flow(self, batch: Sequence[_Prepared], now_ms: int) -> Generator[_Step, Any, list[str]]:
         registry = self._registry
         if registry is None:
@@ -160,29 +182,38 @@ class Publisher:
             results = yield _RunCalls([record])
             if self.crash_after_record:
                 os._exit(CRASH_EXIT_CODE)
-            reply = results[0]
+            reply = _raise_error(results[0])
             new = {_text(reply[i]) for i in range(1, len(reply), 2) if int(reply[i + 1]) == 1}
             events = [e for e in events if e.key in new]
             keys_out = [_text(reply[i]) for i in range(1, len(reply), 2)]
-            calls, _ = route_calls(self.prefix, registry, events, now_ms)
-            calls.append(routed_call(self.keys, registry.version, [e.key for e in events]))
-            results = yield _RunCalls(calls)
-            current = _text(results[-1])
+            if not events:
+                return keys_out
+            routing, calls = self._route(registry, events, now_ms)
+            replies = yield _RunCalls(calls)
         else:
-            calls, _ = route_calls(self.prefix, registry, events, now_ms)
-            calls.append(routed_call(self.keys, registry.version, [e.key for e in events]))
+            routing, calls = self._route(registry, events, now_ms)
             results = yield _RunCalls([record, *calls])
+            _raise_error(results[0])
+            replies = results[1:]
             keys_out = [e.key for e in events]
-            current = _text(results[-1])
-        while current != registry.version and events:
+        outcome = route_outcome(routing, registry.version, replies)
+        while not outcome.current:
             # The registry changed since our snapshot: route again with the
             # new one (idempotent) before the events may leave ``pending``.
             registry = yield _LoadRegistry()
-            calls, _ = route_calls(self.prefix, registry, events, now_ms)
-            calls.append(routed_call(self.keys, registry.version, [e.key for e in events]))
-            results = yield _RunCalls(calls)
-            current = _text(results[-1])
+            routing, calls = self._route(registry, events, now_ms)
+            replies = yield _RunCalls(calls)
+            outcome = route_outcome(routing, registry.version, replies)
         self._registry = registry
+        if outcome.failed:
+            # Only the events with a task in a failed app are concerned; the
+            # enqueue calls of the other apps worked.
+            hit = [
+                key
+                for key, tasks in routing.tasks().items()
+                if any(app in outcome.failed for app, _ in tasks)
+            ]
+            raise RoutingIncomplete(hit, outcome.failed) from next(iter(outcome.failed.values()))
         return keys_out
 
     # -- executors --------------------------------------------------------------
@@ -196,7 +227,7 @@ class Publisher:
                 if isinstance(step, _LoadRegistry):
                     reply = await load_registry(client, self.keys)
                 else:
-                    reply = await scripts.run_calls(client, step.calls)
+                    reply = await scripts.run_calls(client, step.calls, raise_on_error=False)
         except StopIteration as done:
             return list(done.value)
 
@@ -209,7 +240,7 @@ class Publisher:
                 if isinstance(step, _LoadRegistry):
                     reply = load_registry_sync(client, self.keys)
                 else:
-                    reply = scripts.run_calls_sync(client, step.calls)
+                    reply = scripts.run_calls_sync(client, step.calls, raise_on_error=False)
         except StopIteration as done:
             return list(done.value)
 
@@ -282,6 +313,13 @@ class Publisher:
     def forget_registry(self) -> None:
         """Drop the cached registry snapshot (it is reloaded on the next publish)."""
         self._registry = None
+
+
+def _raise_error(reply: Any) -> Any:
+    """Return a call's reply, or raise it if it is an error."""
+    if isinstance(reply, BaseException):
+        raise reply
+    return reply
 
 
 def _text(raw: bytes | str | int) -> str:

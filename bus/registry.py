@@ -93,6 +93,7 @@ class Registry:
     version: str
     subscriptions: tuple[CompiledSubscription, ...] = ()
     apps: tuple[str, ...] = ()
+    damaged: tuple[str, ...] = ()
 
     def route(self, event_type: str, data: Any) -> list[SubscriptionSpec]:
         """Return the subscriptions an event goes to."""

@@ -9,8 +9,13 @@ Design (failure analysis in ``docs/routing.md``):
    the deterministic id ``<event key>.<subscription>`` to the subscriber's
    queue, in that app's slot. Routing twice is therefore a no-op, and routing
    an event to N apps is N idempotent atomic steps (Redis Cluster-safe).
+   ``enqueue.lua`` writes its tasks whole or not at all.
 3. **Mark routed.** ``routed.lua`` removes the event from ``pending``, but only
-   if the registry version the routes were computed from is still current.
+   if the registry version the routes were computed from is still current
+   and every task of the event exists. It never trusts the enqueue replies it
+   follows in the pipeline: one app's failed enqueue (a damaged key, NOPERM,
+   OOM) leaves the event pending, the caller gets :class:`RoutingIncomplete`
+   naming the app, and the sweep delivers it once the cause is fixed.
 
 The publisher does all three inline, pipelined in one round trip (two when it
 gave its own id, because the dedup answer must be known before routing). A
@@ -37,13 +42,26 @@ import structlog
 from redis.asyncio import Redis
 
 from bus import scripts
+from bus.errors import BusError
 from bus.keys import BusKeys, app_keys
 from bus.registry import Registry, SubscriptionSpec, load_registry
 from bus.task import TaskRecord
 
 log = structlog.get_logger("bus.router")
 
-__all__ = ["RoutedEvent", "route_calls", "routed_call", "sweep_pending", "task_id_for"]
+__all__ = [
+    "PendingSweep",
+    "RouteOutcome",
+    "RoutedEvent",
+    "Routing",
+    "RoutingIncomplete",
+    "SweepReport",
+    "route_calls",
+    "route_outcome",
+    "routed_call",
+    "sweep_pending",
+    "task_id_for",
+]
 
 
 def task_id_for(event_key: str, subscription: str) -> str:
@@ -61,26 +79,89 @@ class RoutedEvent:
     envelope: bytes
 
 
+@dataclass(slots=True)
+class Routing:
+    """The enqueue calls that route some events, and what each event must get.
+
+    Attributes:
+        calls: One ``enqueue.lua`` call per (app, queue) with tasks.
+        apps: The app of each call, in the same order.
+        count: The number of tasks the calls add (or find already there).
+        state_apps: The apps in the order :func:`routed_call` passes their
+            state hashes (KEYS[3] onwards).
+        check: The per-event ARGV of ``routed.lua`` (key, n, then n pairs of
+            state hash index and task id), built while routing.
+    """
+
+    calls: list[scripts.Call]
+    apps: list[str]
+    count: int
+    state_apps: list[str]
+    check: list[Any]
+
+    def events(self) -> int:
+        """The number of events routed."""
+        n, i = 0, 0
+        while i < len(self.check):
+            n += 1
+            i += 2 + 2 * self.check[i + 1]
+        return n
+
+    def tasks(self) -> dict[str, list[tuple[str, str]]]:
+        """Per event key, the (app, task id) of every task it must have."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        i = 0
+        while i < len(self.check):
+            key, n = self.check[i], self.check[i + 1]
+            out[key] = [
+                (self.state_apps[self.check[j] - 3], self.check[j + 1])
+                for j in range(i + 2, i + 2 + 2 * n, 2)
+            ]
+            i += 2 + 2 * n
+        return out
+
+    def failures(self, replies: Sequence[Any]) -> dict[str, BaseException]:
+        """The apps whose enqueue call failed, given the calls' replies in order."""
+        failed: dict[str, BaseException] = {}
+        for app, reply in zip(self.apps, replies, strict=True):
+            if isinstance(reply, BaseException):
+                failed.setdefault(app, reply)
+        return failed
+
+
 def route_calls(
     prefix: str, registry: Registry, events: Sequence[RoutedEvent], now_ms: int
-) -> tuple[list[scripts.Call], int]:
-    """Return the enqueue calls that route ``events``, and how many tasks they add.
+) -> Routing:
+    """Return the enqueue calls that route ``events``, and the tasks each must get.
 
     Tasks of one app and queue are batched into one call.
     """
     plan = _plan(registry)
     groups: dict[tuple[str, str], list[scripts.NewTask]] = defaultdict(list)
+    slots: dict[str, int] = {}
+    check: list[Any] = []
     count = 0
     created = b"%d" % now_ms
     for event in events:
+        check.append(event.key)
+        at = len(check)
+        check.append(0)
         for spec in plan.route(event.type, event.data):
-            groups[(spec.app, spec.queue)].append(plan.task(spec, event, now_ms, created))
-            count += 1
-    calls = [
-        scripts.enqueue_call(app_keys(prefix, app), queue, now_ms, tasks)
-        for (app, queue), tasks in groups.items()
-    ]
-    return calls, count
+            task = plan.task(spec, event, now_ms, created)
+            groups[(spec.app, spec.queue)].append(task)
+            slot = slots.get(spec.app)
+            if slot is None:
+                slot = slots[spec.app] = len(slots) + 3  # KEYS[3] is the first; Lua counts from 1
+            check += (slot, task.id)
+        n = (len(check) - at - 1) >> 1
+        check[at] = n
+        count += n
+    calls = []
+    apps = []
+    for (app, queue), group in groups.items():
+        calls.append(scripts.enqueue_call(app_keys(prefix, app), queue, now_ms, group))
+        apps.append(app)
+    return Routing(calls, apps, count, list(slots), check)
 
 
 class _Plan:
@@ -181,34 +262,186 @@ def _record_parts(spec: SubscriptionSpec) -> tuple[bytes, bytes]:
 _MARK_MS = 987_654_321_987_654_321
 
 
-def routed_call(keys: BusKeys, version: str, event_keys: Sequence[str]) -> scripts.Call:
-    """Return the call that marks events routed under registry ``version``."""
-    return (scripts.ROUTED, (keys.pending, keys.subs_version), [version, *event_keys])
+def routed_call(keys: BusKeys, version: str, routing: Routing) -> scripts.Call:
+    """Return the call that marks the routed events routed under registry ``version``.
+
+    ``routed.lua`` checks that every task of an event exists before it lets
+    the event leave ``pending``, so it may ride in the same pipeline as the
+    enqueue calls it follows.
+    """
+    call_keys = [keys.pending, keys.subs_version]
+    call_keys += (app_keys(keys.prefix, app).state for app in routing.state_apps)
+    return (scripts.ROUTED, call_keys, [version, *routing.check])
 
 
-async def sweep_pending(
-    client: Redis, prefix: str, *, now_ms: int, grace_ms: int, limit: int = 200
-) -> int:
-    """Route events left pending longer than ``grace_ms`` (a publisher died).
+@dataclass(frozen=True, slots=True)
+class RouteOutcome:
+    """What one routing pass of some events achieved.
+
+    Attributes:
+        version: The registry version current when the events were marked.
+        current: True if that is the version the routes were computed from.
+        failed: The apps whose enqueue failed, with the error.
+        left: The events left pending because one of their tasks is missing.
+    """
+
+    version: str
+    current: bool
+    failed: dict[str, BaseException]
+    left: int
+
+
+def route_outcome(routing: Routing, version: str, replies: Sequence[Any]) -> RouteOutcome:
+    """Read the replies of ``routing.calls`` followed by its :func:`routed_call`.
+
+    Without a routed call (``len(replies) == len(routing.calls)``: the registry
+    has a damaged entry, so no event may leave pending), the version is taken
+    as current and every event as left.
+    """
+    failed = routing.failures(replies[: len(routing.calls)])
+    if len(replies) == len(routing.calls):
+        return RouteOutcome(version, True, failed, routing.events())
+    reply = replies[-1]
+    if isinstance(reply, BaseException):
+        if not failed:
+            raise reply
+        # Refused with the enqueues (NOPERM for a key of a failed app, say):
+        # nothing was marked, so every event stays pending.
+        return RouteOutcome(version, True, failed, routing.events())
+    current = _version(reply[0])
+    return RouteOutcome(current, current == version, failed, int(reply[1]))
+
+
+class RoutingIncomplete(BusError):
+    """Some subscribers' tasks could not be created; the events stay pending.
+
+    The events are recorded, and the apps whose enqueue worked have their
+    tasks. The others get theirs from the sweep (every worker runs it) once
+    the cause is fixed; publishing again with the same ``id`` makes no second
+    task for the apps that already have one.
+
+    Attributes:
+        event_keys: The keys of the events concerned.
+        apps: The apps whose tasks could not be created, with the error of each.
+    """
+
+    def __init__(self, event_keys: Sequence[str], apps: dict[str, BaseException]) -> None:
+        self.event_keys = list(event_keys)
+        self.apps = dict(apps)
+        what = (
+            f"event {self.event_keys[0]}"
+            if len(self.event_keys) == 1
+            else f"{len(self.event_keys)} events ({self.event_keys[0]}, ...)"
+        )
+        causes = "; ".join(f"{app}: {_reason(exc)}" for app, exc in sorted(self.apps.items()))
+        super().__init__(
+            f"{what} recorded, but the tasks of app(s) {', '.join(sorted(self.apps))} "
+            f"could not be created ({causes}). The event stays pending and the sweep "
+            "delivers it once the cause is fixed; publishing again with the same id "
+            "makes no duplicate for the apps that have their task."
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What one sweep did: events fully routed, and events still left pending."""
+
+    routed: int
+    left: int
+
+
+class PendingSweep:
+    """Routes events left pending longer than a grace period (a publisher died).
 
     Safe to run from any number of workers at once: routing is idempotent.
+    An event whose routing keeps failing (a damaged key of one app, a damaged
+    registry entry) stays pending; the sweep then moves on past it, so one such
+    event never holds back the ones recorded after it.
 
-    Returns:
-        The number of events routed.
+    Args:
+        prefix: The key prefix.
+        grace_ms: How old a pending event must be before it is swept.
+        limit: The most events looked at per sweep.
     """
-    keys = BusKeys(prefix)
-    stale = cast(
-        "list[bytes]", await client.zrangebyscore(keys.pending, "-inf", now_ms - grace_ms, 0, limit)
-    )
-    if not stale:
-        return 0
-    envelopes = cast("list[bytes | None]", await client.hmget(keys.events, stale))
+
+    def __init__(self, prefix: str, *, grace_ms: int, limit: int = 200) -> None:
+        self.prefix = prefix
+        self.keys = BusKeys(prefix)
+        self.grace_ms = grace_ms
+        self.limit = limit
+        self._skip = 0  # stale events at the head that failed last time
+
+    async def sweep(self, client: Redis, *, now_ms: int) -> SweepReport:
+        """Route one page of stale pending events; see the class docstring."""
+        keys = self.keys
+        stale = await self._page(client, now_ms)
+        if not stale and self._skip:
+            self._skip = 0  # past the end: wrap round to the head
+            stale = await self._page(client, now_ms)
+        if not stale:
+            return SweepReport(0, 0)
+        events, orphans = await _load_pending(client, keys, stale)
+        if orphans:
+            await client.zrem(keys.pending, *orphans)
+        outcome = None
+        for _ in range(5):
+            registry = await load_registry(client, keys)
+            routing = route_calls(self.prefix, registry, events, now_ms)
+            calls = list(routing.calls)
+            if not registry.damaged:
+                calls.append(routed_call(keys, registry.version, routing))
+            replies = await scripts.run_calls(client, calls, raise_on_error=False)
+            outcome = route_outcome(routing, registry.version, replies)
+            if outcome.current:
+                break
+        assert outcome is not None
+        if outcome.failed or registry.damaged:
+            log.error(
+                "pending_events_not_routed",
+                count=outcome.left,
+                failed_apps={app: _reason(exc) for app, exc in sorted(outcome.failed.items())},
+                damaged_apps=list(registry.damaged),
+                reason="their tasks could not all be created; they stay pending",
+            )
+        # Start past the events that stayed pending, or from the head again
+        # once a page is routed whole or the end of the set is reached.
+        if outcome.left and len(stale) == self.limit:
+            self._skip += outcome.left
+        else:
+            self._skip = 0
+        return SweepReport(len(events) - outcome.left, outcome.left)
+
+    async def _page(self, client: Redis, now_ms: int) -> list[bytes]:
+        return cast(
+            "list[bytes]",
+            await client.zrangebyscore(
+                self.keys.pending, "-inf", now_ms - self.grace_ms, self._skip, self.limit
+            ),
+        )
+
+
+async def _load_pending(
+    client: Redis, keys: BusKeys, stale: Sequence[bytes]
+) -> tuple[list[RoutedEvent], list[bytes]]:
+    """The routable events among ``stale``, and the pending entries to drop."""
+    envelopes = cast("list[bytes | None]", await client.hmget(keys.events, list(stale)))
     events: list[RoutedEvent] = []
-    orphans: list[str] = []
+    orphans: list[bytes] = []
     for raw_key, raw in zip(stale, envelopes, strict=True):
-        key = raw_key.decode()
+        try:
+            key = raw_key.decode()
+        except UnicodeDecodeError:
+            # No task id can be built from it; it stays in the event log.
+            log.error("event_unroutable", event_key=repr(raw_key), error="key is not UTF-8")
+            orphans.append(raw_key)
+            continue
         if raw is None:
-            orphans.append(key)
+            orphans.append(raw_key)
             continue
         try:
             doc = orjson.loads(raw)
@@ -217,17 +450,20 @@ async def sweep_pending(
             # One damaged envelope must not hold back every event behind it.
             # It stays in the event log for `python -m bus event show`.
             log.error("event_unroutable", event_key=key, error=f"{type(exc).__name__}: {exc}")
-            orphans.append(key)
-    if orphans:
-        await client.zrem(keys.pending, *orphans)
-    for _ in range(5):
-        registry = await load_registry(client, keys)
-        calls, _ = route_calls(prefix, registry, events, now_ms)
-        calls.append(routed_call(keys, registry.version, [e.key for e in events]))
-        results = await scripts.run_calls(client, calls)
-        if _version(results[-1]) == registry.version:
-            break
-    return len(events)
+            orphans.append(raw_key)
+    return events, orphans
+
+
+async def sweep_pending(
+    client: Redis, prefix: str, *, now_ms: int, grace_ms: int, limit: int = 200
+) -> int:
+    """Route events left pending longer than ``grace_ms`` once (see :class:`PendingSweep`).
+
+    Returns:
+        The number of events routed whole.
+    """
+    report = await PendingSweep(prefix, grace_ms=grace_ms, limit=limit).sweep(client, now_ms=now_ms)
+    return report.routed
 
 
 def _version(raw: bytes | str | int) -> str:

@@ -108,15 +108,24 @@ ALL_SCRIPTS = (_ENQUEUE, _CLAIM, _SETTLE, _RENEW, _RELEASE, _BEAT, RECORD, ROUTE
 Call = tuple[Script, Sequence[str], Sequence[Any]]
 
 
-async def run_calls(client: Redis, calls: Sequence[Call]) -> list[Any]:
+async def run_calls(
+    client: Redis, calls: Sequence[Call], *, raise_on_error: bool = True
+) -> list[Any]:
     """Run script calls in one pipelined round trip, loading scripts if needed.
 
     The calls must be safe to repeat: after a NOSCRIPT reply (a restarted
     server) the whole batch runs again once the scripts are loaded, and after
     a connection error redis-py's pipeline sends it again.
 
+    Args:
+        client: The client to send them with.
+        calls: The script calls, in the order Redis runs them.
+        raise_on_error: Raise the first call's error (the default), or return
+            each error in its call's place.
+
     Raises:
-        redis.exceptions.RedisError: A call failed for another reason.
+        redis.exceptions.RedisError: A call failed for another reason (with
+            ``raise_on_error``), or the connection failed.
     """
     packed = b"".join(script.pack(keys, args) for script, keys, args in calls)
     for attempt in range(2):
@@ -126,9 +135,10 @@ async def run_calls(client: Redis, calls: Sequence[Call]) -> list[Any]:
                 await client.script_load(script.source)
             continue
         break
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
+    if raise_on_error:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
     return results
 
 
@@ -208,7 +218,9 @@ async def _send_pipeline(client: Redis, calls: Sequence[Call]) -> list[Any]:
         return list(await pipe.execute(raise_on_error=False))
 
 
-def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
+def run_calls_sync(
+    client: SyncRedis, calls: Sequence[Call], *, raise_on_error: bool = True
+) -> list[Any]:
     """Like :func:`run_calls`, for synchronous callers."""
     packed = b"".join(script.pack(keys, args) for script, keys, args in calls)
     for attempt in range(2):
@@ -218,9 +230,10 @@ def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
                 client.script_load(script.source)
             continue
         break
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
+    if raise_on_error:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
     return results
 
 

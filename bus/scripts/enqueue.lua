@@ -15,12 +15,41 @@ Returns one integer per task: 1 added, 0 already known (nothing changed).
 A task due now goes to the ready list; a later one to the delayed zset. Idle
 workers are woken when the ready list gains tasks or the earliest delayed time
 moves earlier, so no worker has to poll.
+
+All or nothing: a write that fails (a damaged key of the wrong type, NOPERM
+under an ACL user) undoes every write this call made and returns that error.
+Without the undo, a task whose state was written but whose record or queue
+entry was not would be "already known" to every later enqueue: lost for good.
+The publisher relies on this: a task whose state exists is a whole task
+(routed.lua). Redis refuses an over-maxmemory script at its first write, so
+OOM leaves nothing to undo either.
 ]]
 local now = tonumber(ARGV[1])
 local out = {}
 local ready = {}
+local added = {}
+local delayed = {}
 local wake_delayed = false
 local tc = string.format('%d', now)
+
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+
+-- Undo this call's writes and return the error. Only deletes of what this
+-- call itself wrote: they cannot fail for a wrong type.
+local new_queue = 0
+local function undo(reply, pushed)
+  if pushed > 0 then redis.pcall('LPOP', KEYS[4], pushed) end
+  if new_queue == 1 then redis.pcall('SREM', KEYS[3], ARGV[2]) end
+  if #delayed > 0 then redis.pcall('ZREM', KEYS[5], unpack(delayed)) end
+  if #added > 0 then
+    redis.pcall('HDEL', KEYS[1], unpack(added))
+    redis.pcall('HDEL', KEYS[2], unpack(added))
+  end
+  return reply
+end
+
 for i = 3, #ARGV, 4 do
   local id = ARGV[i]
   local run_at = tonumber(ARGV[i + 3])
@@ -34,28 +63,43 @@ for i = 3, #ARGV, 4 do
   else
     st = '{"s":"queued","a":0,"m":' .. m .. ',"tc":' .. tc .. '}'
   end
-  if redis.call('HSETNX', KEYS[2], id, st) == 0 then
+  local new = redis.pcall('HSETNX', KEYS[2], id, st)
+  if failed(new) then return undo(new, 0) end
+  if new == 0 then
     out[#out + 1] = 0
   else
+    added[#added + 1] = id
+    local r = redis.pcall('HSET', KEYS[1], id, ARGV[i + 1])
+    if failed(r) then return undo(r, 0) end
     if run_at > now then
-      redis.call('ZADD', KEYS[5], run_at, id)
+      r = redis.pcall('ZADD', KEYS[5], run_at, id)
+      if failed(r) then return undo(r, 0) end
+      delayed[#delayed + 1] = id
       local head = redis.call('ZRANGE', KEYS[5], 0, 0)
       if head[1] == id then wake_delayed = true end
     else
       ready[#ready + 1] = id
     end
-    redis.call('HSET', KEYS[1], id, ARGV[i + 1])
     out[#out + 1] = 1
   end
 end
+if #out > 0 then
+  local r = redis.pcall('SADD', KEYS[3], ARGV[2])
+  if failed(r) then return undo(r, 0) end
+  new_queue = r
+end
 if #ready > 0 then
-  redis.call('LPUSH', KEYS[4], unpack(ready))
+  local r = redis.pcall('LPUSH', KEYS[4], unpack(ready))
+  if failed(r) then return undo(r, 0) end
 end
-if #out > 0 and redis.call('SADD', KEYS[3], ARGV[2]) == 1
-    and redis.call('LLEN', KEYS[7]) == 0 then
-  redis.call('LPUSH', KEYS[7], '1')
+if new_queue == 1 then
+  local n = redis.pcall('LLEN', KEYS[7])
+  if n == 0 then n = redis.pcall('LPUSH', KEYS[7], '1') end
+  if failed(n) then return undo(n, #ready) end
 end
-if (#ready > 0 or wake_delayed) and redis.call('LLEN', KEYS[6]) == 0 then
-  redis.call('LPUSH', KEYS[6], '1')
+if #ready > 0 or wake_delayed then
+  local n = redis.pcall('LLEN', KEYS[6])
+  if n == 0 then n = redis.pcall('LPUSH', KEYS[6], '1') end
+  if failed(n) then return undo(n, #ready) end
 end
 return out

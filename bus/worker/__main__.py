@@ -30,7 +30,7 @@ from bus.logs import configure_logging
 from bus.options import MAX_PREFETCH
 from bus.recurring import recurring_from_config
 from bus.registry import sync_subscriptions
-from bus.router import sweep_pending
+from bus.router import PendingSweep
 from bus.settings import Settings
 from bus.worker.loop import Worker
 from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S
@@ -144,10 +144,10 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
             )
             log.info("subscriptions_synced", app=config.name, diff=result.describe())
 
+        pending = PendingSweep(settings.prefix, grace_ms=int(args.sweep_grace_s * 1000))
+
         async def sweep() -> None:
-            routed = await sweep_pending(
-                client, settings.prefix, now_ms=now_ms(), grace_ms=int(args.sweep_grace_s * 1000)
-            )
+            routed = (await pending.sweep(client, now_ms=now_ms())).routed
             if routed:
                 log.warning(
                     "pending_events_routed",

@@ -1,0 +1,234 @@
+"""A fan-out that fails for one app: the event stays pending until every task exists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from bus import Bus, EventSpec, RoutingIncomplete, Settings, scripts
+from bus.keys import AppKeys, BusKeys, app_keys
+from bus.registry import SubscriptionSpec, sync_subscriptions
+from bus.router import PendingSweep, sweep_pending, task_id_for
+from tests.redis_server import RedisServer
+
+USER = {"user_id": "u1", "email": "ada@example.com", "plan": "pro", "country": "DE"}
+ORDER = {
+    "order_id": "o1",
+    "user_id": "u1",
+    "amount_cents": 1200,
+    "currency": "EUR",
+    "items": [{"sku": "book", "quantity": 1}],
+}
+APPS = ("analytics", "billing", "email")
+PREFIX = "bus"
+KEYS = BusKeys(PREFIX)
+
+
+async def register_three(client: Redis) -> None:
+    """Register three apps that all subscribe to user.signed_up."""
+    for app in APPS:
+        spec = SubscriptionSpec(app=app, name=f"on_{app}", events=("user.signed_up",))
+        await sync_subscriptions(client, KEYS, app, [spec], allow_removal=True)
+
+
+async def tasks_of(client: Redis, app: str) -> set[str]:
+    """The ids in an app's state hash (a task exists iff its state does)."""
+    raw = await client.hkeys(app_keys(PREFIX, app).state)
+    return {k.decode() for k in raw}
+
+
+async def pending(client: Redis) -> list[str]:
+    """The event keys still pending."""
+    return [k.decode() for k in await client.zrange(KEYS.pending, 0, -1)]
+
+
+@pytest.fixture
+def bus(settings: Settings, aredis: Redis) -> Bus:
+    """A Bus on the private server with the repo's schemas."""
+    return Bus(settings, redis=aredis, source="tests")
+
+
+async def test_one_app_failing_leaves_the_event_pending_and_raises_naming_it(
+    bus: Bus, aredis: Redis
+) -> None:
+    """A damaged tasks hash of one app: error names it, event pending, others have tasks."""
+    await register_three(aredis)
+    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
+    with pytest.raises(RoutingIncomplete) as caught:
+        await bus.apublish("user.signed_up", USER)
+    err = caught.value
+    assert set(err.apps) == {"analytics"}
+    assert "analytics" in str(err)
+    assert "pending" in str(err)
+    assert "sweep" in str(err)
+    assert isinstance(err.__cause__, redis.ResponseError)
+    [key] = err.event_keys
+    assert await pending(aredis) == [key]
+    assert await tasks_of(aredis, "billing") == {task_id_for(key, "on_billing")}
+    assert await tasks_of(aredis, "email") == {task_id_for(key, "on_email")}
+    # Nothing half-written: no state entry that would make the task "known".
+    assert await tasks_of(aredis, "analytics") == set()
+
+
+async def test_the_sweep_delivers_the_event_once_the_cause_is_fixed(
+    bus: Bus, aredis: Redis
+) -> None:
+    """After the damaged key is repaired, the sweep gives the app its task and clears pending."""
+    await register_three(aredis)
+    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
+    with pytest.raises(RoutingIncomplete) as caught:
+        await bus.apublish("user.signed_up", USER)
+    [key] = caught.value.event_keys
+    far = 10**15
+    # Still damaged: the sweep leaves it pending.
+    assert await sweep_pending(aredis, PREFIX, now_ms=far, grace_ms=0) == 0
+    assert await pending(aredis) == [key]
+    await aredis.delete(app_keys(PREFIX, "analytics").tasks)
+    assert await sweep_pending(aredis, PREFIX, now_ms=far, grace_ms=0) == 1
+    assert await pending(aredis) == []
+    for app in APPS:
+        assert await tasks_of(aredis, app) == {task_id_for(key, f"on_{app}")}
+    ready = await aredis.lrange(app_keys(PREFIX, "analytics").queue("default").ready, 0, -1)
+    assert ready == [task_id_for(key, "on_analytics").encode()]
+
+
+async def test_a_retry_with_the_same_id_makes_no_duplicate(bus: Bus, aredis: Redis) -> None:
+    """Publishing again with the same id after a partial failure adds no second task."""
+    await register_three(aredis)
+    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
+    with pytest.raises(RoutingIncomplete) as caught:
+        await bus.apublish("user.signed_up", USER, id="signup-u1")
+    [key] = caught.value.event_keys
+    assert await bus.apublish("user.signed_up", USER, id="signup-u1") == key
+    await aredis.delete(app_keys(PREFIX, "analytics").tasks)
+    assert await bus.apublish("user.signed_up", USER, id="signup-u1") == key
+    await sweep_pending(aredis, PREFIX, now_ms=10**15, grace_ms=0)
+    for app in APPS:
+        assert await tasks_of(aredis, app) == {task_id_for(key, f"on_{app}")}
+        assert await aredis.llen(app_keys(PREFIX, app).queue("default").ready) == 1
+
+
+async def test_a_sync_batch_leaves_the_damaged_apps_events_pending(
+    settings: Settings, redis_url: str, aredis: Redis
+) -> None:
+    """publish_many from sync code: every event stays pending; the error names the app."""
+    await register_three(aredis)
+    await aredis.set(app_keys(PREFIX, "email").queue("default").ready, "notalist")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        bus = Bus(settings, sync_redis=client, source="tests")
+        with pytest.raises(RoutingIncomplete) as caught:
+            bus.publish_many([EventSpec("user.signed_up", USER) for _ in range(3)])
+    finally:
+        client.close()
+    assert set(caught.value.apps) == {"email"}
+    assert len(caught.value.event_keys) == 3
+    assert sorted(caught.value.event_keys) == sorted(await pending(aredis))
+    email = app_keys(PREFIX, "email")
+    assert await aredis.hlen(email.state) == 0
+    assert await aredis.hlen(email.tasks) == 0
+    assert await aredis.hlen(app_keys(PREFIX, "billing").state) == 3
+
+
+@pytest.mark.parametrize("damaged", ["delayed", "wake", "app_wake", "queues"])
+async def test_enqueue_writes_nothing_when_a_later_write_fails(aredis: Redis, damaged: str) -> None:
+    """A wrong-typed key met after the first writes: every write of the call is undone."""
+    keys = AppKeys(PREFIX, "shop")
+    q = keys.queue("default")
+    target = {"delayed": q.delayed, "wake": q.wake, "app_wake": keys.wake, "queues": keys.queues}
+    await aredis.set(target[damaged], "damaged")
+    tasks = [
+        scripts.NewTask("t-now", b'{"id":"t-now"}', 3, 0),
+        scripts.NewTask("t-later", b'{"id":"t-later"}', 3, 10**15),
+    ]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        await scripts.run_calls(aredis, [scripts.enqueue_call(keys, "default", 1_000, tasks)])
+    assert await aredis.hlen(keys.state) == 0
+    assert await aredis.hlen(keys.tasks) == 0
+    assert await aredis.llen(q.ready) == 0
+    if damaged != "delayed":
+        assert await aredis.zcard(q.delayed) == 0
+    if damaged != "queues":
+        assert await aredis.scard(keys.queues) == 0
+    # Repaired, the same call adds both tasks: nothing was left "already known".
+    await aredis.delete(target[damaged])
+    replies = await scripts.run_calls(aredis, [scripts.enqueue_call(keys, "default", 1_000, tasks)])
+    assert replies == [[1, 1]]
+    assert await aredis.lrange(q.ready, 0, -1) == [b"t-now"]
+    assert await aredis.zrange(q.delayed, 0, -1) == [b"t-later"]
+
+
+@pytest.fixture
+def acl_server(make_redis_server: Any) -> RedisServer:
+    """A private server with a user that may write every app's keys but analytics'."""
+    server: RedisServer = make_redis_server(appendonly=False)
+    with server.client() as admin:
+        admin.execute_command(
+            "ACL",
+            "SETUSER",
+            "publisher",
+            "on",
+            ">secret",
+            "~bus:bus:*",
+            "~bus:app:{billing}:*",
+            "~bus:app:{email}:*",
+            "+@all",
+        )
+    return server
+
+
+async def test_noperm_for_one_app_leaves_the_event_pending(
+    settings: Settings, acl_server: RedisServer
+) -> None:
+    """Under an ACL user barred from one app's keys, that app's tasks fail and the event waits."""
+    admin = Redis.from_url(acl_server.url)
+    url = acl_server.url.replace("://", "://publisher:secret@", 1)
+    client = Redis.from_url(url)
+    try:
+        await register_three(admin)
+        bus = Bus(settings.replace(redis_url=url), redis=client, source="tests")
+        with pytest.raises(RoutingIncomplete) as caught:
+            await bus.apublish("user.signed_up", USER)
+        assert set(caught.value.apps) == {"analytics"}
+        assert "NOPERM" in str(caught.value) or "permission" in str(caught.value).lower()
+        [key] = caught.value.event_keys
+        assert await pending(admin) == [key]
+        assert await tasks_of(admin, "billing") == {task_id_for(key, "on_billing")}
+        # An operator's sweep (full rights) delivers it.
+        assert await sweep_pending(admin, PREFIX, now_ms=10**15, grace_ms=0) == 1
+        assert await tasks_of(admin, "analytics") == {task_id_for(key, "on_analytics")}
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_the_sweep_moves_past_events_that_keep_failing(bus: Bus, aredis: Redis) -> None:
+    """Stale events failing for a damaged app do not hold back the events behind them."""
+    await register_three(aredis)
+    orders = SubscriptionSpec(app="billing", name="on_order", events=("order.placed",))
+    signups = SubscriptionSpec(app="billing", name="on_billing", events=("user.signed_up",))
+    await sync_subscriptions(aredis, KEYS, "billing", [signups, orders], allow_removal=True)
+    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
+    stuck = []
+    for _ in range(2):
+        with pytest.raises(RoutingIncomplete) as caught:
+            await bus.apublish("user.signed_up", USER)
+        stuck += caught.value.event_keys
+    # Two events behind them whose publisher died before marking them routed.
+    behind = [await bus.apublish("order.placed", ORDER) for _ in range(2)]
+    last = max(score for _, score in await aredis.zrange(KEYS.pending, 0, -1, withscores=True))
+    await aredis.zadd(KEYS.pending, {key: last + 1 + i for i, key in enumerate(behind)})
+    sweep = PendingSweep(PREFIX, grace_ms=0, limit=2)
+    first = await sweep.sweep(aredis, now_ms=10**15)
+    assert (first.routed, first.left) == (0, 2)
+    second = await sweep.sweep(aredis, now_ms=10**15)
+    assert (second.routed, second.left) == (2, 0)
+    assert sorted(await pending(aredis)) == sorted(stuck)
+    # Back to the head: the stuck ones are tried again, and delivered once repaired.
+    assert (await sweep.sweep(aredis, now_ms=10**15)).left == 2
+    await aredis.delete(app_keys(PREFIX, "analytics").tasks)
+    assert (await sweep.sweep(aredis, now_ms=10**15)).routed == 2
+    assert await pending(aredis) == []
