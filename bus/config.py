@@ -6,6 +6,9 @@ handlers it names. Format (keys optional unless marked)::
     name = "billing"                  # required; equals the directory name
     description = "..."
     handlers = "handlers"             # module of handler refs given as "function"
+    allow_external_handlers = ["mylib.tasks"]  # modules outside the app directory
+                                      # handlers may name: these and their submodules
+                                      # (default []: only the app directory's own)
 
     [worker]
     queues = ["critical", "default"]  # serve order; "*" = every other queue of the app,
@@ -47,6 +50,10 @@ serve, integers outside TOML's 64-bit range, and ``timeout_s``, ``delay_s`` or
 back-off delays over 100 years (a due time that far out cannot be stored).
 
 Handlers are imported only by :func:`resolve_handler`, when a worker starts.
+A handler ref names a module of the app's own directory; one that names any
+other module (``os:system``) is refused unless ``allow_external_handlers``
+lists it or a package above it, so that a config line can never turn a task's
+payload into the arguments of an arbitrary function of the import path.
 """
 
 from __future__ import annotations
@@ -214,6 +221,10 @@ class AppConfig:
         subscriptions: Its subscriptions, in file order.
         tasks: Its named tasks, in file order.
         recurring: Its recurring tasks, in file order.
+        allow_external_handlers: Modules outside the app directory that
+            handler refs may name, each with its submodules (module-path
+            prefixes: ``mylib.tasks`` allows ``mylib.tasks.x``, never
+            ``mylib.tasksevil``). Empty: only the app's own modules.
     """
 
     name: str
@@ -225,6 +236,7 @@ class AppConfig:
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     tasks: tuple[TaskConfig, ...] = ()
     recurring: tuple[RecurringConfig, ...] = ()
+    allow_external_handlers: tuple[str, ...] = ()
 
 
 _TYPE_NAMES = {
@@ -474,6 +486,7 @@ def load_app_config(path: Path) -> AppConfig:
     handlers = top.get("handlers", (str,), "handlers")
     if not all(part.isidentifier() for part in handlers.split(".")):
         raise top.error(f"'handlers' must be a module name such as 'handlers', got {handlers!r}")
+    allow_external = _allow_external(top)
     worker = _worker(top)
     subscriptions = tuple(_subscription(t, handlers) for t in _entries(top, "subscriptions"))
     tasks = tuple(_task(t, handlers) for t in _entries(top, "tasks"))
@@ -481,8 +494,32 @@ def load_app_config(path: Path) -> AppConfig:
     top.done()
     _check_names_and_queues(top, worker, subscriptions, tasks, recurring)
     return AppConfig(
-        name, file.parent, file, description, handlers, worker, subscriptions, tasks, recurring
+        name,
+        file.parent,
+        file,
+        description,
+        handlers,
+        worker,
+        subscriptions,
+        tasks,
+        recurring,
+        allow_external_handlers=allow_external,
     )
+
+
+def _is_module_path(text: object) -> bool:
+    return isinstance(text, str) and all(part.isidentifier() for part in text.split("."))
+
+
+def _allow_external(top: _Table) -> tuple[str, ...]:
+    raw: list[Any] = top.get("allow_external_handlers", (list,), [])
+    for item in raw:
+        if not _is_module_path(item):
+            raise top.error(
+                f"'allow_external_handlers' must list module names such as 'mylib.tasks', "
+                f"got {item!r}"
+            )
+    return tuple(raw)
 
 
 def _check_integers(file: Path, value: Any, where: str) -> None:
@@ -572,14 +609,50 @@ def _is_local(config: AppConfig, module: str) -> bool:
     return top.with_suffix(".py").is_file() or (top / "__init__.py").is_file()
 
 
+def _is_allowed(config: AppConfig, module: str) -> bool:
+    # Prefixes match whole module-path parts: "mylib.tasks" is not "mylib.tasksevil".
+    return any(module == p or module.startswith(p + ".") for p in config.allow_external_handlers)
+
+
+def _confined(config: AppConfig, ref: str, where: str) -> tuple[str, str, bool]:
+    """Split a ref into module, function and whether the module is the app's own.
+
+    Raises:
+        ConfigError: The ref is not ``module:function`` of identifiers, names a
+            dunder attribute, or names a module outside the app directory
+            that ``allow_external_handlers`` does not list.
+    """
+    module, _, function = ref.rpartition(":")
+    module = module or config.handlers
+    # Configs built in code skip the parser's checks: no relative (".x") or
+    # path-like ("../x", "/x") module gets as far as the import system.
+    if not _is_module_path(module) or not function.isidentifier():
+        raise ConfigError(f"{where}: must be 'module:function' or 'function' of Python names")
+    if function.startswith("__") and function.endswith("__"):
+        raise ConfigError(f"{where}: {function!r} is a special attribute, not a handler")
+    if _is_local(config, module):
+        return module, function, True
+    if _is_allowed(config, module):
+        return module, function, False
+    first = module.split(".")[0]
+    raise ConfigError(
+        f"{where}: module {module!r} is not in the app directory {config.directory} "
+        f"(no {first}.py or {first}/__init__.py there) and allow_external_handlers does not "
+        f"list it. Handlers run only the app's own code unless app.toml opts in: "
+        f'add allow_external_handlers = ["{module}"] (a package name allows its submodules too)'
+    )
+
+
 def resolve_handler(config: AppConfig, ref: str) -> Callable[..., Any]:
     """Import the handler named by ``ref`` for an app.
 
-    ``module`` is looked up first in the app's directory (as ``<module>.py``
-    or a package ``<module>/__init__.py``), imported as
+    ``module`` is looked up in the app's directory (as ``<module>.py`` or a
+    package ``<module>/__init__.py``), imported as
     ``taskbus_apps.<app>.<module>`` so apps need neither ``__init__.py`` nor
-    ``sys.path`` changes, and may use relative imports between their modules;
-    otherwise it is imported normally from the import path.
+    ``sys.path`` changes, and may use relative imports between their modules
+    (an app's ``os.py`` is the app's, never the standard library's). A module
+    the directory does not have is imported from the import path only if
+    ``config.allow_external_handlers`` lists it or a package above it.
 
     Args:
         config: The app's config.
@@ -590,14 +663,16 @@ def resolve_handler(config: AppConfig, ref: str) -> Callable[..., Any]:
         The handler.
 
     Raises:
+        ConfigError: The ref names a module outside the app directory that
+            ``allow_external_handlers`` does not list, or is not a
+            ``module:function`` ref. Nothing is imported.
         HandlerImportError: The module cannot be imported (the message has
             the underlying error), has no such attribute, or it is not callable.
     """
-    module, _, function = ref.rpartition(":")
-    module = module or config.handlers
     where = f"{config.file}: handler {ref!r}"
+    module, function, local = _confined(config, ref, where)
     try:
-        if _is_local(config, module):
+        if local:
             importlib.invalidate_caches()  # the files may be newer than the finder's cache
             loaded = importlib.import_module(f"{_app_package(config)}.{module}")
         else:

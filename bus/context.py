@@ -8,13 +8,22 @@ after a failure a handler raises :class:`Retry` ("try again in N seconds") or
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-__all__ = ["Fail", "Retry", "TaskContext"]
+__all__ = ["Fail", "Retry", "TaskContext", "follow_up_id"]
+
+# A derived follow-up id is readable (``<task id>/<n>``) when that makes a valid
+# event id, else built from a digest of the task id (task ids may be 200
+# characters of any printable text; event ids are 128 of a narrower set). A
+# task id that itself starts with the digest form's ``fu-`` takes the digest
+# form too, so a readable id never equals a digest id.
+_READABLE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,116}")
 
 
 class Retry(Exception):
@@ -51,6 +60,24 @@ class Fail(Exception):
 Publisher = Callable[..., Awaitable[str]]
 
 
+def follow_up_id(task_id: str, ordinal: int) -> str:
+    """The id of a task's ``ordinal``-th follow-up event (from 1), the same on every attempt.
+
+    Args:
+        task_id: The task publishing the follow-up.
+        ordinal: Which ``ctx.publish`` call of the attempt it is, from 1.
+
+    Returns:
+        A valid event id (see :func:`bus.events.validate_event_id`): the task
+        id and the ordinal when they fit, else a digest of the task id and the
+        ordinal. Distinct task ids give distinct ids.
+    """
+    if _READABLE_ID.fullmatch(task_id) and not task_id.startswith("fu-"):
+        return f"{task_id}/{ordinal}"
+    digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:48]
+    return f"fu-{digest}/{ordinal}"
+
+
 @dataclass(slots=True)
 class TaskContext:
     """The context of one attempt of one task.
@@ -78,6 +105,7 @@ class TaskContext:
     in_process: bool = False
     publisher: Publisher | None = field(default=None, repr=False)
     _log: Any = field(default=None, repr=False)
+    _published: int = field(default=0, repr=False)
 
     @property
     def log(self) -> Any:
@@ -91,13 +119,21 @@ class TaskContext:
     async def publish(self, event_type: str, payload: Any, **kwargs: Any) -> str:
         """Publish a follow-up event that carries this task's correlation id.
 
+        Follow-ups are idempotent across attempts: without an explicit ``id``
+        the n-th call of an attempt gets the id :func:`follow_up_id` derives
+        from the task id and n, so a retried handler publishes the same ids
+        again and the dedup window drops them. A handler whose follow-ups
+        differ from one attempt to the next (another order, other events)
+        passes its own ``id``.
+
         Args:
             event_type: The event type.
             payload: The event payload, validated like any publish.
-            **kwargs: Passed on to ``Bus.apublish``.
+            **kwargs: Passed on to ``Bus.apublish``; ``id`` overrides the
+                derived id.
 
         Returns:
-            The new event's id.
+            The event's key (the first event's key when the id is a duplicate).
 
         Raises:
             RuntimeError: The context has no bus to publish through.
@@ -106,5 +142,10 @@ class TaskContext:
             raise RuntimeError(
                 "this task context has no bus to publish through: run the worker with a Bus"
             )
+        # Every call counts, with an explicit id or not, so that the ordinal of
+        # a call does not depend on which calls before it passed one.
+        self._published += 1
+        if kwargs.get("id") is None:
+            kwargs["id"] = follow_up_id(self.task_id, self._published)
         kwargs.setdefault("correlation_id", self.correlation_id or self.event_id)
         return await self.publisher(event_type, payload, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from bus import (
     scripts,
 )
 from bus.apps import event_adapter
+from bus.context import follow_up_id
+from bus.events import validate_event_id
 from bus.keys import AppKeys, BusKeys
 from bus.registry import RemovalRefused, SubscriptionSpec, sync_subscriptions, unregister_app
 from bus.router import sweep_pending
@@ -223,6 +226,85 @@ async def test_follow_up_events_carry_the_correlation_id(bus: Bus, aredis: Redis
     assert len(seen) == 1
     assert seen[0].correlation_id == "checkout-9"
     assert seen[0].key != key
+
+
+PAYMENT_FAILED = {"order_id": "o1", "user_id": "u1", "amount_cents": 5, "reason": "card_declined"}
+
+
+async def run_charge_twice(
+    bus: Bus, aredis: Redis, publish: Callable[[TaskContext], Awaitable[list[str]]]
+) -> tuple[list[list[str]], int]:
+    """Run a billing handler that publishes, fails on attempt 1 and succeeds on attempt 2.
+
+    Returns the ids each attempt's publish calls returned and the number of
+    payment.failed tasks email was given.
+    """
+    # The retry is due at once, so one burst worker runs both attempts.
+    charge_spec = SubscriptionSpec("billing", "charge", ("order.placed",), backoff=[0])
+    await sync_subscriptions(aredis, BusKeys("bus"), "billing", [charge_spec])
+    await register(aredis, "email", ("problem", "payment.failed", None))
+    returned: list[list[str]] = []
+    billing = App("billing")
+
+    async def charge(event: Event, ctx: TaskContext) -> None:
+        returned.append(await publish(ctx))
+        if ctx.attempt == 1:
+            raise RuntimeError("card processor timed out after the follow-ups went out")
+
+    billing.add(TaskDef("charge", charge, kind="event"))
+    await bus.apublish("order.placed", ORDER, correlation_id="checkout-9")
+    await Worker(
+        billing, aredis, burst=True, payload_adapter=event_adapter(), publisher=bus.apublish
+    ).run()
+    assert len(returned) == 2  # both attempts ran
+    return returned, len(await task_ids(aredis, "email"))
+
+
+async def test_a_retried_handler_publishes_its_follow_up_once(bus: Bus, aredis: Redis) -> None:
+    """A follow-up published before a failure is not published again by the retry."""
+
+    async def publish(ctx: TaskContext) -> list[str]:
+        return [await ctx.publish("payment.failed", PAYMENT_FAILED)]
+
+    returned, email_tasks = await run_charge_twice(bus, aredis, publish)
+    assert returned[0] == returned[1]
+    assert (email_tasks, await aredis.hlen(BusKeys("bus").events)) == (1, 2)
+
+
+async def test_follow_ups_of_one_attempt_get_distinct_ids(bus: Bus, aredis: Redis) -> None:
+    """Two ctx.publish calls in one attempt are two events, each published once across attempts."""
+
+    async def publish(ctx: TaskContext) -> list[str]:
+        return [
+            await ctx.publish("payment.failed", PAYMENT_FAILED),
+            await ctx.publish("payment.failed", {**PAYMENT_FAILED, "amount_cents": 6}),
+        ]
+
+    returned, email_tasks = await run_charge_twice(bus, aredis, publish)
+    assert returned[0] == returned[1]
+    assert len(set(returned[0])) == 2
+    assert (email_tasks, await aredis.hlen(BusKeys("bus").events)) == (2, 3)
+
+
+async def test_an_explicit_follow_up_id_overrides_the_derived_one(bus: Bus, aredis: Redis) -> None:
+    """ctx.publish(id=...) dedups on the caller's id: a new id each attempt is a new event."""
+
+    async def publish(ctx: TaskContext) -> list[str]:
+        return [await ctx.publish("payment.failed", PAYMENT_FAILED, id=f"try-{ctx.attempt}")]
+
+    returned, email_tasks = await run_charge_twice(bus, aredis, publish)
+    assert returned[0] != returned[1]
+    assert (email_tasks, await aredis.hlen(BusKeys("bus").events)) == (2, 3)
+
+
+@pytest.mark.parametrize("task_id", ["x" * 200, "order 7 ✓", "a/b:c", "t" * 126])
+def test_derived_follow_up_ids_are_valid_event_ids_for_any_task_id(task_id: str) -> None:
+    """Long task ids and characters event ids do not allow still give valid, stable ids."""
+    ids = [follow_up_id(task_id, n) for n in (1, 2, 1000)]
+    assert [validate_event_id(i) for i in ids] == ids
+    assert len(set(ids)) == 3
+    assert ids == [follow_up_id(task_id, n) for n in (1, 2, 1000)]
+    assert follow_up_id(task_id + "y", 1) != ids[0]
 
 
 async def test_consumer_side_schema_check_dead_letters_a_bad_event(

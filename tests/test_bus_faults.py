@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
 from bus import Bus, EventSpec, Settings
 from tests.procs.runner import Proc, processes, wait_until
+from tests.redis_server import MakeRedisServer
 
 HANDLERS = '''
 """Test handlers: count every delivery per app and event key in Redis."""
@@ -223,3 +226,149 @@ def test_worker_refuses_to_start_with_a_missing_handler(
     assert "handler 'handlers:nowhere'" in out
     assert "has no function 'nowhere'" in out
     assert str(toml) in out
+
+
+# -- a Redis that comes back empty --------------------------------------------
+
+SIGNUP = {"user_id": "u1", "email": "ada@example.com", "plan": "free", "country": "FR"}
+
+
+def log_events(proc: Proc, event: str) -> list[dict[str, object]]:
+    """The JSON log lines of ``proc`` whose event is ``event``."""
+    lines = []
+    for line in proc.output().splitlines():
+        if f'"{event}"' in line:
+            doc = orjson.loads(line)
+            if doc.get("event") == event:
+                lines.append(doc)
+    return lines
+
+
+def publish_signup(settings: Settings) -> str:
+    bus = Bus(settings)
+    try:
+        return bus.publish("user.signed_up", SIGNUP)
+    finally:
+        bus.close_sync()
+
+
+def assert_delivered_after_loss(
+    proc: Proc,
+    client: redis.Redis,
+    settings: Settings,
+    lose: Callable[[], None],
+    *,
+    within_s: float = 10,
+) -> None:
+    """Deliver one event, lose Redis' data, and check the worker puts email back in time."""
+    first = publish_signup(settings)
+    wait_until(lambda: first in got(client, "email"), 15, "email to get the first event")
+    lose()
+    wait_until(
+        lambda: client.hexists("bus:bus:{.bus}:subs", "email"),
+        within_s,
+        "email to be registered again",
+    )
+    second = publish_signup(settings)
+    wait_until(lambda: second in got(client, "email"), 15, "email to get an event after the loss")
+    (lost,) = log_events(proc, "registry_lost")
+    assert (lost["level"], lost["app"], lost["resync"]) == ("error", "email", True)
+
+
+def test_a_worker_re_registers_its_app_when_redis_is_flushed(
+    procs: Callable[..., Proc], bus_env: Settings
+) -> None:
+    """After FLUSHALL a worker notices at a heartbeat, logs registry_lost and re-syncs its app."""
+    # Heartbeats come every third of the 1 s lease: the wait is a few of them.
+    proc = start_worker(procs, "email", lease_s="1")
+    client = redis.Redis.from_url(str(bus_env.redis_url))
+    assert_delivered_after_loss(proc, client, bus_env, client.flushall)
+    client.close()
+
+
+def test_a_worker_re_registers_its_app_after_redis_restarts_empty(
+    procs: Callable[..., Proc],
+    bus_env: Settings,
+    make_redis_server: MakeRedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Redis restarted without its data: the reconnected worker re-syncs its app at once."""
+    server = make_redis_server(appendonly=False)
+    monkeypatch.setenv("BUS_REDIS_URL", server.url)
+    settings = replace(bus_env, redis_url=server.url)
+    # Heartbeats every 20 s: only the beat a reconnect triggers is in time.
+    proc = start_worker(procs, "email", lease_s="60")
+    client = server.client()
+    assert_delivered_after_loss(proc, client, settings, server.restart, within_s=8)
+    assert "redis_reconnected" in proc.output()
+    client.close()
+
+
+def test_a_no_sync_worker_reports_a_lost_registry_without_writing_it(
+    procs: Callable[..., Proc], bus_env: Settings
+) -> None:
+    """With --no-sync the loss is logged once as registry_lost and the registry stays empty."""
+    sync(procs, "email")
+    proc = start_worker(procs, "email", "--no-sync", lease_s="1")
+    client = redis.Redis.from_url(str(bus_env.redis_url))
+    client.flushall()
+    wait_until(lambda: log_events(proc, "registry_lost"), 10, "registry_lost to be logged")
+    # Three more heartbeats (each rewrites the worker's status record).
+    for _ in range(3):
+        seen = client.zrange("bus:app:{email}:beats", 0, -1, withscores=True)
+        wait_until(
+            lambda seen=seen: (
+                client.zrange("bus:app:{email}:beats", 0, -1, withscores=True) not in ([], seen)
+            ),
+            10,
+            "another heartbeat",
+        )
+    assert not client.exists("bus:bus:{.bus}:subs", "bus:bus:{.bus}:subs:version")
+    (lost,) = log_events(proc, "registry_lost")
+    assert (lost["level"], lost["resync"]) == ("error", False)
+    client.close()
+
+
+def test_a_worker_leaves_its_app_unregistered_after_an_operator_removed_it(
+    procs: Callable[..., Proc], bus_env: Settings
+) -> None:
+    """An unregister is not a loss: the worker logs app_unregistered and writes nothing."""
+    proc = start_worker(procs, "email", lease_s="1")
+    sync(procs, "billing")  # another app keeps the registry non-empty
+    unregister = procs(
+        "-m", "bus", "subscriptions", "unregister", "--app", "email", "--yes", name="unregister"
+    )
+    assert unregister.wait(30) == 0, unregister.output()
+    wait_until(lambda: log_events(proc, "app_unregistered"), 10, "app_unregistered to be logged")
+    client = redis.Redis.from_url(str(bus_env.redis_url))
+    beats = client.zrange("bus:app:{email}:beats", 0, -1, withscores=True)
+    wait_until(
+        lambda: client.zrange("bus:app:{email}:beats", 0, -1, withscores=True) != beats,
+        10,
+        "another heartbeat",
+    )
+    assert not client.hexists("bus:bus:{.bus}:subs", "email")
+    assert log_events(proc, "registry_lost") == []
+    client.close()
+
+
+def test_a_worker_puts_its_recurring_chains_back_after_redis_is_flushed(
+    procs: Callable[..., Proc], bus_env: Settings
+) -> None:
+    """The lost registry also means lost recurring chains: the worker re-runs their boot check."""
+    directory = bus_env.apps_dir / "reports"
+    directory.mkdir()
+    (directory / "handlers.py").write_text(HANDLERS)
+    (directory / "app.toml").write_text(
+        'name = "reports"\n\n[[recurring]]\nname = "hourly"\nhandler = "handlers:record"\n'
+        'every = "1h"\n'
+    )
+    start_worker(procs, "reports", lease_s="1")
+    client = redis.Redis.from_url(str(bus_env.redis_url))
+    chains = "bus:app:{reports}:recurring"
+    wait_until(lambda: client.hexists(chains, "hourly"), 10, "the chain to be created")
+    client.flushall()
+    wait_until(lambda: client.hexists(chains, "hourly"), 10, "the chain to be created again")
+    occurrence = orjson.loads(client.hget(chains, "hourly"))["id"]
+    assert client.hexists("bus:app:{reports}:state", occurrence)
+    client.close()

@@ -406,10 +406,107 @@ def test_packages_and_relative_imports_work_inside_an_app(make_app: MakeApp) -> 
     assert resolve_handler(config, "tasks.mail:send")("ada") == "hi ada"
 
 
-def test_modules_outside_the_app_directory_are_imported_normally(make_app: MakeApp) -> None:
-    """A module the app directory does not have comes from the import path."""
-    config = load_app_config(make_app())
+def test_modules_outside_the_app_directory_are_imported_when_allowed(make_app: MakeApp) -> None:
+    """A module app.toml lists in allow_external_handlers comes from the import path."""
+    config = load_app_config(make_app('allow_external_handlers = ["json"]\n'))
+    assert config.allow_external_handlers == ("json",)
     assert resolve_handler(config, "json:dumps") is json.dumps
+
+
+@pytest.mark.parametrize("ref", ["os:system", "subprocess:run", "bus.worker.execute:judge"])
+def test_a_handler_outside_the_app_directory_is_refused_by_default(
+    make_app: MakeApp, ref: str
+) -> None:
+    """os:system and any other module the app directory lacks: a ConfigError naming file and ref."""
+    config = load_app_config(make_app())
+    with pytest.raises(ConfigError, match=r"allow_external_handlers") as caught:
+        resolve_handler(config, ref)
+    assert str(caught.value).startswith(f"{config.file}: handler {ref!r}: ")
+
+
+def test_a_refused_handler_stops_the_app_build(make_app: MakeApp) -> None:
+    """build_app (the worker's start) refuses an app.toml whose handler is os:system."""
+    from bus.apps import build_app
+
+    config = load_app_config(make_app(SUB.replace("handlers:f", "os:system")))
+    with pytest.raises(ConfigError, match=r"handler 'os:system'.*not in the app directory"):
+        build_app(config)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "ref", "ok"),
+    [
+        ("mylib_xyz.tasks", "mylib_xyz.tasks:f", True),
+        ("mylib_xyz.tasks", "mylib_xyz.tasks.x:f", True),
+        ("mylib_xyz.tasks", "mylib_xyz.tasksevil:f", False),
+        ("mylib_xyz.tasks", "mylib_xyz:f", False),
+        ("mylib_xyz", "mylib_xyz.tasks.x:f", True),
+    ],
+)
+def test_allowed_prefixes_match_on_module_path_boundaries(
+    make_app: MakeApp,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    allowed: str,
+    ref: str,
+    ok: bool,
+) -> None:
+    """mylib.tasks allows mylib.tasks and mylib.tasks.x, never mylib.tasksevil or mylib."""
+    lib = tmp_path / "lib" / "mylib_xyz"
+    for package in (lib, lib / "tasks"):
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text("def f(p):\n    return __name__\n")
+    (lib / "tasksevil.py").write_text("def f(p):\n    return 'evil'\n")
+    (lib / "tasks" / "x.py").write_text("def f(p):\n    return __name__\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    config = load_app_config(make_app(f'allow_external_handlers = ["{allowed}"]\n'))
+    if ok:
+        assert resolve_handler(config, ref)(None) == ref.partition(":")[0]
+    else:
+        with pytest.raises(ConfigError, match=r"not in the app directory"):
+            resolve_handler(config, ref)
+
+
+def test_an_app_module_named_like_the_stdlib_stays_the_apps(make_app: MakeApp) -> None:
+    """apps/<app>/os.py is the app's own module: os:system runs it, never the stdlib's."""
+    config = load_app_config(make_app(files={"os.py": "def system(p):\n    return 'mine'\n"}))
+    handler = resolve_handler(config, "os:system")
+    assert (handler(None), handler.__module__) == ("mine", f"taskbus_apps.{config.name}.os")
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "..handlers:f",
+        ".handlers:f",
+        "/etc/passwd:f",
+        "handlers/../x:f",
+        "handlers:__class__",
+        "os:",
+    ],
+)
+def test_handler_refs_that_are_not_module_paths_are_refused(make_app: MakeApp, ref: str) -> None:
+    """Relative, path-like, dunder and empty refs given in code: a ConfigError, nothing imported."""
+    config = load_app_config(make_app(files={"handlers.py": "def f(p):\n    return 1\n"}))
+    with pytest.raises(ConfigError, match=r"handler .*: "):
+        resolve_handler(config, ref)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('allow_external_handlers = "mylib"\n', r"'allow_external_handlers' must be an array"),
+        ('allow_external_handlers = ["my lib"]\n', r"module names such as 'mylib.tasks'"),
+        ('allow_external_handlers = [""]\n', r"module names such as 'mylib.tasks'"),
+        ("allow_external_handlers = [1]\n", r"module names such as 'mylib.tasks'"),
+    ],
+)
+def test_bad_allow_external_handlers_is_a_config_error(
+    make_app: MakeApp, body: str, message: str
+) -> None:
+    """allow_external_handlers must be a list of dotted module names."""
+    with pytest.raises(ConfigError, match=message):
+        load_app_config(make_app(body))
 
 
 def test_two_apps_of_the_same_name_keep_their_own_handlers(
@@ -432,7 +529,6 @@ def test_two_apps_of_the_same_name_keep_their_own_handlers(
 @pytest.mark.parametrize(
     ("files", "ref", "message"),
     [
-        ({}, "nowhere_module_xyz:f", r"cannot import module 'nowhere_module_xyz': ModuleNotFound"),
         ({"handlers.py": "1 / 0\n"}, "handlers:f", r"cannot import .*ZeroDivisionError"),
         ({"handlers.py": "def f(:\n"}, "handlers:f", r"cannot import .*SyntaxError"),
         ({"handlers.py": "import no_such_dep_xyz\n"}, "handlers:f", r"no_such_dep_xyz"),
@@ -448,6 +544,15 @@ def test_handlers_that_cannot_be_used_raise_handler_import_error(
     with pytest.raises(HandlerImportError, match=message) as caught:
         resolve_handler(config, ref)
     assert str(caught.value).startswith(f"{config.file}: handler {ref!r}: ")
+
+
+def test_an_allowed_external_module_that_is_missing_raises_handler_import_error(
+    make_app: MakeApp,
+) -> None:
+    """An allowed module that cannot be imported is reported with its cause."""
+    config = load_app_config(make_app('allow_external_handlers = ["nowhere_module_xyz"]\n'))
+    with pytest.raises(HandlerImportError, match=r"cannot import module 'nowhere_module_xyz': Mod"):
+        resolve_handler(config, "nowhere_module_xyz:f")
 
 
 def test_handler_import_error_is_a_config_error() -> None:

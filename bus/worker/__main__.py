@@ -3,7 +3,8 @@
 Loads ``apps/NAME/app.toml``, imports its handlers (a handler that cannot be
 imported stops the start with a clear error), checks the Redis server, syncs
 the app's subscriptions to the registry and its recurring tasks' chains (the
-boot check, see ``bus.recurring``), and works the app's queues until
+boot check, see ``bus.recurring``; both again if Redis comes back without
+the registry, see ``bus.registry_watch``), and works the app's queues until
 SIGTERM or SIGINT (then: no new claims, running tasks get the grace period,
 unfinished ones are handed back at once).
 """
@@ -29,7 +30,8 @@ from bus.keys import BusKeys
 from bus.logs import configure_logging
 from bus.options import MAX_PREFETCH
 from bus.recurring import recurring_from_config
-from bus.registry import sync_subscriptions
+from bus.registry import SyncResult, sync_subscriptions
+from bus.registry_watch import RegistryWatch
 from bus.router import PendingSweep
 from bus.settings import Settings
 from bus.worker.loop import Worker
@@ -85,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-sync",
         action="store_true",
-        help="do not sync the app's subscriptions to the registry at start",
+        help="do not sync the app's subscriptions to the registry, at start or when Redis "
+        "lost the registry (then it only logs registry_lost)",
     )
     parser.add_argument(
         "--allow-removal",
@@ -134,14 +137,20 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
     client = await connect(settings, check=True)
     bus = Bus(settings, redis=client, source=config.name)
     try:
-        if not args.no_sync:
-            result = await sync_subscriptions(
+
+        async def sync() -> SyncResult:
+            # At start, and again whenever the registry watch finds that Redis
+            # lost the registry.
+            return await sync_subscriptions(
                 client,
                 BusKeys(settings.prefix),
                 config.name,
                 subscription_specs(config),
                 allow_removal=args.allow_removal,
             )
+
+        if not args.no_sync:
+            result = await sync()
             log.info("subscriptions_synced", app=config.name, diff=result.describe())
 
         pending = PendingSweep(settings.prefix, grace_ms=int(args.sweep_grace_s * 1000))
@@ -155,6 +164,19 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
                     reason="their publisher stopped before routing them",
                 )
 
+        async def boot_check_chains() -> None:
+            # An empty Redis lost the recurring chains too; heartbeats only
+            # repair chains that exist.
+            if worker.recurring is not None:
+                await worker.recurring.sync(now_ms(), full=True)
+
+        watch = RegistryWatch(
+            client,
+            BusKeys(settings.prefix),
+            config.name,
+            resync=None if args.no_sync else sync,
+            after_loss=[boot_check_chains],
+        )
         worker = Worker(
             app,
             client,
@@ -168,7 +190,7 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
             retention_s=settings.retention_s,
             payload_adapter=event_adapter(),
             publisher=bus.apublish,
-            on_beat=[sweep],
+            on_beat=[sweep, watch.check],
             node=args.node,
             recurring=recurring_from_config(config),
             block_warn_s=args.block_warn_s or None,

@@ -191,6 +191,8 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._beats_done = asyncio.Event()
+        # Set to beat now rather than at the next interval (after a reconnect).
+        self._beat_soon = asyncio.Event()
         self._settles = 0
         self._stopping = False
         self._closing = False
@@ -621,6 +623,10 @@ class Worker:
             log.info("redis_reconnected", app=self.app.name, worker=self.id, down_s=down_s)
             self._trouble_since = None
             self._trouble_delay = 0.05
+            # Beat at once: the server may have come back empty, and the beat
+            # re-registers the node and runs the hooks that notice a lost
+            # registry (bus.registry_watch) and recurring chains.
+            self._beat_soon.set()
 
     # -- shutdown ------------------------------------------------------------
 

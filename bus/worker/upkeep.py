@@ -58,14 +58,17 @@ async def heartbeat_loop(worker: Worker) -> None:
     # still be renewed while they finish during the grace period. It ends
     # by an event, not by cancellation, because a cancellation that lands
     # inside a redis-py call can be absorbed by it.
+    # A reconnect sets _beat_soon (and shutdown sets it with _beats_done) to
+    # beat before the interval is over.
     interval = worker.lease_ms / 3000
     while not worker._beats_done.is_set():
+        worker._beat_soon.clear()
         try:
             await beat(worker)
         except RedisError as exc:
             log.warning("heartbeat_failed", app=worker.app.name, worker=worker.id, error=str(exc))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(worker._beats_done.wait(), interval)
+            await asyncio.wait_for(worker._beat_soon.wait(), interval)
 
 
 async def beat(worker: Worker) -> None:
@@ -133,6 +136,7 @@ async def shutdown(worker: Worker, settler: asyncio.Task[None], beater: asyncio.
     except TimeoutError:
         log.error("settle_unfinished", app=worker.app.name, outcomes=len(worker._outcomes))
     worker._beats_done.set()
+    worker._beat_soon.set()
     try:
         await asyncio.wait_for(beater, timeout=5.0)
     except TimeoutError:
