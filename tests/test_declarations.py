@@ -35,7 +35,7 @@ from bus.registry import (
     unregister_app,
 )
 from bus.worker.__main__ import main as worker_main
-from tests.test_cli_ops import cli_env
+from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
 
@@ -349,3 +349,20 @@ def test_a_task_enqueued_by_name_reaches_the_worker_that_serves_only_its_declare
     assert worker_main(["--app", APP, "--burst", "--no-sync"]) == 0
     assert out.read_text() == "48"
     assert ref.app == APP
+
+
+def test_a_worker_start_stores_its_apps_task_declarations(cli_env: Settings) -> None:
+    """The sync a worker makes at start carries [[tasks]] and [[recurring]] with it."""
+    assert worker_main(["--app", "billing", "--burst"]) == 0
+
+    async def declared(client: Redis) -> dict[str, TaskSpec]:
+        return dict((await load_registry(client, BUS_KEYS)).tasks["billing"])
+
+    tasks = on_redis(cli_env, declared)
+    assert tasks == {
+        "send_invoice": TaskSpec(
+            "send_invoice",
+            max_attempts=10,
+            backoff={"base_s": 2.0, "max_s": 600.0, "jitter": 0.3},
+        )
+    }

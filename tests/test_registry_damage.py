@@ -10,15 +10,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import hypothesis
 import orjson
 import pytest
 import structlog
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from bus import Bus, Settings
 from bus.cli import main
 from bus.keys import AppKeys, BusKeys
 from bus.registry import Registry, SubscriptionSpec, load_registry, sync_subscriptions
+from bus.registry_specs import app_name_of
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -103,6 +106,57 @@ async def test_damage_is_logged_once_per_registry_version(aredis: Redis) -> None
         "2",
         "3",
     ]
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = list(_sub("crm"))
+
+
+@st.composite
+def stored_entries(draw: st.DrawFn) -> bytes:
+    """Whatever may be in a registry field: raw bytes, any JSON, a sound entry with one
+    field replaced or dropped."""
+    kind = draw(st.sampled_from(["bytes", "json", "field", "drop"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=40))
+    if kind == "json":
+        return orjson.dumps(draw(JSON))
+    doc = _sub("crm")
+    name = draw(st.sampled_from(FIELDS))
+    if kind == "drop":
+        del doc[name]
+    else:
+        doc[name] = draw(JSON)
+    return _entry(doc)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(name=st.binary(min_size=1, max_size=12) | st.just(b"crm"), entry=stored_entries())
+def test_parse_never_raises_and_the_sound_entry_still_routes(name: bytes, entry: bytes) -> None:
+    """For any stored field beside a sound one: parse returns, the sound app routes, and
+    the other is either sound too or named in damaged with a reason."""
+    raw = {b"email": _entry(_sub("email")), name: entry}
+    if name == b"email":
+        return
+    registry = Registry.parse(b"1", raw)
+    routed = {s.app for s in registry.route("user.signed_up", USER)}
+    assert "email" in routed
+    shown = app_name_of(name)[0]
+    assert len(registry.apps) == 2
+    if shown in registry.damaged:
+        assert registry.damage[shown]
+    else:
+        assert shown == name.decode()
 
 
 def test_parse_of_a_registry_written_by_the_previous_version() -> None:
