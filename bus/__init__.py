@@ -3,6 +3,7 @@
 from bus.app import App, TaskDef
 from bus.client import Bus
 from bus.context import Fail, Retry, TaskContext
+from bus.declarations import TaskNotDeclared
 from bus.default import apublish, publish, reset
 from bus.enqueue import EnqueueItem, TaskRef
 from bus.errors import BusError, ConfigError, RedisSetupError
@@ -33,6 +34,7 @@ __all__ = [
     "TaskContext",
     "TaskDef",
     "TaskInfo",
+    "TaskNotDeclared",
     "TaskRecord",
     "TaskRef",
     "TaskState",

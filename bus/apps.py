@@ -2,9 +2,10 @@
 
 ``apps/<app>/app.toml`` (parsed by :mod:`bus.config`) becomes an :class:`App`
 whose task table holds its tasks and one entry per subscription (kind
-``event``), and a list of :class:`~bus.registry.SubscriptionSpec` for the
-registry. Handlers are imported here, at worker start: a handler that cannot be
-imported stops the start with an error naming it, never a silent drop.
+``event``), and the lists of :class:`~bus.registry.SubscriptionSpec` and
+:class:`~bus.registry.TaskSpec` for the registry. Handlers are imported
+here, at worker start: a handler that cannot be imported stops the start with
+an error naming it, never a silent drop.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ from bus.config import (
 from bus.context import Fail, TaskContext
 from bus.errors import ConfigError
 from bus.events import Event
-from bus.registry import SubscriptionSpec
+from bus.registry import SubscriptionSpec, TaskSpec
 from bus.schemas import SchemaError, SchemaRegistry
 from bus.settings import Settings
 from bus.task import TaskRecord
 
-__all__ = ["build_app", "event_adapter", "load_app_config_named", "subscription_specs"]
+__all__ = [
+    "build_app",
+    "event_adapter",
+    "load_app_config_named",
+    "subscription_specs",
+    "task_specs",
+]
 
 
 def load_app_config_named(settings: Settings, name: str) -> AppConfig:
@@ -64,6 +71,26 @@ def subscription_specs(config: AppConfig) -> list[SubscriptionSpec]:
             scope=sub.options.scope,
         )
         for sub in config.subscriptions
+    ]
+
+
+def task_specs(config: AppConfig) -> list[TaskSpec]:
+    """The registry entries of an app's tasks (named and recurring).
+
+    They let a producer without the app's code enqueue a task by name with
+    the options app.toml declares (``bus.declarations``).
+    """
+    named: list[TaskConfig | RecurringConfig] = [*config.tasks, *config.recurring]
+    return [
+        TaskSpec(
+            name=task.name,
+            queue=task.options.queue,
+            max_attempts=task.options.max_attempts,
+            timeout_s=task.options.timeout_s,
+            backoff=task.options.backoff.to_doc(),
+            scope=task.options.scope,
+        )
+        for task in named
     ]
 
 

@@ -1,15 +1,17 @@
 """The Bus object: the connection to Redis and everything a producer does with it.
 
 A :class:`Bus` is built once and passed around (no hidden globals). It enqueues
-tasks by name, publishes events (validated against ``schemas/``), and reads
-tasks back by id. Clients and schemas are created lazily on first use, so
-building a Bus does no I/O. The module-level ``bus.publish`` convenience uses a
-default Bus built from the environment on first call (see ``bus.default``).
+tasks by name (an app given by name lends the task options its app.toml
+declares, through the registry: ``bus.declarations``), publishes events
+(validated against ``schemas/``), and reads tasks back by id. Clients and
+schemas are created lazily on first use, so building a Bus does no I/O. The
+module-level ``bus.publish`` convenience uses a default Bus built from the
+environment on first call (see ``bus.default``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis as SyncRedis
@@ -17,8 +19,10 @@ from redis.asyncio import Redis
 
 from bus.app import App
 from bus.connection import connect, connect_sync
+from bus.declarations import Declarations
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
-from bus.keys import app_keys, validate_app_name
+from bus.keys import BusKeys, app_keys, validate_app_name
+from bus.registry_specs import TaskSpec
 from bus.scripts import own
 from bus.settings import Settings
 from bus.task import TaskInfo
@@ -64,6 +68,7 @@ class Bus:
         self._crash_after_record = crash_after_record
         self._publisher: Publisher | None = None
         self._owns = (redis is None, sync_redis is None)
+        self._declarations = Declarations(BusKeys(self.prefix))
 
     # -- lazily built parts --------------------------------------------------
 
@@ -180,12 +185,15 @@ class Bus:
         max_attempts: int | None = None,
         timeout_s: float | None = None,
         backoff: Any = None,
+        scope: str | None = None,
+        kind: str = "task",
     ) -> TaskRef:
         """Enqueue one task by name, durably; a known ``id`` is a no-op.
 
         Args:
-            app: The app whose worker runs the task (an :class:`App` lends its
-                declared options as defaults).
+            app: The app whose worker runs the task. Its declared options
+                are the defaults: those of an :class:`App`, or for a name,
+                those its app.toml declares (stored in the registry by a sync).
             name: The task name.
             payload: A JSON-serialisable payload.
             id: Optional caller-given id, for idempotent enqueue.
@@ -195,11 +203,16 @@ class Bus:
             max_attempts: Attempts before the task is dead.
             timeout_s: Per-attempt timeout.
             backoff: Back-off spec.
+            scope: ``"any"`` (one worker) or ``"all"`` (once on every node).
+            kind: ``"task"`` or ``"event"``.
 
         Returns:
             The task's reference; ``added`` is False if the id was known.
 
         Raises:
+            bus.declarations.TaskNotDeclared: ``app`` is a name, the app's
+                registered declarations have no task ``name``, and no option
+                was given (nothing is written).
             ValueError: An option or name is invalid (nothing is written).
             TypeError: The payload is not JSON-serialisable (nothing is written).
         """
@@ -213,25 +226,35 @@ class Bus:
             max_attempts=max_attempts,
             timeout_s=timeout_s,
             backoff=backoff,
+            kind=kind,
+            scope=scope,
         )
-        return (await enqueue_items(await self.aredis(), self.prefix, app, [item]))[0]
+        return (await self.enqueue_many(app, [item]))[0]
 
     async def enqueue_many(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app in one round trip; all or nothing on bad input.
 
         Args:
-            app: The app whose worker runs the tasks (an :class:`App` lends its
-                declared options as defaults).
+            app: The app whose worker runs the tasks. Its declared options
+                are the defaults: those of an :class:`App`, or for a name,
+                those its app.toml declares (stored in the registry by a sync).
             items: The tasks; they may go to different queues.
 
         Returns:
             One reference per item, in the items' order.
 
         Raises:
+            bus.declarations.TaskNotDeclared: ``app`` is a name and an item's
+                task is not among its registered declarations, with no
+                option of its own (nothing is written).
             ValueError: An option or name of any item is invalid (nothing is written).
             TypeError: A payload is not JSON-serialisable (nothing is written).
         """
-        return await enqueue_items(await self.aredis(), self.prefix, app, items)
+        client = await self.aredis()
+        declarations = None
+        if not isinstance(app, App):
+            declarations = await self._declarations.aresolve(client, validate_app_name(app), items)
+        return await enqueue_items(client, self.prefix, app, items, declarations=declarations)
 
     def enqueue_sync(
         self,
@@ -246,6 +269,8 @@ class Bus:
         max_attempts: int | None = None,
         timeout_s: float | None = None,
         backoff: Any = None,
+        scope: str | None = None,
+        kind: str = "task",
     ) -> TaskRef:
         """Enqueue one task from synchronous code (a Django or Flask view, a script).
 
@@ -253,8 +278,9 @@ class Bus:
         blocking round trip on :meth:`sync_redis`; no event loop is needed.
 
         Args:
-            app: The app whose worker runs the task (an :class:`App` lends its
-                declared options as defaults).
+            app: The app whose worker runs the task. Its declared options
+                are the defaults: those of an :class:`App`, or for a name,
+                those its app.toml declares (stored in the registry by a sync).
             name: The task name.
             payload: A JSON-serialisable payload.
             id: Optional caller-given id, for idempotent enqueue.
@@ -264,11 +290,16 @@ class Bus:
             max_attempts: Attempts before the task is dead.
             timeout_s: Per-attempt timeout.
             backoff: Back-off spec.
+            scope: ``"any"`` (one worker) or ``"all"`` (once on every node).
+            kind: ``"task"`` or ``"event"``.
 
         Returns:
             The task's reference; ``added`` is False if the id was known.
 
         Raises:
+            bus.declarations.TaskNotDeclared: ``app`` is a name, the app's
+                registered declarations have no task ``name``, and no option
+                was given (nothing is written).
             ValueError: An option or name is invalid (nothing is written).
             TypeError: The payload is not JSON-serialisable (nothing is written).
         """
@@ -282,8 +313,10 @@ class Bus:
             max_attempts=max_attempts,
             timeout_s=timeout_s,
             backoff=backoff,
+            kind=kind,
+            scope=scope,
         )
-        return enqueue_items_sync(self.sync_redis(), self.prefix, app, [item])[0]
+        return self.enqueue_many_sync(app, [item])[0]
 
     def enqueue_many_sync(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app from synchronous code, in one round trip.
@@ -292,18 +325,26 @@ class Bus:
         validated before anything is written.
 
         Args:
-            app: The app whose worker runs the tasks (an :class:`App` lends its
-                declared options as defaults).
+            app: The app whose worker runs the tasks. Its declared options
+                are the defaults: those of an :class:`App`, or for a name,
+                those its app.toml declares (stored in the registry by a sync).
             items: The tasks; they may go to different queues.
 
         Returns:
             One reference per item, in the items' order.
 
         Raises:
+            bus.declarations.TaskNotDeclared: ``app`` is a name and an item's
+                task is not among its registered declarations, with no
+                option of its own (nothing is written).
             ValueError: An option or name of any item is invalid (nothing is written).
             TypeError: A payload is not JSON-serialisable (nothing is written).
         """
-        return enqueue_items_sync(self.sync_redis(), self.prefix, app, items)
+        client = self.sync_redis()
+        declarations: Mapping[str, TaskSpec] | None = None
+        if not isinstance(app, App):
+            declarations = self._declarations.resolve_sync(client, validate_app_name(app), items)
+        return enqueue_items_sync(client, self.prefix, app, items, declarations=declarations)
 
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:
         """Read a task by id: record, state and errors; None if unknown or expired."""

@@ -27,7 +27,7 @@ from types import FrameType
 
 import structlog
 
-from bus.apps import load_app_config_named, subscription_specs
+from bus.apps import load_app_config_named, subscription_specs, task_specs
 from bus.client import Bus
 from bus.connection import connect
 from bus.demo_events import PlannedEvent, plan_events
@@ -96,8 +96,14 @@ def _sync_all(settings: Settings) -> list[str]:
         client = await connect(settings)
         try:
             for name in names:
-                specs = subscription_specs(load_app_config_named(settings, name))
-                await sync_subscriptions(client, BusKeys(settings.prefix), name, specs)
+                config = load_app_config_named(settings, name)
+                await sync_subscriptions(
+                    client,
+                    BusKeys(settings.prefix),
+                    name,
+                    subscription_specs(config),
+                    tasks=task_specs(config),
+                )
         finally:
             await client.aclose()
 

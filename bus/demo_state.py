@@ -26,7 +26,7 @@ from typing import cast
 import orjson
 from redis.asyncio import Redis
 
-from bus.apps import load_app_config_named, subscription_specs
+from bus.apps import load_app_config_named, subscription_specs, task_specs
 from bus.keys import AppKeys, BusKeys
 from bus.lineage import read_tasks
 from bus.registry import load_registry, sync_subscriptions
@@ -153,9 +153,16 @@ async def sync_apps(client: Redis, settings: Settings, apps: Sequence[str]) -> d
     """
     synced = {}
     for app in apps:
-        specs = subscription_specs(load_app_config_named(settings, app))
-        await sync_subscriptions(client, BusKeys(settings.prefix), app, specs, allow_removal=True)
-        synced[app] = len(specs)
+        config = load_app_config_named(settings, app)
+        await sync_subscriptions(
+            client,
+            BusKeys(settings.prefix),
+            app,
+            subscription_specs(config),
+            tasks=task_specs(config),
+            allow_removal=True,
+        )
+        synced[app] = len(config.subscriptions)
     return synced
 
 

@@ -1,17 +1,18 @@
 """Turning "run task X with this payload" into a task record, and adding it.
 
 Options are resolved in one place: explicit arguments first, then the app's
-declaration of the task (when the caller passes an :class:`~bus.app.App`), then
-the defaults. The record stores the resolved options, so the worker that runs
+declaration of the task (from the :class:`~bus.app.App` the caller passes, or,
+for an app given by name, from the registry: ``bus.declarations``), then the
+defaults. The record stores the resolved options, so the worker that runs
 the task needs nothing but the record.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis import Redis as SyncRedis
@@ -74,6 +75,22 @@ class TaskRef:
     added: bool
 
 
+class Declared(Protocol):
+    """A task's declared options: a :class:`~bus.app.TaskDef` or a registry
+    :class:`~bus.registry_specs.TaskSpec`."""
+
+    @property
+    def queue(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def backoff(self) -> Any: ...
+    @property
+    def scope(self) -> str: ...
+
+
 def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
@@ -85,6 +102,7 @@ def prepare(
     *,
     app_name: str | None = None,
     queues: dict[str, str] | None = None,
+    declarations: Mapping[str, Declared] | None = None,
 ) -> tuple[str, scripts.NewTask]:
     """Resolve options and encode one task; return its queue and the script input.
 
@@ -94,6 +112,8 @@ def prepare(
         now_ms: The current time.
         app_name: The app's name, already validated (a batch checks it once).
         queues: Queue names already validated, as a cache shared by a batch.
+        declarations: For an app given by name, its declared tasks (from the
+            registry); ignored when ``app`` is an :class:`App`.
 
     Raises:
         ValueError: An option is out of range or a name is invalid.
@@ -101,7 +121,11 @@ def prepare(
     """
     if app_name is None:
         app_name = app.name if isinstance(app, App) else validate_app_name(app)
-    declared = app.get(item.name) if isinstance(app, App) else None
+    declared: Declared | None
+    if isinstance(app, App):
+        declared = app.get(item.name)
+    else:
+        declared = declarations.get(item.name) if declarations else None
     queue = item.queue or (declared.queue if declared else "default")
     if queues is None:
         validate_queue_name(queue)
@@ -148,7 +172,10 @@ def prepare(
 
 
 def _plan(
-    prefix: str, app: App | str, items: Sequence[EnqueueItem]
+    prefix: str,
+    app: App | str,
+    items: Sequence[EnqueueItem],
+    declarations: Mapping[str, Declared] | None,
 ) -> tuple[str, list[tuple[list[int], list[scripts.NewTask]]], list[scripts.Call]]:
     """Validate and encode every item, then group them into script calls.
 
@@ -160,12 +187,14 @@ def _plan(
     keys = app_keys(prefix, app_name)
     if len(items) == 1:
         # One task (``Bus.enqueue``): one script call, no grouping.
-        queue, task = prepare(app, items[0], now, app_name=app_name)
+        queue, task = prepare(app, items[0], now, app_name=app_name, declarations=declarations)
         return app_name, [([0], [task])], [scripts.enqueue_call(keys, queue, now, [task])]
     by_queue: dict[str, list[tuple[int, scripts.NewTask]]] = defaultdict(list)
     queues: dict[str, str] = {}
     for index, item in enumerate(items):
-        queue, task = prepare(app, item, now, app_name=app_name, queues=queues)
+        queue, task = prepare(
+            app, item, now, app_name=app_name, queues=queues, declarations=declarations
+        )
         by_queue[queue].append((index, task))
     groups: list[tuple[list[int], list[scripts.NewTask]]] = []
     calls: list[scripts.Call] = []
@@ -197,23 +226,34 @@ def _refs(
 
 
 async def enqueue_items(
-    redis: Redis, prefix: str, app: App | str, items: Sequence[EnqueueItem]
+    redis: Redis,
+    prefix: str,
+    app: App | str,
+    items: Sequence[EnqueueItem],
+    *,
+    declarations: Mapping[str, Declared] | None = None,
 ) -> list[TaskRef]:
     """Enqueue tasks of one app: validated first, then one script call per queue
     and batch, pipelined in one round trip.
 
     Every item is validated and encoded before anything is written, so a bad
-    item fails the whole call and writes nothing.
+    item fails the whole call and writes nothing. ``declarations`` are the
+    declared tasks of an app given by name (``bus.declarations``).
     """
-    app_name, groups, calls = _plan(prefix, app, items)
+    app_name, groups, calls = _plan(prefix, app, items, declarations)
     results = await scripts.run_calls(redis, calls)
     return _refs(app_name, len(items), groups, results)
 
 
 def enqueue_items_sync(
-    redis: SyncRedis, prefix: str, app: App | str, items: Sequence[EnqueueItem]
+    redis: SyncRedis,
+    prefix: str,
+    app: App | str,
+    items: Sequence[EnqueueItem],
+    *,
+    declarations: Mapping[str, Declared] | None = None,
 ) -> list[TaskRef]:
     """:func:`enqueue_items` for synchronous callers (one blocking round trip)."""
-    app_name, groups, calls = _plan(prefix, app, items)
+    app_name, groups, calls = _plan(prefix, app, items, declarations)
     results = scripts.run_calls_sync(redis, calls)
     return _refs(app_name, len(items), groups, results)

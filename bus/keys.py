@@ -57,6 +57,7 @@ Bus-wide keys (tag ``{.bus}``):
 ``P:bus:{.bus}:dedup:t``            zset     source + id -> recorded ms
 ``P:bus:{.bus}:subs``               hash     app -> its subscriptions (JSON)
 ``P:bus:{.bus}:subs:version``       string   bumped on every registry change
+``P:bus:{.bus}:tasks``              hash     app -> its task declarations (JSON)
 ==================================  =======  ==================================
 """
 
@@ -283,6 +284,11 @@ class BusKeys:
     def subs(self) -> str:
         """Hash: app name -> its registered subscriptions (JSON)."""
         return f"{self.base}:subs"
+
+    @cached_property
+    def task_decls(self) -> str:
+        """Hash: app -> JSON list of its declared tasks (``bus.registry_specs``)."""
+        return f"{self.base}:tasks"
 
     @cached_property
     def subs_version(self) -> str:

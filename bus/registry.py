@@ -1,26 +1,55 @@
-"""The durable subscription registry: which app wants which events, in Redis.
+"""The durable subscription registry: which app wants which events, and which
+tasks each app declares, in Redis.
 
 Apps register their subscriptions when they are deployed (``python -m bus
 subscriptions sync --app NAME``) and at every worker start, so events are routed
-to an app's queue whether or not any of its workers runs. The registry is one
-hash (app -> JSON list of subscriptions) plus a version counter bumped on every
-change; publishers cache a snapshot and learn from the version that it is stale
-(see ``bus.router``).
+to an app's queue whether or not any of its workers runs. The same sync stores
+the app's task declarations (``[[tasks]]`` and ``[[recurring]]``), so that a
+producer without the app's code enqueues a task by name with the declared
+queue and options (``bus.declarations``).
+
+The registry is two hashes, app -> JSON list (``subs``: subscriptions;
+``tasks``: task declarations, see ``bus.registry_specs`` for the stored
+forms), plus a version counter bumped on every change; publishers cache a
+snapshot and learn from the version that it is stale (see ``bus.router``).
+The declarations live in a hash of their own so that the ``subs`` entries keep
+the form every earlier version reads and writes: a registry written by an
+earlier version still parses (its apps just declare no tasks yet), and an
+earlier publisher still reads a registry written by this one.
+
+A damaged entry (not UTF-8, not JSON, a wrong shape or field, a pattern that no
+longer compiles) costs that app's entry only: :meth:`Registry.parse` skips it,
+lists the app in :attr:`Registry.damaged` with its reason, and logs
+``registry_entry_damaged`` once per registry version. The publisher keeps
+events pending while any entry is damaged, so the damaged app gets them once
+its entry is repaired (a sync rewrites it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 import redis
+import structlog
 from redis.asyncio import Redis
 
 from bus.errors import BusError
-from bus.keys import BusKeys
-from bus.matching import compile_filter, compile_pattern
+from bus.keys import BusKeys, validate_app_name
+from bus.matching import FilterError, PatternError, compile_filter, compile_pattern
+from bus.registry_specs import (
+    EntryDamaged,
+    SubscriptionSpec,
+    TaskSpec,
+    app_name_of,
+    read_subscriptions,
+    read_tasks,
+)
+
+log = structlog.get_logger("bus.registry")
 
 __all__ = [
     "CompiledSubscription",
@@ -28,38 +57,12 @@ __all__ = [
     "RemovalRefused",
     "SubscriptionSpec",
     "SyncResult",
+    "TaskSpec",
     "load_registry",
     "load_registry_sync",
     "sync_subscriptions",
     "unregister_app",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionSpec:
-    """One subscription as registered: what it matches and how its tasks run."""
-
-    app: str
-    name: str
-    events: tuple[str, ...]
-    where: dict[str, Any] | None = None
-    queue: str = "default"
-    max_attempts: int = 5
-    backoff: Any = None
-    timeout_s: float = 60.0
-    delay_s: float = 0.0
-    scope: str = "any"
-
-    def to_doc(self) -> dict[str, Any]:
-        """Return the JSON-ready form stored in the registry."""
-        doc = asdict(self)
-        doc["events"] = list(self.events)
-        return doc
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> SubscriptionSpec:
-        """Build from the stored form."""
-        return cls(**{**doc, "events": tuple(doc["events"])})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,28 +91,136 @@ class CompiledSubscription:
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    """A snapshot of the registry at one version."""
+    """A snapshot of the registry at one version.
+
+    Attributes:
+        version: The registry version the snapshot was read at.
+        subscriptions: Every sound subscription, compiled.
+        apps: Every registered app, those with a damaged entry included.
+        damaged: The apps whose subscriptions entry is damaged and skipped (a
+            name that is not UTF-8 is shown escaped). Events must stay pending
+            while this is not empty: the skipped apps may subscribe to them.
+        damage: Why each app in ``damaged`` is.
+        tasks: Per app whose entry has them, its task declarations by name.
+            An app missing here declared none through the registry (it was
+            synced by an earlier version, or never); see ``bus.declarations``.
+        task_damage: Apps whose task declarations entry is damaged, and why.
+    """
 
     version: str
     subscriptions: tuple[CompiledSubscription, ...] = ()
     apps: tuple[str, ...] = ()
     damaged: tuple[str, ...] = ()
+    damage: Mapping[str, str] = field(default_factory=dict)
+    tasks: Mapping[str, Mapping[str, TaskSpec]] = field(default_factory=dict)
+    task_damage: Mapping[str, str] = field(default_factory=dict)
 
     def route(self, event_type: str, data: Any) -> list[SubscriptionSpec]:
         """Return the subscriptions an event goes to."""
         return [s.spec for s in self.subscriptions if s.matches(event_type, data)]
 
     @classmethod
-    def parse(cls, version: bytes | str | None, raw: dict[Any, Any]) -> Registry:
-        """Build from ``GET version`` and ``HGETALL subs``."""
+    def parse(
+        cls,
+        version: bytes | str | None,
+        raw: Mapping[Any, Any],
+        raw_tasks: Mapping[Any, Any] | None = None,
+    ) -> Registry:
+        """Build from ``GET version``, ``HGETALL subs`` and ``HGETALL tasks``.
+
+        Never raises on a stored entry: a damaged one is skipped, listed in
+        :attr:`damaged` (or :attr:`task_damage`) and logged once per version.
+        """
+        v = version.decode("utf-8", "backslashreplace") if isinstance(version, bytes) else version
+        v = v or "0"
         subs: list[CompiledSubscription] = []
-        apps = []
-        for app, doc in sorted(raw.items()):
-            apps.append(app.decode() if isinstance(app, bytes) else app)
-            for item in orjson.loads(doc):
-                subs.append(CompiledSubscription.compile(SubscriptionSpec.from_doc(item)))
-        v = version.decode() if isinstance(version, bytes) else (version or "0")
-        return cls(version=v, subscriptions=tuple(subs), apps=tuple(apps))
+        apps: list[str] = []
+        damage: dict[str, str] = {}
+        for raw_app, doc in sorted(raw.items()):
+            app, reason = app_name_of(raw_app)
+            apps.append(app)
+            if reason is None:
+                try:
+                    specs = read_subscriptions(app, doc)
+                    subs.extend(CompiledSubscription.compile(s) for s in specs)
+                    continue
+                except EntryDamaged as exc:
+                    reason = exc.reason
+                except (PatternError, FilterError) as exc:
+                    reason = f"a pattern or filter no longer compiles: {exc}"
+            damage[app] = reason
+        tasks: dict[str, Mapping[str, TaskSpec]] = {}
+        task_damage: dict[str, str] = {}
+        for raw_app, doc in sorted((raw_tasks or {}).items()):
+            app, reason = app_name_of(raw_app)
+            if reason is None:
+                try:
+                    tasks[app] = read_tasks(doc)
+                    continue
+                except EntryDamaged as exc:
+                    reason = exc.reason
+            task_damage[app] = reason
+        _DAMAGE_LOG.report(v, "subscriptions", damage)
+        _DAMAGE_LOG.report(v, "tasks", task_damage)
+        return cls(
+            version=v,
+            subscriptions=tuple(subs),
+            apps=tuple(apps),
+            damaged=tuple(damage),
+            damage=damage,
+            tasks=tasks,
+            task_damage=task_damage,
+        )
+
+
+class _DamageLog:
+    """Logs each damaged entry once per registry version, not on every load.
+
+    Publishers reload on every version change and the sweep on every beat
+    while events are pending, which a damaged entry makes them stay: the log
+    line is worth one per version, not one per beat of every worker.
+    """
+
+    _KEEP = 256
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+
+    def report(self, version: str, entry: str, damage: Mapping[str, str]) -> None:
+        for app, reason in damage.items():
+            key = (version, entry, app, reason)
+            if key in self._seen:
+                continue
+            self._seen[key] = None
+            if len(self._seen) > self._KEEP:
+                self._seen.popitem(last=False)
+            log.error(
+                "registry_entry_damaged",
+                app=app,
+                entry=entry,
+                reason=reason,
+                registry_version=version,
+                action=(
+                    f"repair it: python -m bus subscriptions sync --app {app}"
+                    if _valid_name(app)
+                    else "delete this field of the registry hash: no app has this name"
+                ),
+            )
+
+    def reset(self) -> None:
+        """Forget what was logged (tests)."""
+        self._seen.clear()
+
+
+_DAMAGE_LOG = _DamageLog()
+
+
+def _valid_name(app: str) -> bool:
+    try:
+        validate_app_name(app)
+    except ValueError:
+        return False
+    return True
 
 
 async def load_registry(client: Redis, keys: BusKeys) -> Registry:
@@ -117,8 +228,9 @@ async def load_registry(client: Redis, keys: BusKeys) -> Registry:
     async with client.pipeline(transaction=True) as pipe:
         pipe.get(keys.subs_version)
         pipe.hgetall(keys.subs)
-        version, raw = await pipe.execute()
-    return Registry.parse(version, raw)
+        pipe.hgetall(keys.task_decls)
+        version, raw, raw_tasks = await pipe.execute()
+    return Registry.parse(version, raw, raw_tasks)
 
 
 def load_registry_sync(client: redis.Redis, keys: BusKeys) -> Registry:
@@ -126,13 +238,19 @@ def load_registry_sync(client: redis.Redis, keys: BusKeys) -> Registry:
     with client.pipeline(transaction=True) as pipe:
         pipe.get(keys.subs_version)
         pipe.hgetall(keys.subs)
-        version, raw = pipe.execute()
-    return Registry.parse(version, raw)
+        pipe.hgetall(keys.task_decls)
+        version, raw, raw_tasks = pipe.execute()
+    return Registry.parse(version, raw, raw_tasks)
 
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What a sync changed (or would change, when refused or a dry run)."""
+    """What a sync changed (or would change, when refused or a dry run).
+
+    ``added`` .. ``unchanged`` name subscriptions, ``tasks_*`` task
+    declarations; ``repaired`` says why the stored entries it replaced were
+    damaged.
+    """
 
     app: str
     added: list[str] = field(default_factory=list)
@@ -140,6 +258,10 @@ class SyncResult:
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     applied: bool = False
+    tasks_added: list[str] = field(default_factory=list)
+    tasks_removed: list[str] = field(default_factory=list)
+    tasks_changed: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """A short human summary of the diff."""
@@ -149,10 +271,27 @@ class SyncResult:
                 ("added", self.added),
                 ("removed", self.removed),
                 ("changed", self.changed),
+                ("tasks added", self.tasks_added),
+                ("tasks removed", self.tasks_removed),
+                ("tasks changed", self.tasks_changed),
             )
             if names
         ]
+        parts += [f"replaced a damaged entry ({reason})" for reason in self.repaired]
         return f"app {self.app}: " + ("; ".join(parts) if parts else "no changes")
+
+    @property
+    def has_changes(self) -> bool:
+        """True if the sync writes (or would write) anything."""
+        return bool(
+            self.added
+            or self.removed
+            or self.changed
+            or self.tasks_added
+            or self.tasks_removed
+            or self.tasks_changed
+            or self.repaired
+        )
 
 
 class RemovalRefused(BusError):
@@ -168,16 +307,26 @@ class RemovalRefused(BusError):
         self.result = result
 
 
-def _diff(app: str, old: Iterable[SubscriptionSpec], new: Sequence[SubscriptionSpec]) -> SyncResult:
-    before = {s.name: s for s in old}
-    after = {s.name: s for s in new}
-    return SyncResult(
-        app=app,
-        added=sorted(set(after) - set(before)),
-        removed=sorted(set(before) - set(after)),
-        changed=sorted(n for n in set(after) & set(before) if after[n] != before[n]),
-        unchanged=sorted(n for n in set(after) & set(before) if after[n] == before[n]),
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], ...]:
+    """Added, removed, changed and unchanged names between two name -> spec maps."""
+    return (
+        sorted(set(new) - set(old)),
+        sorted(set(old) - set(new)),
+        sorted(n for n in set(new) & set(old) if new[n] != old[n]),
+        sorted(n for n in set(new) & set(old) if new[n] == old[n]),
     )
+
+
+def _stored(raw: bytes | None, read: Any, what: str, repaired: list[str]) -> dict[str, Any] | None:
+    """The stored entry by name; None if there is none; {} (noted) if damaged."""
+    if raw is None:
+        return None
+    try:
+        found = read(raw)
+    except (EntryDamaged, PatternError, FilterError) as exc:
+        repaired.append(f"{what}: {getattr(exc, 'reason', exc)}")
+        return {}
+    return dict(found)
 
 
 async def sync_subscriptions(
@@ -186,48 +335,86 @@ async def sync_subscriptions(
     app: str,
     specs: Sequence[SubscriptionSpec],
     *,
+    tasks: Sequence[TaskSpec] | None = None,
     allow_removal: bool = False,
     dry_run: bool = False,
 ) -> SyncResult:
-    """Make the registry's subscriptions of ``app`` equal ``specs``.
+    """Make the registry's entries of ``app`` equal ``specs`` (and ``tasks``).
 
     An app with no subscriptions is still registered (an empty list), so that
-    status can tell it exists.
+    status can tell it exists. A damaged stored entry is replaced (it routes
+    nothing, so nothing that works is removed) and the result says so.
+
+    Args:
+        client: The client.
+        keys: The bus keys.
+        app: The app.
+        specs: Its subscriptions.
+        tasks: Its task declarations (``bus.apps.task_specs``); None leaves
+            the stored declarations as they are.
+        allow_removal: Allow dropping subscriptions.
+        dry_run: Compute the diff, write nothing.
 
     Raises:
         RemovalRefused: Subscriptions would be removed and ``allow_removal`` is
             False. Nothing is written.
     """
-    raw = await client.hget(keys.subs, app)
-    old = [SubscriptionSpec.from_doc(d) for d in orjson.loads(raw)] if raw else []
-    result = _diff(app, old, specs)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.subs, app)
+        pipe.hget(keys.task_decls, app)
+        raw, raw_tasks = await pipe.execute()
+    repaired: list[str] = []
+
+    def read_subs(doc: bytes) -> dict[str, SubscriptionSpec]:
+        found = read_subscriptions(app, doc)
+        for spec in found:
+            CompiledSubscription.compile(spec)
+        return {s.name: s for s in found}
+
+    old = _stored(raw, read_subs, "subscriptions", repaired)
+    added, removed, changed, unchanged = _diff(old or {}, {s.name: s for s in specs})
+    tasks_diff: tuple[list[str], ...] = ([], [], [], [])
+    if tasks is not None:
+        old_tasks = _stored(raw_tasks, read_tasks, "tasks", repaired)
+        tasks_diff = _diff(old_tasks or {}, {t.name: t for t in tasks})
+    result = SyncResult(
+        app=app,
+        added=added,
+        removed=removed,
+        changed=changed,
+        unchanged=unchanged,
+        tasks_added=tasks_diff[0],
+        tasks_removed=tasks_diff[1],
+        tasks_changed=tasks_diff[2],
+        repaired=repaired,
+    )
     if result.removed and not allow_removal:
         raise RemovalRefused(result)
-    if dry_run or (raw is not None and not (result.added or result.removed or result.changed)):
+    missing = raw is None or (tasks is not None and raw_tasks is None)
+    if dry_run or not (missing or result.has_changes):
         return result
-    doc = orjson.dumps([s.to_doc() for s in sorted(specs, key=lambda s: s.name)])
     async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.subs, app, doc)
+        pipe.hset(keys.subs, app, _encode(specs))
+        if tasks is not None:
+            pipe.hset(keys.task_decls, app, _encode(tasks))
         pipe.incr(keys.subs_version)
         await pipe.execute()
-    return SyncResult(
-        app=app,
-        added=result.added,
-        removed=result.removed,
-        changed=result.changed,
-        unchanged=result.unchanged,
-        applied=True,
-    )
+    return replace(result, applied=True)
+
+
+def _encode(specs: Sequence[SubscriptionSpec | TaskSpec]) -> bytes:
+    return orjson.dumps([s.to_doc() for s in sorted(specs, key=lambda s: s.name)])
 
 
 async def unregister_app(client: Redis, keys: BusKeys, app: str) -> bool:
-    """Remove an app and all its subscriptions; return False if it was unknown.
+    """Remove an app, its subscriptions and task declarations; False if unknown.
 
     Events published afterwards no longer reach the app. Its queues and tasks
     are left as they are (purge them with the dead-letter and status tools).
     """
     async with client.pipeline(transaction=True) as pipe:
         pipe.hdel(keys.subs, app)
+        pipe.hdel(keys.task_decls, app)
         pipe.incr(keys.subs_version)
-        removed, _ = await pipe.execute()
-    return bool(removed)
+        removed, removed_tasks, _ = await pipe.execute()
+    return bool(removed or removed_tasks)

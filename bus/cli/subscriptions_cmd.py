@@ -7,9 +7,9 @@ import asyncio
 
 import orjson
 
-from bus.apps import load_app_config_named, subscription_specs
+from bus.apps import load_app_config_named, subscription_specs, task_specs
 from bus.connection import connect
-from bus.keys import BusKeys
+from bus.keys import BusKeys, validate_app_name
 from bus.registry import load_registry, sync_subscriptions, unregister_app
 from bus.settings import Settings
 
@@ -77,6 +77,7 @@ def run_sync(args: argparse.Namespace, settings: Settings) -> int:
                 BusKeys(settings.prefix),
                 config.name,
                 specs,
+                tasks=task_specs(config),
                 allow_removal=args.allow_removal,
                 dry_run=args.dry_run,
             )
@@ -100,15 +101,32 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             await client.aclose()
         subs = [s.spec for s in registry.subscriptions if args.app in (None, s.spec.app)]
         apps = [a for a in registry.apps if args.app in (None, a)]
+        # A damaged entry is skipped by the registry; it is listed here with
+        # its reason (and how to repair it), the rest of the listing as usual.
+        damaged = [
+            {"app": app, "entry": entry, "reason": reason}
+            for entry, damage in (
+                ("subscriptions", registry.damage),
+                ("tasks", registry.task_damage),
+            )
+            for app, reason in damage.items()
+            if args.app in (None, app)
+        ]
         if args.json:
             doc = {
                 "version": registry.version,
                 "apps": apps,
                 "subscriptions": [s.to_doc() for s in subs],
+                "tasks": {
+                    app: [t.to_doc() for t in declared.values()]
+                    for app, declared in registry.tasks.items()
+                    if args.app in (None, app)
+                },
+                "damaged": damaged,
             }
             print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
             return
-        if not apps:
+        if not apps and not damaged:
             print("no apps registered" if args.app is None else f"app {args.app} is not registered")
             return
         rows = [("APP", "SUBSCRIPTION", "EVENTS", "FILTER", "QUEUE", "SCOPE")]
@@ -116,14 +134,41 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             where = orjson.dumps(s.where).decode() if s.where else "-"
             rows.append((s.app, s.name, ",".join(s.events), where, s.queue, s.scope))
         for app in apps:
-            if not any(s.app == app for s in subs):
+            if app not in registry.damage and not any(s.app == app for s in subs):
                 rows.append((app, "-", "-", "-", "-", "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
+        for d in damaged:
+            flag = f"DAMAGED {d['entry']} entry: {d['reason']}"
+            rows.append((d["app"], flag, "-", "-", "-", "-"))
+        cells = [[_cell(c) for c in row] for row in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+        for row in cells:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        for app in dict.fromkeys(d["app"] for d in damaged):
+            if _valid_name(app):
+                print(f"repair app {app}: python -m bus subscriptions sync --app {app}")
+            else:
+                print(
+                    f"remove {_cell(app)}: no app can have this name; delete its field "
+                    f"from {BusKeys(settings.prefix).subs} (HDEL)"
+                )
 
     asyncio.run(go())
     return 0
+
+
+def _valid_name(app: str) -> bool:
+    try:
+        validate_app_name(app)
+    except ValueError:
+        return False
+    return True
+
+
+def _cell(text: str) -> str:
+    """``text`` with control characters escaped: entries come from Redis."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def run_unregister(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,7 +19,13 @@ from collections.abc import Sequence
 
 import structlog
 
-from bus.apps import build_app, event_adapter, load_app_config_named, subscription_specs
+from bus.apps import (
+    build_app,
+    event_adapter,
+    load_app_config_named,
+    subscription_specs,
+    task_specs,
+)
 from bus.client import Bus
 from bus.clock import now_ms
 from bus.connection import connect
@@ -146,6 +152,7 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
                 BusKeys(settings.prefix),
                 config.name,
                 subscription_specs(config),
+                tasks=task_specs(config),
                 allow_removal=args.allow_removal,
             )
 
