@@ -37,6 +37,7 @@ import redis
 import structlog
 from redis.asyncio import Redis
 
+from bus import clock
 from bus.errors import BusError
 from bus.keys import BusKeys, validate_app_name
 from bus.matching import FilterError, PatternError, compile_filter, compile_pattern
@@ -397,9 +398,28 @@ async def sync_subscriptions(
         pipe.hset(keys.subs, app, _encode(specs))
         if tasks is not None:
             pipe.hset(keys.task_decls, app, _encode(tasks))
+        pipe.set(keys.subs_version, fresh_version(clock.now_ms()), nx=True)
         pipe.incr(keys.subs_version)
         await pipe.execute()
     return replace(result, applied=True)
+
+
+# A registry version is EPOCH * VERSION_EPOCH + n: a registry made afresh
+# (first sync, or after Redis lost its data) starts from the time in ms, and
+# every change adds 1. So a version never comes back after a loss (a
+# publisher's cached snapshot from before it can never look current), and a
+# change of epoch tells a lost registry from an app removed (bus.registry_watch).
+VERSION_EPOCH = 1_000_000
+
+
+def fresh_version(now_ms: int) -> int:
+    """The version a registry made afresh at ``now_ms`` starts from (before its first +1)."""
+    return now_ms * VERSION_EPOCH
+
+
+def version_epoch(version: int) -> int:
+    """The epoch of a version: when its registry was made (0 for one made by INCR alone)."""
+    return version // VERSION_EPOCH
 
 
 def _encode(specs: Sequence[SubscriptionSpec | TaskSpec]) -> bytes:
@@ -415,6 +435,7 @@ async def unregister_app(client: Redis, keys: BusKeys, app: str) -> bool:
     async with client.pipeline(transaction=True) as pipe:
         pipe.hdel(keys.subs, app)
         pipe.hdel(keys.task_decls, app)
+        pipe.set(keys.subs_version, fresh_version(clock.now_ms()), nx=True)
         pipe.incr(keys.subs_version)
-        removed, removed_tasks, _ = await pipe.execute()
+        removed, removed_tasks, _, _ = await pipe.execute()
     return bool(removed or removed_tasks)

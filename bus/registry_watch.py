@@ -13,10 +13,11 @@ script may only touch the keys of one Redis Cluster slot.
 
 An entry can also be missing because an operator removed the app
 (``subscriptions unregister``), which a worker must not undo. The version
-tells the two apart: every registry change increments it, so it only falls
-(or disappears) when Redis lost the registry. A missing entry with a version
-that went down, or no version at all, is a loss; one with a version that went
-up is a removal, logged once as ``app_unregistered`` and left alone.
+tells the two apart: every registry change increments it, and a registry made
+afresh starts from a new epoch (the time, see ``bus.registry``), so a loss
+shows as no version, a version that went down, or one of another epoch. One
+of the same epoch that went up is a removal, logged once as
+``app_unregistered`` and left alone.
 
 On a loss the watch logs ``registry_lost`` as an error, once per loss, and,
 if the worker syncs its app at start (no ``--no-sync``), syncs it again from
@@ -33,7 +34,7 @@ import structlog
 from redis.asyncio import Redis
 
 from bus.keys import BusKeys
-from bus.registry import SyncResult
+from bus.registry import SyncResult, version_epoch
 
 __all__ = ["RegistryWatch"]
 
@@ -136,7 +137,11 @@ class RegistryWatch:
         # No version at all: nothing was ever registered, or Redis lost it.
         if version is None:
             return True
-        return self._seen_version is not None and version < self._seen_version
+        seen = self._seen_version
+        if seen is None:
+            return False
+        # A new epoch: the registry was made afresh since (bus.registry).
+        return version < seen or version_epoch(version) != version_epoch(seen)
 
 
 def _version(raw: bytes | str | None) -> int | None:

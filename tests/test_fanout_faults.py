@@ -232,3 +232,41 @@ async def test_the_sweep_moves_past_events_that_keep_failing(bus: Bus, aredis: R
     await aredis.delete(app_keys(PREFIX, "analytics").tasks)
     assert (await sweep.sweep(aredis, now_ms=10**15)).routed == 2
     assert await pending(aredis) == []
+
+
+async def test_a_damaged_registry_entry_keeps_events_pending_until_repaired(
+    bus: Bus, aredis: Redis
+) -> None:
+    """The healthy apps get the event at once; it stays pending until the entry is repaired."""
+    await register_three(aredis)
+    await aredis.hset(KEYS.subs, "analytics", b"\xff not json")
+    await aredis.incr(KEYS.subs_version)
+    key = await bus.apublish("user.signed_up", USER)
+    assert await tasks_of(aredis, "billing") == {task_id_for(key, "on_billing")}
+    assert await tasks_of(aredis, "email") == {task_id_for(key, "on_email")}
+    assert await pending(aredis) == [key]
+    # The sweep routes it again (no-ops) but may not mark it while the entry is damaged.
+    report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
+    assert (report.routed, report.left) == (0, 1)
+    assert await pending(aredis) == [key]
+    spec = SubscriptionSpec(app="analytics", name="on_analytics", events=("user.signed_up",))
+    await sync_subscriptions(aredis, KEYS, "analytics", [spec], allow_removal=True)
+    report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
+    assert (report.routed, report.left) == (1, 0)
+    assert await pending(aredis) == []
+    assert await tasks_of(aredis, "analytics") == {task_id_for(key, "on_analytics")}
+    assert await aredis.llen(app_keys(PREFIX, "billing").queue("default").ready) == 1
+
+
+async def test_a_registry_made_afresh_never_reuses_a_version(aredis: Redis) -> None:
+    """After Redis lost the registry, the new versions differ from every old one."""
+    await register_three(aredis)
+    old = int(await aredis.get(KEYS.subs_version))
+    await aredis.flushall()
+    seen = set()
+    for _ in range(4):
+        await register_three(aredis)
+        seen.add(int(await aredis.get(KEYS.subs_version)))
+        await aredis.delete(KEYS.subs)
+    assert old not in seen
+    assert all(v > old for v in seen)
