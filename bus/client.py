@@ -3,7 +3,10 @@
 A :class:`Bus` is built once and passed around (no hidden globals). It enqueues
 tasks by name, publishes events (validated against ``schemas/``), and reads
 tasks back by id. Clients and schemas are created lazily on first use, so
-building a Bus does no I/O. The module-level ``bus.publish`` convenience uses a
+building a Bus does no I/O. Every method raises taskbus's errors only: Redis
+trouble arrives as :class:`bus.errors.RedisUnavailable` (unreachable, refused
+login, NOPERM, TLS) or :class:`bus.errors.RedisCommandError`, the redis-py
+exception chained. The module-level ``bus.publish`` convenience uses a
 default Bus built from the environment on first call (see ``bus.default``).
 """
 
@@ -19,6 +22,7 @@ from bus.app import App
 from bus.connection import connect, connect_sync
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
 from bus.keys import app_keys, validate_app_name
+from bus.redis_errors import maps_redis_errors
 from bus.scripts import own
 from bus.settings import Settings
 from bus.task import TaskInfo
@@ -67,6 +71,7 @@ class Bus:
 
     # -- lazily built parts --------------------------------------------------
 
+    @maps_redis_errors
     async def aredis(self) -> Redis:
         """The asyncio client (connected from settings on first use).
 
@@ -78,6 +83,7 @@ class Bus:
             self._redis = await connect(self.settings, check=True)
         return self._redis
 
+    @maps_redis_errors
     def sync_redis(self) -> SyncRedis:
         """The synchronous client (connected and checked like :meth:`aredis`)."""
         if self._sync_redis is None:
@@ -106,6 +112,7 @@ class Bus:
 
     # -- events ----------------------------------------------------------------
 
+    @maps_redis_errors
     def publish(
         self,
         event_type: str,
@@ -128,6 +135,8 @@ class Bus:
         Raises:
             bus.schemas.SchemaError: Unknown type, invalid, oversized or
                 unserialisable payload. Nothing is written.
+            bus.errors.RedisUnavailable: Redis cannot be reached or used
+                (refused, timed out, login or ACL refused, TLS failed).
         """
         return self.publisher.publish(
             self.sync_redis(),
@@ -138,6 +147,7 @@ class Bus:
             correlation_id=correlation_id,
         )
 
+    @maps_redis_errors
     async def apublish(
         self,
         event_type: str,
@@ -157,16 +167,19 @@ class Bus:
             correlation_id=correlation_id,
         )
 
+    @maps_redis_errors
     def publish_many(self, events: Sequence[EventSpec]) -> list[str]:
         """Publish a batch in one pipelined round trip; all validated first."""
         return self.publisher.publish_many(self.sync_redis(), events)
 
+    @maps_redis_errors
     async def apublish_many(self, events: Sequence[EventSpec]) -> list[str]:
         """Async :meth:`publish_many`."""
         return await self.publisher.apublish_many(await self.aredis(), events)
 
     # -- tasks -------------------------------------------------------------------
 
+    @maps_redis_errors
     async def enqueue(
         self,
         app: App | str,
@@ -216,6 +229,7 @@ class Bus:
         )
         return (await enqueue_items(await self.aredis(), self.prefix, app, [item]))[0]
 
+    @maps_redis_errors
     async def enqueue_many(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app in one round trip; all or nothing on bad input.
 
@@ -233,6 +247,7 @@ class Bus:
         """
         return await enqueue_items(await self.aredis(), self.prefix, app, items)
 
+    @maps_redis_errors
     def enqueue_sync(
         self,
         app: App | str,
@@ -285,6 +300,7 @@ class Bus:
         )
         return enqueue_items_sync(self.sync_redis(), self.prefix, app, [item])[0]
 
+    @maps_redis_errors
     def enqueue_many_sync(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app from synchronous code, in one round trip.
 
@@ -305,6 +321,7 @@ class Bus:
         """
         return enqueue_items_sync(self.sync_redis(), self.prefix, app, items)
 
+    @maps_redis_errors
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:
         """Read a task by id: record, state and errors; None if unknown or expired."""
         keys = app_keys(self.prefix, validate_app_name(app))

@@ -367,4 +367,5 @@ def test_unreachable_redis_is_a_clear_error(
     monkeypatch.setenv("BUS_REDIS_URL", f"unix://{tmp_path}/absent.sock")
     code, _, err = run(capsys, "status")
     assert code == 2
-    assert "cannot reach the Redis server at BUS_REDIS_URL" in err
+    assert f"cannot reach the Redis server at unix://{tmp_path}/absent.sock (BUS_REDIS_URL)" in err
+    assert "Traceback" not in err

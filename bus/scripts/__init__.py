@@ -39,6 +39,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.keys import AppKeys
+from bus.redis_errors import note_command
 from bus.scripts import own
 
 __all__ = [
@@ -126,9 +127,7 @@ async def run_calls(client: Redis, calls: Sequence[Call]) -> list[Any]:
                 await client.script_load(script.source)
             continue
         break
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
+    _raise_first_error(results, calls)
     return results
 
 
@@ -218,10 +217,16 @@ def run_calls_sync(client: SyncRedis, calls: Sequence[Call]) -> list[Any]:
                 client.script_load(script.source)
             continue
         break
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
+    _raise_first_error(results, calls)
     return results
+
+
+def _raise_first_error(results: Sequence[Any], calls: Sequence[Call]) -> None:
+    for result, (script, keys, _args) in zip(results, calls, strict=False):
+        if isinstance(result, Exception):
+            # The reply names neither the script nor the key an ACL refused.
+            note_command(result, f"EVALSHA {script.name}.lua", keys)
+            raise result
 
 
 def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[Any]:

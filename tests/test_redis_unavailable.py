@@ -1,0 +1,257 @@
+"""Redis trouble at the public boundary: taskbus errors from the API, one line from the CLI.
+
+Each case is a real server in the state it names: a port nothing listens on, a
+server with ``requirepass``, an ACL user without a permission, a plain server
+reached over ``rediss://``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+from redis.exceptions import RedisError
+
+import bus
+from bus import Bus
+from bus.errors import (
+    BusError,
+    RedisAuthError,
+    RedisCommandError,
+    RedisPermissionError,
+    RedisSetupError,
+    RedisTLSError,
+    RedisUnavailable,
+)
+from bus.keys import AppKeys
+from bus.settings import Settings
+from tests.redis_server import MakeRedisServer, RedisServer
+from tests.test_cli_ops import cli_env, run  # noqa: F401 - cli_env is a fixture
+
+USER = {"user_id": "u1", "email": "a@example.com", "plan": "pro", "country": "DE"}
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def locked(make_redis_server: MakeRedisServer) -> Iterator[RedisServer]:
+    """A TCP server whose default user needs the password ``sekret``, plus an ACL
+    user ``limited`` (password ``pw``) that may run every command but touch only
+    keys outside taskbus's prefix."""
+    server = make_redis_server(tcp=True)
+    with server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~other:*", "+@all")
+        admin.config_set("requirepass", "sekret")
+    return server
+
+
+def with_url(settings: Settings, url: str, **changes: object) -> Settings:
+    return settings.replace(redis_url=url, **changes)
+
+
+def test_publish_to_a_port_nothing_listens_on_raises_redis_unavailable(
+    settings: Settings,
+) -> None:
+    """Bus.publish with no server raises RedisUnavailable, the redis-py error chained."""
+    port = free_port()
+    client = Bus(with_url(settings, f"redis://127.0.0.1:{port}/0"))
+    with pytest.raises(RedisUnavailable) as info:
+        client.publish("user.signed_up", USER)
+    assert isinstance(info.value, BusError)
+    assert isinstance(info.value, RedisSetupError)
+    assert isinstance(info.value.__cause__, RedisError)
+    assert f"cannot reach the Redis server at redis://127.0.0.1:{port}/0" in str(info.value)
+    assert info.value.transient
+
+
+def test_module_level_publish_raises_redis_unavailable(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bus.publish (the default Bus) raises RedisUnavailable when Redis is down."""
+    monkeypatch.setenv("BUS_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("BUS_SCHEMAS_DIR", str(settings.schemas_dir))
+    bus.reset()
+    try:
+        with pytest.raises(RedisUnavailable):
+            bus.publish("user.signed_up", USER)
+    finally:
+        bus.reset()
+
+
+async def test_async_calls_raise_redis_unavailable(settings: Settings) -> None:
+    """apublish, enqueue and get_task raise RedisUnavailable when Redis is down."""
+    client = Bus(with_url(settings, f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        with pytest.raises(RedisUnavailable):
+            await client.apublish("user.signed_up", USER)
+        with pytest.raises(RedisUnavailable):
+            await client.enqueue("billing", "digest", {})
+        with pytest.raises(RedisUnavailable):
+            await client.get_task("billing", "t1")
+    finally:
+        await client.aclose()
+
+
+def test_the_socket_timeout_is_the_redis_timeout_setting(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    """A server that does not answer is given up after BUS_REDIS_TIMEOUT_S, and named so."""
+    client = Bus(settings.replace(redis_timeout_s=0.05))
+    redis_server.pause()
+    try:
+        with pytest.raises(RedisUnavailable, match=r"within 0\.05s \(BUS_REDIS_TIMEOUT_S\)"):
+            client.enqueue_sync("billing", "digest", {})
+    finally:
+        redis_server.resume()
+        client.close_sync()
+
+
+def test_a_missing_password_is_an_authentication_error(
+    settings: Settings, locked: RedisServer
+) -> None:
+    """No password for a server that needs one says so, not 'cannot reach'."""
+    client = Bus(with_url(settings, locked.tcp_url))
+    with pytest.raises(RedisAuthError) as info:
+        client.publish("user.signed_up", USER)
+    message = str(info.value)
+    assert "authentication failed" in message
+    assert "requires a password and none is given" in message
+    assert "cannot reach" not in message
+    assert not info.value.transient
+
+
+def test_a_wrong_password_is_an_authentication_error_that_hides_the_password(
+    settings: Settings, locked: RedisServer
+) -> None:
+    """A wrong password is 'authentication failed: wrong user name or password', redacted."""
+    client = Bus(with_url(settings, f"redis://:hunter2@127.0.0.1:{locked.port}/0"))
+    with pytest.raises(RedisAuthError) as info:
+        client.publish("user.signed_up", USER)
+    message = str(info.value)
+    assert "authentication failed" in message
+    assert "wrong user name or password" in message
+    assert "hunter2" not in message
+    assert ":***@127.0.0.1" in message
+
+
+def test_noperm_names_the_command_and_the_keys(settings: Settings, locked: RedisServer) -> None:
+    """An ACL user barred from taskbus's keys gets RedisPermissionError naming command and key."""
+    client = Bus(with_url(settings, f"redis://limited:pw@127.0.0.1:{locked.port}/0"))
+    with pytest.raises(RedisPermissionError) as info:
+        client.enqueue_sync("billing", "digest", {}, id="t1")
+    message = str(info.value)
+    assert "EVALSHA enqueue.lua" in message
+    assert AppKeys("bus", "billing").tasks in message
+    assert "bus:*" in message
+
+
+def test_noperm_of_a_plain_command_names_it_and_its_key(
+    settings: Settings, locked: RedisServer
+) -> None:
+    """A refused HGET (reading a task) is named with its key."""
+    client = Bus(with_url(settings, f"redis://limited:pw@127.0.0.1:{locked.port}/0"))
+
+    async def read() -> None:
+        try:
+            await client.get_task("billing", "t1")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(RedisPermissionError) as info:
+        asyncio.run(read())
+    assert f"HGET on key {AppKeys('bus', 'billing').state}" in str(info.value)
+
+
+def test_a_plain_server_over_rediss_is_a_tls_error(settings: Settings, locked: RedisServer) -> None:
+    """rediss:// to a server without TLS fails within the timeout with a TLS message."""
+    client = Bus(
+        with_url(settings, f"rediss://:sekret@127.0.0.1:{locked.port}/0", redis_timeout_s=0.5)
+    )
+    with pytest.raises(RedisTLSError) as info:
+        client.publish("user.signed_up", USER)
+    assert "TLS failed" in str(info.value)
+    assert "ssl_ca_certs=" in str(info.value)
+    assert "ssl_cert_reqs=none" in str(info.value)
+
+
+def test_other_server_errors_become_redis_command_errors(settings: Settings) -> None:
+    """A WRONGTYPE reply arrives as RedisCommandError naming the command, not a redis-py error."""
+    client = Bus(settings)
+    with redis.Redis.from_url(str(settings.redis_url)) as raw:
+        raw.set(AppKeys("bus", "billing").state, "not a hash")
+
+    async def read() -> None:
+        try:
+            await client.get_task("billing", "t1")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(RedisCommandError, match="WRONGTYPE") as info:
+        asyncio.run(read())
+    assert "HGET" in str(info.value)
+
+
+# -- the CLI -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("publish", "user.signed_up", orjson.dumps(USER).decode()),
+        ("status",),
+        ("dead", "list", "--app", "billing"),
+        ("subscriptions", "list"),
+    ],
+)
+def test_every_cli_command_exits_2_with_one_line_when_redis_is_down(
+    cli_env: Settings,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: tuple[str, ...],
+) -> None:
+    """Publish, status, dead list and subscriptions list: exit 2, one line, no traceback."""
+    port = free_port()
+    monkeypatch.setenv("BUS_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: cannot reach the Redis server at redis://127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:{port}/0", "error: authentication failed"),
+        ("redis://:wrong@127.0.0.1:{port}/0", "error: authentication failed"),
+        ("redis://limited:pw@127.0.0.1:{port}/0", "error: permission denied"),
+        ("rediss://:sekret@127.0.0.1:{port}/0", "error: TLS failed"),
+    ],
+)
+def test_cli_login_acl_and_tls_failures_are_one_clear_line(
+    cli_env: Settings,  # noqa: F811
+    locked: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    expected: str,
+) -> None:
+    """Missing/wrong password, NOPERM and TLS each exit 2 with their own one-line message."""
+    monkeypatch.setenv("BUS_REDIS_URL", url.format(port=locked.port))
+    monkeypatch.setenv("BUS_REDIS_TIMEOUT_S", "0.5")
+    code, _, err = run(capsys, "publish", "user.signed_up", orjson.dumps(USER).decode())
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(expected), lines[0]
+    if "permission" in expected:
+        assert " on key bus:" in lines[0]
