@@ -8,8 +8,11 @@ reached over ``rediss://``.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -27,9 +30,10 @@ from bus.errors import (
     RedisTLSError,
     RedisUnavailable,
 )
-from bus.keys import AppKeys
-from bus.settings import Settings
-from tests.redis_server import MakeRedisServer, RedisServer
+from bus.keys import AppKeys, BusKeys
+from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
+from tests.procs.runner import Proc, processes
+from tests.redis_server import MakeRedisServer, RedisServer, wait_for
 from tests.test_cli_ops import cli_env, run  # noqa: F401 - cli_env is a fixture
 
 USER = {"user_id": "u1", "email": "a@example.com", "plan": "pro", "country": "DE"}
@@ -255,3 +259,79 @@ def test_cli_login_acl_and_tls_failures_are_one_clear_line(
     assert lines[0].startswith(expected), lines[0]
     if "permission" in expected:
         assert " on key bus:" in lines[0]
+
+
+# -- the worker's start ----------------------------------------------------------
+
+
+@pytest.fixture
+def start_worker(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Proc]]:
+    """Start ``python -m bus.worker --app billing ARGS`` on a given Redis URL (ended by pid)."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX) and not name.startswith(TEST_ENV_PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BUS_SCHEMAS_DIR", str(settings.schemas_dir))
+    monkeypatch.setenv("BUS_APPS_DIR", str(settings.apps_dir))
+    monkeypatch.setenv("BUS_DATA_DIR", str(settings.data_dir))
+    with processes(tmp_path) as procs:
+
+        def start(url: str, *extra: str) -> Proc:
+            monkeypatch.setenv("BUS_REDIS_URL", url)
+            return procs(
+                "-m", "bus.worker", "--app", "billing", "--log-level", "info", *extra, name="w"
+            )
+
+        yield start
+
+
+def test_a_worker_started_before_redis_waits_for_it_then_starts(
+    start_worker: Callable[..., Proc],
+) -> None:
+    """With Redis down the worker retries with back-off (redis_unavailable), then starts."""
+    server = RedisServer(appendonly=True)  # made, not started: its socket does not exist
+    try:
+        worker = start_worker(server.url)
+        wait_for(
+            lambda: worker.output().count("redis_unavailable") >= 3 or worker.popen.poll(),
+            20,
+            "three redis_unavailable lines",
+        )
+        assert worker.popen.poll() is None, worker.output()
+        assert "Traceback" not in worker.output()
+        server.start()
+        wait_for(lambda: "worker_started" in worker.output(), 20, "the worker to start")
+        with server.client() as client:
+            assert client.hexists(BusKeys("bus").subs, "billing")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0, worker.output()
+    finally:
+        server.close()
+
+
+def test_a_worker_gives_up_after_connect_timeout_with_one_line(
+    start_worker: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """--connect-timeout-s expiry exits 2 with one error line, no traceback."""
+    worker = start_worker(f"unix://{tmp_path}/absent.sock", "--connect-timeout-s", "0.5")
+    assert worker.wait(30) == 2, worker.output()
+    out = worker.output()
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out
+    assert "gave up after" in errors[0]
+    assert "--connect-timeout-s 0.5" in errors[0]
+    assert "cannot reach" in errors[0]
+    assert "redis_unavailable" in out
+    assert "Traceback" not in out
+
+
+def test_a_worker_does_not_wait_out_a_wrong_password(
+    start_worker: Callable[..., Proc], locked: RedisServer
+) -> None:
+    """A refused login is not retried: exit 2 at once with 'authentication failed'."""
+    worker = start_worker(f"redis://:wrong@127.0.0.1:{locked.port}/0")
+    assert worker.wait(30) == 2, worker.output()
+    out = worker.output()
+    assert "error: authentication failed" in out
+    assert "redis_unavailable" not in out
