@@ -142,7 +142,8 @@ def test_dead_list_shows_a_table_and_documented_json(
 def test_dead_list_of_an_app_without_dead_letters_says_so(
     cli_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An empty dead set is a normal answer, exit 0."""
+    """An empty dead set of a known app is a normal answer, exit 0."""
+    on_redis(cli_env, lambda client: register(client, APP))
     assert run(capsys, "dead", "list", "--app", APP)[:2] == (0, "no dead tasks in app shop\n")
 
 

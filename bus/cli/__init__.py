@@ -12,15 +12,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from bus.errors import BusError
 from bus.logs import configure_logging
 from bus.redis_errors import redis_errors
 from bus.settings import Settings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "package_version"]
 
 EXIT_USAGE = 2
+
+
+def package_version() -> str:
+    """The installed taskbus's version (package metadata), or why it is unknown."""
+    try:
+        return metadata.version("taskbus")
+    except metadata.PackageNotFoundError:
+        return "(unknown: the taskbus package is not installed, only imported from source)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
             "'python -m bus.worker --app NAME'."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"taskbus {package_version()}")
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from bus import clock
 from bus.apps import build_app, event_adapter, load_app_config_named, subscription_specs
+from bus.cli import package_version
 from bus.client import Bus
 from bus.clock import now_ms
 from bus.connection import connect
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Settings come from BUS_* environment variables."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"taskbus {package_version()}")
     parser.add_argument("--app", required=True, help="the app to run (a directory in BUS_APPS_DIR)")
     parser.add_argument(
         "--queues",
