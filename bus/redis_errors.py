@@ -1,7 +1,9 @@
 """Turning redis-py's exceptions into taskbus's, at the public boundary.
 
-Public calls (the :class:`bus.Bus` methods, ``bus.publish``, the CLI's
-commands) run under :func:`redis_errors` or :func:`maps_redis_errors`, so a
+Public calls (the :class:`bus.Bus` methods, ``bus.publish``, the read/admin
+API of ``bus.status``, ``bus.lineage`` and ``bus.deadletters``, the CLI's
+commands) run under :func:`redis_errors`, :func:`maps_redis_errors` or
+:func:`maps_client_errors`, so a
 caller sees one family of errors (see :mod:`bus.errors`) and one message that
 says what to do, never a redis-py traceback:
 
@@ -32,7 +34,7 @@ import functools
 import inspect
 import re
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
@@ -64,6 +66,7 @@ __all__ = [
     "Client",
     "ServerRef",
     "SyncClient",
+    "maps_client_errors",
     "maps_redis_errors",
     "note_command",
     "redis_errors",
@@ -91,14 +94,16 @@ class ServerRef:
         prefix: The key prefix, for the ACL hint.
         tls: The URL is ``rediss://``.
         has_password: The URL gives a password.
-        timeout_s: ``BUS_REDIS_TIMEOUT_S``, for the timeout hint.
+        timeout_s: The socket timeout, for the timeout hint (None: unknown).
+        timeout_from: Where that timeout is set.
     """
 
     name: str
     prefix: str
     tls: bool
     has_password: bool
-    timeout_s: float
+    timeout_s: float | None
+    timeout_from: str = "BUS_REDIS_TIMEOUT_S"
 
     @classmethod
     def of(cls, settings: Settings) -> ServerRef:
@@ -119,6 +124,30 @@ class ServerRef:
             tls=parts.scheme == "rediss",
             has_password=bool(parts.password),
             timeout_s=settings.redis_timeout_s,
+        )
+
+    @classmethod
+    def of_client(cls, client: Any, prefix: str) -> ServerRef:
+        """Describe the server a caller's own client talks to (no password shown)."""
+        pool = getattr(client, "connection_pool", None)
+        kwargs: dict[str, Any] = dict(getattr(pool, "connection_kwargs", None) or {})
+        tls = "SSL" in type(pool).__name__ or "SSL" in getattr(
+            getattr(pool, "connection_class", None), "__name__", ""
+        )
+        if kwargs.get("path"):
+            url = f"unix://{kwargs['path']}"
+        else:
+            user = kwargs.get("username") or ""
+            auth = f"{user}:***@" if kwargs.get("password") else (f"{user}@" if user else "")
+            host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+            url = f"{'rediss' if tls else 'redis'}://{auth}{host}:{port}/{kwargs.get('db', 0)}"
+        return cls(
+            f"the Redis server at {url}",
+            prefix,
+            tls=tls,
+            has_password=bool(kwargs.get("password")),
+            timeout_s=kwargs.get("socket_timeout"),
+            timeout_from="the client's socket_timeout",
         )
 
 
@@ -258,10 +287,14 @@ def translate(exc: RedisError, server: ServerRef) -> BusError:
                 if server.tls
                 else ""
             )
+            within = (
+                f"within {server.timeout_s:g}s ({server.timeout_from})"
+                if server.timeout_s is not None
+                else "in time"
+            )
             return RedisUnavailable(
-                f"cannot reach {server.name}: no answer within {server.timeout_s:g}s "
-                f"(BUS_REDIS_TIMEOUT_S): {_cause_text(exc)}{tls_hint}; check that the server "
-                "runs and is reachable"
+                f"cannot reach {server.name}: no answer {within}: {_cause_text(exc)}"
+                f"{tls_hint}; check that the server runs and is reachable"
             )
         return RedisUnavailable(
             f"cannot reach {server.name}: {_cause_text(exc)}; check the setting and that "
@@ -321,6 +354,29 @@ def maps_redis_errors(method: Callable[P, T]) -> Callable[P, T]:
             return method(*args, **kwargs)
         except RedisError as exc:
             raise translate(exc, ServerRef.of(args[0].settings)) from exc  # type: ignore[attr-defined]
+
+    return wrapper
+
+
+def maps_client_errors(
+    func: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Decorate an async inspect/admin function called as ``func(client, prefix, ...)``.
+
+    The read/admin API (``bus.status``, ``bus.lineage``, ``bus.deadletters``)
+    takes the caller's own client, so the server is described from that
+    client; its redis-py errors become taskbus errors as under
+    :func:`redis_errors`.
+    """
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except RedisError as exc:
+            prefix = args[1] if len(args) > 1 and isinstance(args[1], str) else "bus"
+            client = args[0] if args else kwargs.get("client")
+            raise translate(exc, ServerRef.of_client(client, prefix)) from exc
 
     return wrapper
 

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from bus.errors import BusError
 from bus.keys import AppKeys, BusKeys, validate_app_name
+from bus.redis_errors import maps_client_errors
 
 __all__ = [
     "LIVE_AFTER_MS",
@@ -64,6 +65,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@maps_client_errors
 async def app_names(client: Redis, prefix: str) -> tuple[list[str], list[str]]:
     """Return the registered apps and the apps that have queues, each sorted.
 
@@ -84,6 +86,7 @@ async def app_names(client: Redis, prefix: str) -> tuple[list[str], list[str]]:
     return registered, sorted(found)
 
 
+@maps_client_errors
 async def require_apps(
     client: Redis,
     prefix: str,
@@ -117,6 +120,7 @@ async def require_apps(
         raise UnknownApp(f"no such app: {', '.join(missing)}; known apps: {listed}")
 
 
+@maps_client_errors
 async def overdue_pending(
     client: Redis, prefix: str, *, now_ms: int, older_than_ms: int
 ) -> tuple[int, int | None]:
@@ -360,6 +364,7 @@ async def _app_status(
     return AppStatus(app, registered, queues, int(dead), workers, last_seen, stale, warning)
 
 
+@maps_client_errors
 async def bus_status(
     client: Redis,
     prefix: str,

@@ -17,10 +17,14 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 import bus
 from bus import Bus
+from bus.deadletters import list_dead, purge
 from bus.errors import (
     BusError,
     RedisAuthError,
@@ -31,7 +35,9 @@ from bus.errors import (
     RedisUnavailable,
 )
 from bus.keys import AppKeys, BusKeys
+from bus.lineage import read_task
 from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
+from bus.status import bus_status
 from tests.procs.runner import Proc, processes
 from tests.redis_server import MakeRedisServer, RedisServer, wait_for
 from tests.test_cli_ops import cli_env, run  # noqa: F401 - cli_env is a fixture
@@ -202,6 +208,39 @@ def test_other_server_errors_become_redis_command_errors(settings: Settings) -> 
     with pytest.raises(RedisCommandError, match="WRONGTYPE") as info:
         asyncio.run(read())
     assert "HGET" in str(info.value)
+
+
+async def test_the_read_api_raises_redis_unavailable_for_the_callers_client() -> None:
+    """bus_status, read_task and list_dead on a dead server raise RedisUnavailable naming it."""
+    port = free_port()
+    # No retries: redis-py's default would back off for seconds per call.
+    client = redis.asyncio.Redis(
+        host="127.0.0.1", port=port, password="hunter2", retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        for call in (
+            bus_status(client, "bus", now_ms=0),
+            read_task(client, "bus", "billing", "t1"),
+            list_dead(client, "bus", "billing"),
+        ):
+            with pytest.raises(RedisUnavailable) as info:
+                await call
+            assert f"the Redis server at redis://:***@127.0.0.1:{port}/0" in str(info.value)
+            assert "hunter2" not in str(info.value)
+    finally:
+        await client.aclose()
+
+
+async def test_the_read_api_names_a_refused_key(locked: RedisServer) -> None:
+    """An ACL user barred from the keys gets RedisPermissionError from the admin API."""
+    client = redis.asyncio.Redis(
+        host="127.0.0.1", port=locked.port, username="limited", password="pw"
+    )
+    try:
+        with pytest.raises(RedisPermissionError, match="permission denied"):
+            await purge(client, "bus", "billing", ["t1"])
+    finally:
+        await client.aclose()
 
 
 # -- the CLI -------------------------------------------------------------------
