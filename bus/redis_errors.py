@@ -304,10 +304,11 @@ def translate(exc: RedisError, server: ServerRef) -> BusError:
 
 
 def _cause_text(exc: BaseException) -> str:
-    texts = []
+    texts: list[str] = []
     for link in _chain(exc):
-        text = str(link).strip()
-        if text and text not in texts:
+        text = str(link).strip().rstrip(".")
+        # redis-py repeats its cause's text in its own message: keep it once.
+        if text and not any(text in seen for seen in texts):
             texts.append(text)
     return ": ".join(texts[:2]) or type(exc).__name__
 

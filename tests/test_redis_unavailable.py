@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -191,6 +193,55 @@ def test_a_plain_server_over_rediss_is_a_tls_error(settings: Settings, locked: R
     assert "TLS failed" in str(info.value)
     assert "ssl_ca_certs=" in str(info.value)
     assert "ssl_cert_reqs=none" in str(info.value)
+
+
+@pytest.fixture
+def tls_server(make_redis_server: MakeRedisServer, tmp_path: Path) -> tuple[RedisServer, int, Path]:
+    """A server with a TLS port whose certificate (for 127.0.0.1) a private CA signed.
+
+    Returns the server, its TLS port and the CA file. The certificates are made
+    with the openssl command, which the suite needs for this test.
+    """
+    if shutil.which("openssl") is None:
+        pytest.fail("the TLS tests need the openssl command on PATH")
+    ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca.key"
+    cert, key, csr = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "server.csr"
+    ext = tmp_path / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    days, rsa = ("-days", "2"), ("-newkey", "rsa:2048", "-nodes")
+    for command in (
+        ["req", "-x509", *rsa, "-keyout", ca_key, "-out", ca, *days, "-subj", "/CN=test-ca"],
+        ["req", *rsa, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert],
+    ):
+        extra = [*days, "-extfile", str(ext)] if command[0] == "x509" else []
+        subprocess.run(["openssl", *map(str, command), *extra], check=True, capture_output=True)
+    port = free_port()
+    server = make_redis_server(
+        tls_port=str(port),
+        tls_cert_file=str(cert),
+        tls_key_file=str(key),
+        tls_ca_cert_file=str(ca),
+        tls_auth_clients="no",
+    )
+    return server, port, ca
+
+
+def test_an_untrusted_certificate_is_a_tls_error_and_a_ca_file_fixes_it(
+    settings: Settings, tls_server: tuple[RedisServer, int, Path]
+) -> None:
+    """A private CA's certificate fails verification (RedisTLSError); ?ssl_ca_certs= trusts it."""
+    _, port, ca = tls_server
+    url = f"rediss://127.0.0.1:{port}/0"
+    with pytest.raises(RedisTLSError, match="CERTIFICATE_VERIFY_FAILED") as info:
+        Bus(with_url(settings, url)).publish("user.signed_up", USER)
+    assert "ssl_ca_certs=" in str(info.value)
+    for query in (f"?ssl_ca_certs={ca}", "?ssl_cert_reqs=none"):
+        client = Bus(with_url(settings, url + query))
+        try:
+            assert client.publish("user.signed_up", USER)
+        finally:
+            client.close_sync()
 
 
 def test_other_server_errors_become_redis_command_errors(settings: Settings) -> None:
