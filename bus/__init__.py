@@ -5,7 +5,16 @@ from bus.client import Bus
 from bus.context import Fail, Retry, TaskContext
 from bus.default import apublish, publish, reset
 from bus.enqueue import EnqueueItem, TaskRef
-from bus.errors import BusError, ConfigError, RedisSetupError
+from bus.errors import (
+    BusError,
+    ConfigError,
+    RedisAuthError,
+    RedisCommandError,
+    RedisPermissionError,
+    RedisSetupError,
+    RedisTLSError,
+    RedisUnavailable,
+)
 from bus.events import Event
 from bus.publish import EventSpec
 from bus.recurring import Recurring
@@ -24,7 +33,12 @@ __all__ = [
     "EventSpec",
     "Fail",
     "Recurring",
+    "RedisAuthError",
+    "RedisCommandError",
+    "RedisPermissionError",
     "RedisSetupError",
+    "RedisTLSError",
+    "RedisUnavailable",
     "Retry",
     "Schedule",
     "Settings",

@@ -425,3 +425,12 @@ def test_a_worker_does_not_wait_out_a_wrong_password(
     out = worker.output()
     assert "error: authentication failed" in out
     assert "redis_unavailable" not in out
+
+
+def test_the_redis_errors_are_public_and_one_family() -> None:
+    """RedisUnavailable and its subclasses are exported by bus and derive from BusError."""
+    for name in ("RedisUnavailable", "RedisAuthError", "RedisPermissionError", "RedisTLSError"):
+        assert name in bus.__all__
+        assert issubclass(getattr(bus, name), RedisUnavailable)
+    assert issubclass(bus.RedisCommandError, BusError)
+    assert not issubclass(bus.RedisCommandError, RedisUnavailable)
