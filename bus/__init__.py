@@ -6,7 +6,16 @@ from bus.context import Fail, Retry, TaskContext
 from bus.declarations import TaskNotDeclared
 from bus.default import apublish, publish, reset
 from bus.enqueue import EnqueueItem, TaskRef
-from bus.errors import BusError, ConfigError, RedisSetupError
+from bus.errors import (
+    BusError,
+    ConfigError,
+    RedisAuthError,
+    RedisCommandError,
+    RedisPermissionError,
+    RedisSetupError,
+    RedisTLSError,
+    RedisUnavailable,
+)
 from bus.events import Event
 from bus.publish import EventSpec
 from bus.recurring import Recurring
@@ -26,7 +35,12 @@ __all__ = [
     "EventSpec",
     "Fail",
     "Recurring",
+    "RedisAuthError",
+    "RedisCommandError",
+    "RedisPermissionError",
     "RedisSetupError",
+    "RedisTLSError",
+    "RedisUnavailable",
     "Retry",
     "RoutingIncomplete",
     "Schedule",

@@ -4,7 +4,10 @@ A :class:`Bus` is built once and passed around (no hidden globals). It enqueues
 tasks by name (an app given by name lends the task options its app.toml
 declares, through the registry: ``bus.declarations``), publishes events
 (validated against ``schemas/``), and reads tasks back by id. Clients and
-schemas are created lazily on first use, so building a Bus does no I/O. The
+schemas are created lazily on first use, so building a Bus does no I/O. Every
+method raises taskbus's errors only: Redis trouble arrives as
+:class:`bus.errors.RedisUnavailable` (unreachable, refused login, NOPERM, TLS)
+or :class:`bus.errors.RedisCommandError`, the redis-py exception chained. The
 module-level ``bus.publish`` convenience uses a default Bus built from the
 environment on first call (see ``bus.default``).
 """
@@ -22,6 +25,7 @@ from bus.connection import connect, connect_sync
 from bus.declarations import Declarations
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
 from bus.keys import BusKeys, app_keys, validate_app_name
+from bus.redis_errors import maps_redis_errors
 from bus.registry_specs import TaskSpec
 from bus.scripts import own
 from bus.settings import Settings
@@ -72,6 +76,7 @@ class Bus:
 
     # -- lazily built parts --------------------------------------------------
 
+    @maps_redis_errors
     async def aredis(self) -> Redis:
         """The asyncio client (connected from settings on first use).
 
@@ -83,6 +88,7 @@ class Bus:
             self._redis = await connect(self.settings, check=True)
         return self._redis
 
+    @maps_redis_errors
     def sync_redis(self) -> SyncRedis:
         """The synchronous client (connected and checked like :meth:`aredis`)."""
         if self._sync_redis is None:
@@ -111,6 +117,7 @@ class Bus:
 
     # -- events ----------------------------------------------------------------
 
+    @maps_redis_errors
     def publish(
         self,
         event_type: str,
@@ -133,6 +140,8 @@ class Bus:
         Raises:
             bus.schemas.SchemaError: Unknown type, invalid, oversized or
                 unserialisable payload. Nothing is written.
+            bus.errors.RedisUnavailable: Redis cannot be reached or used
+                (refused, timed out, login or ACL refused, TLS failed).
         """
         return self.publisher.publish(
             self.sync_redis(),
@@ -143,6 +152,7 @@ class Bus:
             correlation_id=correlation_id,
         )
 
+    @maps_redis_errors
     async def apublish(
         self,
         event_type: str,
@@ -162,16 +172,19 @@ class Bus:
             correlation_id=correlation_id,
         )
 
+    @maps_redis_errors
     def publish_many(self, events: Sequence[EventSpec]) -> list[str]:
         """Publish a batch in one pipelined round trip; all validated first."""
         return self.publisher.publish_many(self.sync_redis(), events)
 
+    @maps_redis_errors
     async def apublish_many(self, events: Sequence[EventSpec]) -> list[str]:
         """Async :meth:`publish_many`."""
         return await self.publisher.apublish_many(await self.aredis(), events)
 
     # -- tasks -------------------------------------------------------------------
 
+    @maps_redis_errors
     async def enqueue(
         self,
         app: App | str,
@@ -231,6 +244,7 @@ class Bus:
         )
         return (await self.enqueue_many(app, [item]))[0]
 
+    @maps_redis_errors
     async def enqueue_many(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app in one round trip; all or nothing on bad input.
 
@@ -256,6 +270,7 @@ class Bus:
             declarations = await self._declarations.aresolve(client, validate_app_name(app), items)
         return await enqueue_items(client, self.prefix, app, items, declarations=declarations)
 
+    @maps_redis_errors
     def enqueue_sync(
         self,
         app: App | str,
@@ -318,6 +333,7 @@ class Bus:
         )
         return self.enqueue_many_sync(app, [item])[0]
 
+    @maps_redis_errors
     def enqueue_many_sync(self, app: App | str, items: Sequence[EnqueueItem]) -> list[TaskRef]:
         """Enqueue many tasks of one app from synchronous code, in one round trip.
 
@@ -346,6 +362,7 @@ class Bus:
             declarations = self._declarations.resolve_sync(client, validate_app_name(app), items)
         return enqueue_items_sync(client, self.prefix, app, items, declarations=declarations)
 
+    @maps_redis_errors
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:
         """Read a task by id: record, state and errors; None if unknown or expired."""
         keys = app_keys(self.prefix, validate_app_name(app))

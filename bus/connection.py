@@ -11,6 +11,10 @@ lose tasks (an eviction policy other than ``noeviction``, or a Redis older than
 check=True)`` runs it on the new client and logs the flag as the warning
 ``redis_not_persistent``: the worker connects that way, and so should every
 process that writes tasks or events.
+
+Connections and replies time out after ``BUS_REDIS_TIMEOUT_S`` (default 5 s).
+The clients built here note which command a server refused, for the message
+of :class:`bus.errors.RedisPermissionError` (see :mod:`bus.redis_errors`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from redis.exceptions import ResponseError
 
 from bus.embedded import MIN_REDIS_VERSION, ensure_embedded, parse_version
 from bus.errors import RedisSetupError
+from bus.redis_errors import Client, SyncClient
 from bus.settings import Settings
 
 __all__ = [
@@ -81,11 +86,19 @@ async def connect(settings: Settings, *, check: bool = False) -> redis.asyncio.R
             ``check``) the server is unsafe.
         redis.exceptions.RedisError: With ``check``: the server cannot be reached.
     """
+    # One setting for connecting and for replies: a server that does not accept
+    # a connection within it is as unreachable as one that does not answer. The
+    # worker's blocking wait reads with its own, longer, timeout.
     url = settings.redis_url
     if url is None:
         # Starting the server blocks for a few milliseconds; keep the loop free.
         url = await asyncio.to_thread(ensure_embedded, settings)
-    client = redis.asyncio.Redis.from_url(url, decode_responses=False)
+    client: redis.asyncio.Redis = Client.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
     if check:
         try:
             info = await check_server(client, embedded=settings.redis_url is None)
@@ -113,7 +126,12 @@ def connect_sync(settings: Settings, *, check: bool = False) -> redis.Redis:
         redis.exceptions.RedisError: With ``check``: the server cannot be reached.
     """
     url = settings.redis_url if settings.redis_url is not None else ensure_embedded(settings)
-    client = redis.Redis.from_url(url, decode_responses=False)
+    client: redis.Redis = SyncClient.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
     if check:
         try:
             info = check_server_sync(client, embedded=settings.redis_url is None)

@@ -34,6 +34,7 @@ from bus.errors import BusError
 from bus.keys import AppKeys, validate_app_name, validate_queue_name
 from bus.lineage import TaskSnapshot, read_tasks
 from bus.matching import PatternError, compile_pattern
+from bus.redis_errors import maps_client_errors
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -220,6 +221,7 @@ def _type_matches(task: TaskSnapshot, pattern: str | None) -> bool:
         return task.type == pattern
 
 
+@maps_client_errors
 async def list_dead(
     client: Redis,
     prefix: str,
@@ -260,6 +262,7 @@ async def list_dead(
     return out
 
 
+@maps_client_errors
 async def count_dead(
     client: Redis,
     prefix: str,
@@ -273,6 +276,7 @@ async def count_dead(
     return int(await client.zcount(keys.dead, _bound(since_ms, "-inf"), _bound(until_ms, "+inf")))
 
 
+@maps_client_errors
 async def get_dead(client: Redis, prefix: str, app: str, task_id: str) -> DeadTask | None:
     """Return one dead task with its errors; None if the app has no dead task of that id."""
     keys = _keys(prefix, app)
@@ -282,6 +286,7 @@ async def get_dead(client: Redis, prefix: str, app: str, task_id: str) -> DeadTa
     return DeadTask(task, task.dead_ms)
 
 
+@maps_client_errors
 async def select_dead(
     client: Redis,
     prefix: str,
@@ -352,6 +357,7 @@ def batch_size(batch: int, rate_per_s: float | None) -> int:
     return max(1, min(batch, int(rate_per_s / 10)))
 
 
+@maps_client_errors
 async def replay(
     client: Redis,
     prefix: str,
@@ -442,6 +448,7 @@ async def replay(
     return ReplayReport(app, False, replayed, skipped, queues, clock.monotonic_s() - started)
 
 
+@maps_client_errors
 async def purge(
     client: Redis,
     prefix: str,

@@ -41,6 +41,10 @@ def publish(event_type: str, payload: Any, **kwargs: Any) -> str:
 
     Returns:
         The event key, once the event is durably recorded.
+
+    Raises:
+        bus.errors.RedisUnavailable: Redis cannot be reached or used (the
+            redis-py error chained); see :mod:`bus.errors` for the family.
     """
     return get_default().publish(event_type, payload, **kwargs)
 

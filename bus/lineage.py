@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from bus.errors import BusError
 from bus.keys import AppKeys, BusKeys, validate_app_name
+from bus.redis_errors import maps_client_errors
 from bus.registry import load_registry
 from bus.router import task_id_for
 from bus.task import AttemptError, TaskInfo, TaskRecord, TaskState
@@ -313,6 +314,7 @@ async def read_tasks(
     return out
 
 
+@maps_client_errors
 async def read_task(client: Redis, prefix: str, app: str, task_id: str) -> TaskSnapshot:
     """Read one task with its errors and dead-letter entry.
 
@@ -398,6 +400,7 @@ class EventLineage:
         }
 
 
+@maps_client_errors
 async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLineage:
     """Read an event from the event log and the task of each registered subscription.
 

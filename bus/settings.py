@@ -17,6 +17,7 @@ Variable                     Field                  Default
 ``BUS_MAX_PAYLOAD_BYTES``    ``max_payload_bytes``  ``262144``
 ``BUS_DEDUP_WINDOW_S``       ``dedup_window_s``     ``86400``
 ``BUS_RETENTION_S``          ``retention_s``        ``86400``
+``BUS_REDIS_TIMEOUT_S``      ``redis_timeout_s``    ``5``
 ===========================  =====================  ==========================
 
 Any other ``BUS_*`` variable is an error naming it, so a typo is never silently
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bus.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "ENV_VARS", "TEST_ENV_PREFIX", "AppendFsync", "Settings"]
+__all__ = ["ENV_PREFIX", "ENV_VARS", "TEST_ENV_PREFIX", "AppendFsync", "Settings", "redact_url"]
 
 AppendFsync = Literal["always", "everysec", "no"]
 
@@ -62,6 +64,7 @@ ENV_VARS: Mapping[str, str] = {
     "max_payload_bytes": "BUS_MAX_PAYLOAD_BYTES",
     "dedup_window_s": "BUS_DEDUP_WINDOW_S",
     "retention_s": "BUS_RETENTION_S",
+    "redis_timeout_s": "BUS_REDIS_TIMEOUT_S",
 }
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -92,6 +95,9 @@ class Settings:
         max_payload_bytes: Largest accepted serialised payload.
         dedup_window_s: How long a published event id is remembered.
         retention_s: How long finished tasks are kept.
+        redis_timeout_s: How long a connection attempt, or the reply to a
+            command, may take before the server counts as unreachable
+            (``RedisUnavailable``); blocking waits add their own time to it.
     """
 
     redis_url: str | None = None
@@ -104,6 +110,7 @@ class Settings:
     max_payload_bytes: int = 262144
     dedup_window_s: int = 86400
     retention_s: int = 86400
+    redis_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         """Validate every field and make ``data_dir`` absolute.
@@ -185,7 +192,7 @@ def _reject_unknown(env: Mapping[str, str]) -> None:
     )
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced, for error messages."""
     try:
         parts = urlsplit(url)
@@ -211,11 +218,11 @@ def _check_redis_url(value: object, where: str) -> None:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - parsing the port is what validates it
     except ValueError:
-        raise _bad(where, _redact_url(value), _ALLOWED["redis_url"]) from None
+        raise _bad(where, redact_url(value), _ALLOWED["redis_url"]) from None
     if parts.scheme not in _REDIS_SCHEMES:
-        raise _bad(where, _redact_url(value), _ALLOWED["redis_url"])
+        raise _bad(where, redact_url(value), _ALLOWED["redis_url"])
     if parts.scheme == "unix" and not parts.path:
-        raise _bad(where, _redact_url(value), "a socket path, as in unix:///run/redis.sock")
+        raise _bad(where, redact_url(value), "a socket path, as in unix:///run/redis.sock")
 
 
 def _check_path(value: object, where: str) -> None:
@@ -245,6 +252,16 @@ def _check_positive_int(value: object, where: str) -> None:
         raise _bad(where, value, "a positive integer")
 
 
+def _check_positive_number(value: object, where: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise _bad(where, value, "a positive number of seconds")
+
+
 def _parse_str(raw: str, env_var: str) -> str:
     return raw
 
@@ -263,6 +280,13 @@ def _parse_positive_int(raw: str, env_var: str) -> int:
     except ValueError:
         raise _bad(env_var, raw, "a positive integer") from None
     return value
+
+
+def _parse_positive_number(raw: str, env_var: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise _bad(env_var, raw, "a positive number of seconds") from None
 
 
 def _validating(
@@ -287,6 +311,7 @@ _ALLOWED: Mapping[str, str] = {
     "max_payload_bytes": "a positive integer",
     "dedup_window_s": "a positive integer",
     "retention_s": "a positive integer",
+    "redis_timeout_s": "a positive number of seconds",
 }
 
 _CHECKS: Mapping[str, Callable[[object, str], None]] = {
@@ -300,6 +325,7 @@ _CHECKS: Mapping[str, Callable[[object, str], None]] = {
     "max_payload_bytes": _check_positive_int,
     "dedup_window_s": _check_positive_int,
     "retention_s": _check_positive_int,
+    "redis_timeout_s": _check_positive_number,
 }
 
 _PARSERS: Mapping[str, Callable[[str, str], object]] = {
@@ -313,4 +339,5 @@ _PARSERS: Mapping[str, Callable[[str, str], object]] = {
     "max_payload_bytes": _validating(_parse_positive_int, _check_positive_int),
     "dedup_window_s": _validating(_parse_positive_int, _check_positive_int),
     "retention_s": _validating(_parse_positive_int, _check_positive_int),
+    "redis_timeout_s": _validating(_parse_positive_number, _check_positive_number),
 }

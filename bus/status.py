@@ -21,23 +21,38 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from bus.errors import BusError
 from bus.keys import AppKeys, BusKeys, validate_app_name
+from bus.redis_errors import maps_client_errors
 
 __all__ = [
     "LIVE_AFTER_MS",
+    "PENDING_AFTER_MS",
     "STALE_AFTER_MS",
     "AppStatus",
     "BusStatus",
     "QueueStatus",
+    "UnknownApp",
     "WorkerStatus",
     "app_names",
     "bus_status",
+    "health_problems",
+    "overdue_pending",
+    "require_apps",
 ]
 
 #: A worker is live while its last heartbeat is at most this old (3 x 15 s lease).
 LIVE_AFTER_MS = 45_000
 #: A registered app with no live worker for longer than this is flagged.
 STALE_AFTER_MS = 300_000
+#: An event still pending after this long is overdue: the sweep (grace 5 s, run
+#: with every heartbeat, every 5 s) should have routed it by then.
+PENDING_AFTER_MS = 15_000
+
+
+class UnknownApp(BusError):
+    """An app named on the command line is neither registered nor has any keys."""
+
 
 _GLOB_SPECIAL = "*?[]\\"
 
@@ -50,6 +65,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@maps_client_errors
 async def app_names(client: Redis, prefix: str) -> tuple[list[str], list[str]]:
     """Return the registered apps and the apps that have queues, each sorted.
 
@@ -68,6 +84,85 @@ async def app_names(client: Redis, prefix: str) -> tuple[list[str], list[str]]:
         except ValueError:
             continue  # not a key of ours (a foreign key that happens to match)
     return registered, sorted(found)
+
+
+@maps_client_errors
+async def require_apps(
+    client: Redis,
+    prefix: str,
+    apps: list[str],
+    known: tuple[list[str], list[str]] | None = None,
+) -> None:
+    """Refuse app names the bus does not know, so a typo is not an empty answer.
+
+    An app is known when it is registered, has queues, or has dead tasks.
+
+    Args:
+        client: Redis client.
+        prefix: The key prefix.
+        apps: The names to check.
+        known: :func:`app_names`' answer, if the caller has it already.
+
+    Raises:
+        UnknownApp: A name is unknown; the message lists the known apps.
+    """
+    registered, with_keys = known if known is not None else await app_names(client, prefix)
+    names = set(registered) | set(with_keys)
+    missing = [a for a in apps if a not in names]
+    if missing:
+        # Dead letters outlive an app's queues set only if someone deleted it;
+        # one EXISTS per unknown name keeps such an app reachable.
+        for app in list(missing):
+            if await client.exists(AppKeys(prefix, app).dead):
+                missing.remove(app)
+    if missing:
+        listed = ", ".join(sorted(names)) or "none (no app is registered and none has queues)"
+        raise UnknownApp(f"no such app: {', '.join(missing)}; known apps: {listed}")
+
+
+@maps_client_errors
+async def overdue_pending(
+    client: Redis, prefix: str, *, now_ms: int, older_than_ms: int
+) -> tuple[int, int | None]:
+    """Count events pending (recorded, not fully routed) for longer than ``older_than_ms``.
+
+    Returns:
+        Their number and the age of the oldest (None when there is none).
+    """
+    keys = BusKeys(prefix)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zcount(keys.pending, "-inf", now_ms - older_than_ms)
+        pipe.zrange(keys.pending, 0, 0, withscores=True)
+        count, oldest = await pipe.execute()
+    age = now_ms - int(oldest[0][1]) if count and oldest else None
+    return int(count), age
+
+
+def health_problems(
+    status: BusStatus, pending: tuple[int, int | None], pending_after_ms: int
+) -> list[str]:
+    """What makes the bus unhealthy for ``status --check``: one sentence each.
+
+    An app is unhealthy when it has dead tasks or no live worker; the bus is
+    when events stay pending past ``pending_after_ms`` (nobody sweeps them).
+    """
+    problems = []
+    for app in status.apps:
+        if app.dead:
+            problems.append(
+                f"app {app.app}: {app.dead} dead task{'s' if app.dead != 1 else ''} "
+                f"(python -m bus dead list --app {app.app})"
+            )
+        if not any(w.live for w in app.workers):
+            problems.append(f"app {app.app}: no live worker")
+    count, oldest_ms = pending
+    if count:
+        problems.append(
+            f"{count} event{'s' if count != 1 else ''} pending for longer than "
+            f"{_age_text(pending_after_ms)} (oldest {_age_text(oldest_ms or 0)}): no worker "
+            "routes them; start any app's worker, it sweeps pending events"
+        )
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +364,7 @@ async def _app_status(
     return AppStatus(app, registered, queues, int(dead), workers, last_seen, stale, warning)
 
 
+@maps_client_errors
 async def bus_status(
     client: Redis,
     prefix: str,
@@ -290,11 +386,13 @@ async def bus_status(
 
     Raises:
         ValueError: A named app is not a valid app name.
+        UnknownApp: A named app is unknown (see :func:`require_apps`).
     """
     registered, with_keys = await app_names(client, prefix)
     names = sorted(set(registered) | set(with_keys))
     if apps is not None:
         names = [validate_app_name(a) for a in apps]
+        await require_apps(client, prefix, names, (registered, with_keys))
     out = [
         await _app_status(
             client,

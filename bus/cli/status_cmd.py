@@ -1,7 +1,8 @@
 """The inspection commands: ``status``, ``task show`` and ``event show``.
 
 ``status`` shows every app's queues, dead letters and workers, and flags
-registered apps that no worker has served for a while. ``task show`` tells one
+registered apps that no worker has served for a while; ``status --check`` is a
+health check (exit 1 naming each problem). ``task show`` tells one
 task's story from its stored state; ``event show`` follows an event to the task
 it became in each subscribing app. Formats: ``docs/operations.md``.
 """
@@ -26,7 +27,14 @@ from bus.cli.ops import (
 )
 from bus.lineage import EventLineage, TaskSnapshot, event_lineage, read_task
 from bus.settings import Settings
-from bus.status import LIVE_AFTER_MS, BusStatus, bus_status
+from bus.status import (
+    LIVE_AFTER_MS,
+    PENDING_AFTER_MS,
+    BusStatus,
+    bus_status,
+    health_problems,
+    overdue_pending,
+)
 
 __all__ = ["print_task", "register"]
 
@@ -57,6 +65,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DURATION",
         default=f"{LIVE_AFTER_MS // 1000}s",
         help="a worker whose last heartbeat is older is gone (default: %(default)s)",
+    )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 1 and name the problem when an app has dead tasks or no "
+        "live worker, or events stay pending past --pending-after (exit 0 otherwise)",
+    )
+    status.add_argument(
+        "--pending-after",
+        metavar="DURATION",
+        default=f"{PENDING_AFTER_MS // 1000}s",
+        help="with --check: an event still pending after this long is a problem "
+        "(default: %(default)s, the sweep grace plus a heartbeat, with margin)",
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=run_status)
@@ -96,33 +117,52 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the status of every app (or of the ``--app`` ones)."""
+    """Print the status of every app (or of the ``--app`` ones); with ``--check``, judge it."""
     stale_ms = parse_duration_ms(args.stale_after, "--stale-after")
     live_ms = parse_duration_ms(args.live_after, "--live-after")
+    pending_ms = parse_duration_ms(args.pending_after, "--pending-after")
     apps = [app_arg(a) for a in args.app] if args.app else None
 
-    async def read(client: Redis) -> BusStatus:
-        return await bus_status(
+    async def read(client: Redis) -> tuple[BusStatus, tuple[int, int | None] | None]:
+        now = clock.now_ms()
+        status = await bus_status(
             client,
             settings.prefix,
-            now_ms=clock.now_ms(),
+            now_ms=now,
             apps=apps,
             live_after_ms=live_ms,
             stale_after_ms=stale_ms,
         )
+        if not args.check:
+            return status, None
+        pending = await overdue_pending(
+            client, settings.prefix, now_ms=now, older_than_ms=pending_ms
+        )
+        return status, pending
 
-    status = with_redis(settings, read)
+    status, pending = with_redis(settings, read)
+    problems = health_problems(status, pending, pending_ms) if pending is not None else []
     if args.json:
-        print_json(status.to_doc())
-        return 0
+        doc = status.to_doc()
+        if args.check:
+            doc["check"] = {"ok": not problems, "problems": problems}
+        print_json(doc)
+        return 1 if problems else 0
     if not status.apps:
         print("no apps: none is registered and none has queues")
-        return 0
     for index, app in enumerate(status.to_doc()["apps"]):
         if index:
             print()
         _print_app(app)
-    return 0
+    if args.check:
+        print()
+        if problems:
+            print(f"check: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
+            for problem in problems:
+                print(f"  {problem}")
+        else:
+            print("check: ok")
+    return 1 if problems else 0
 
 
 def _print_app(app: dict[str, Any]) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import orjson
 
 from bus.apps import load_app_config_named, subscription_specs, task_specs
+from bus.cli.ops import InputError
 from bus.connection import connect
 from bus.keys import BusKeys, validate_app_name
 from bus.registry import load_registry, sync_subscriptions, unregister_app
@@ -174,7 +176,13 @@ def _cell(text: str) -> str:
 def run_unregister(args: argparse.Namespace, settings: Settings) -> int:
     """Remove an app from the registry, after confirmation."""
     if not args.yes:
-        answer = input(f"Unregister app {args.app!r}? Events will no longer reach it. [y/N] ")
+        question = f"Unregister app {args.app!r}? Events will no longer reach it."
+        if not sys.stdin.isatty():
+            # input() would die with EOFError in a script or a pipe.
+            raise InputError(
+                f"{question} Refusing to unregister without --yes: standard input is not a terminal"
+            )
+        answer = input(f"{question} [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing changed")
             return 1

@@ -39,6 +39,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.keys import AppKeys
+from bus.redis_errors import note_command
 from bus.scripts import own
 
 __all__ = [
@@ -135,10 +136,7 @@ async def run_calls(
                 await client.script_load(script.source)
             continue
         break
-    if raise_on_error:
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+    _note_errors(results, calls, raise_first=raise_on_error)
     return results
 
 
@@ -230,11 +228,17 @@ def run_calls_sync(
                 client.script_load(script.source)
             continue
         break
-    if raise_on_error:
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+    _note_errors(results, calls, raise_first=raise_on_error)
     return results
+
+
+def _note_errors(results: Sequence[Any], calls: Sequence[Call], *, raise_first: bool) -> None:
+    for result, (script, keys, _args) in zip(results, calls, strict=False):
+        if isinstance(result, Exception):
+            # The reply names neither the script nor the key an ACL refused.
+            note_command(result, f"EVALSHA {script.name}.lua", keys)
+            if raise_first:
+                raise result
 
 
 def _send_sync(client: SyncRedis, packed: bytes, calls: Sequence[Call]) -> list[Any]:

@@ -1,7 +1,9 @@
 """``python -m bus.worker --app NAME``: run the worker of one app.
 
 Loads ``apps/NAME/app.toml``, imports its handlers (a handler that cannot be
-imported stops the start with a clear error), checks the Redis server, syncs
+imported stops the start with a clear error), waits for the Redis server if it
+is not up yet (``redis_unavailable`` with back-off, for ever unless
+``--connect-timeout-s``), checks it, syncs
 the app's subscriptions to the registry and its recurring tasks' chains (the
 boot check, see ``bus.recurring``; both again if Redis comes back without
 the registry, see ``bus.registry_watch``), and works the app's queues until
@@ -13,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import signal
 import sys
 from collections.abc import Sequence
 
 import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from bus import clock
 from bus.apps import (
     build_app,
     event_adapter,
@@ -26,16 +32,18 @@ from bus.apps import (
     subscription_specs,
     task_specs,
 )
+from bus.cli import package_version
 from bus.client import Bus
 from bus.clock import now_ms
 from bus.connection import connect
-from bus.errors import BusError
+from bus.errors import BusError, RedisUnavailable
 from bus.eventloop import LOOP_CHOICES
 from bus.eventloop import run as run_loop
 from bus.keys import BusKeys
 from bus.logs import configure_logging
 from bus.options import MAX_PREFETCH
 from bus.recurring import recurring_from_config
+from bus.redis_errors import ServerRef, redis_errors, translate
 from bus.registry import SyncResult, sync_subscriptions
 from bus.registry_watch import RegistryWatch
 from bus.router import PendingSweep
@@ -47,6 +55,9 @@ log = structlog.get_logger("bus.worker")
 
 EXIT_USAGE = 2
 SWEEP_GRACE_MS = 5_000
+# Back-off between connection attempts at start: 0.1 s doubling to 5 s, jittered.
+CONNECT_FIRST_DELAY_S = 0.1
+CONNECT_MAX_DELAY_S = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Settings come from BUS_* environment variables."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"taskbus {package_version()}")
     parser.add_argument("--app", required=True, help="the app to run (a directory in BUS_APPS_DIR)")
     parser.add_argument(
         "--queues",
@@ -127,8 +139,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop: uvloop (faster), asyncio, or auto = uvloop where installed "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        help="when Redis cannot be reached at start, give up (exit 2) after this long; "
+        "until then the worker retries with back-off, logging redis_unavailable "
+        "(default: keep waiting)",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
+
+
+async def connect_when_up(settings: Settings, timeout_s: float | None) -> Redis:
+    """Connect and check the server, waiting with back-off while it is unreachable.
+
+    A worker is often started beside its Redis (a compose file, a reboot): it
+    waits for the server as Celery's broker retry does, logging
+    ``redis_unavailable`` at every attempt, instead of exiting with a trace.
+    A refused password, ACL or TLS handshake is not waited out: those need
+    a change of settings.
+
+    Args:
+        settings: Where the server is.
+        timeout_s: Give up after this long; None waits for ever.
+
+    Returns:
+        A connected, checked client.
+
+    Raises:
+        RedisUnavailable: The server stayed unreachable for ``timeout_s``, or
+            refused the login, an ACL or TLS (no waiting for those).
+        RedisSetupError: The server is unsafe (evicts keys, too old).
+    """
+    server = ServerRef.of(settings)
+    started = clock.monotonic_s()
+    delay_s = CONNECT_FIRST_DELAY_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await connect(settings, check=True)
+        except RedisError as exc:
+            error = translate(exc, server)
+            if not isinstance(error, RedisUnavailable) or not error.transient:
+                raise error from exc
+            waited_s = clock.monotonic_s() - started
+            if timeout_s is not None and waited_s >= timeout_s:
+                raise RedisUnavailable(
+                    f"gave up after {waited_s:.1f}s (--connect-timeout-s {timeout_s:g}): {error}"
+                ) from exc
+            pause_s = delay_s * (0.5 + random.random())
+            if timeout_s is not None:
+                pause_s = min(pause_s, max(timeout_s - waited_s, 0.0))
+            log.warning(
+                "redis_unavailable",
+                attempt=attempt,
+                retry_in_s=round(pause_s, 3),
+                error=str(error),
+            )
+            await asyncio.sleep(pause_s)
+            delay_s = min(delay_s * 2, CONNECT_MAX_DELAY_S)
 
 
 async def serve(args: argparse.Namespace, settings: Settings, *, install_signals: bool) -> int:
@@ -139,8 +209,8 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
     concurrency = args.concurrency or config.worker.concurrency
     prefetch = args.prefetch if args.prefetch is not None else config.worker.prefetch
     # Refuses a server that evicts keys; warns (redis_not_persistent) about one
-    # that keeps nothing across a restart.
-    client = await connect(settings, check=True)
+    # that keeps nothing across a restart; waits for one that is not up yet.
+    client = await connect_when_up(settings, args.connect_timeout_s)
     bus = Bus(settings, redis=client, source=config.name)
     try:
 
@@ -222,13 +292,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.prefetch is not None and not 0 <= args.prefetch <= MAX_PREFETCH:
         print(f"error: --prefetch must be 0..{MAX_PREFETCH}", file=sys.stderr)
         return EXIT_USAGE
+    if args.connect_timeout_s is not None and not args.connect_timeout_s >= 0:
+        print("error: --connect-timeout-s must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
     if not args.block_warn_s >= 0:
         print("error: --block-warn-s must be >= 0 (0: no watchdog)", file=sys.stderr)
         return EXIT_USAGE
     try:
         settings = Settings.from_env()
+    except BusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         configure_logging(args.log_level or settings.log_level)
-        return run_loop(serve(args, settings, install_signals=True), loop=args.loop)
+        # Redis failing in a start-up step after connecting (the sync, the boot
+        # check) is one line too, as every other start-up error.
+        with redis_errors(settings):
+            return run_loop(serve(args, settings, install_signals=True), loop=args.loop)
     except BusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
