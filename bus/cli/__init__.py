@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from bus.errors import BusError
 from bus.logs import configure_logging
 from bus.settings import Settings
+from bus.text import emit_block
 
 __all__ = ["build_parser", "main"]
 
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args, settings))
     except BusError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Messages quote ids and names read from Redis: escaped, newlines kept.
+        emit_block(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

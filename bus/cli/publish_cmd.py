@@ -11,6 +11,7 @@ import orjson
 from bus.client import Bus
 from bus.errors import BusError
 from bus.settings import Settings
+from bus.text import emit
 
 __all__ = ["register"]
 
@@ -64,5 +65,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         bus.close_sync()
-    print(key)
+    emit(key)
     return 0

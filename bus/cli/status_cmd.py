@@ -27,6 +27,7 @@ from bus.cli.ops import (
 from bus.lineage import EventLineage, TaskSnapshot, event_lineage, read_task
 from bus.settings import Settings
 from bus.status import LIVE_AFTER_MS, BusStatus, bus_status
+from bus.text import emit, emit_block
 
 __all__ = ["print_task", "register"]
 
@@ -116,23 +117,23 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
         print_json(status.to_doc())
         return 0
     if not status.apps:
-        print("no apps: none is registered and none has queues")
+        emit("no apps: none is registered and none has queues")
         return 0
     for index, app in enumerate(status.to_doc()["apps"]):
         if index:
-            print()
+            emit()
         _print_app(app)
     return 0
 
 
 def _print_app(app: dict[str, Any]) -> None:
     label = "registered" if app["registered"] else "not registered"
-    print(
+    emit(
         f"app {app['app']} ({label}): {app['dead']} dead, "
         f"{app['live_workers']} live worker{'s' if app['live_workers'] != 1 else ''}"
     )
     if app["warning"]:
-        print(f"  WARNING: {app['warning']}: its queues fill up and nobody works them")
+        emit(f"  WARNING: {app['warning']}: its queues fill up and nobody works them")
     if app["queues"]:
         rows = [("QUEUE", "READY", "DELAYED", "IN FLIGHT", "OLDEST WAITING")]
         for q in app["queues"]:
@@ -147,7 +148,7 @@ def _print_app(app: dict[str, Any]) -> None:
             )
         print_table(rows, indent="  ")
     else:
-        print("  no queues")
+        emit("  no queues")
     if app["workers"]:
         wrows = [("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "DONE", "FAILED", "LAST BEAT")]
         for w in app["workers"]:
@@ -187,7 +188,7 @@ def run_task_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def print_task(doc: dict[str, Any]) -> None:
     """Print a task document (``TaskSnapshot.to_doc(full=True)``) for a human."""
-    print(f"task {doc['id']} of app {doc['app']}")
+    emit(f"task {doc['id']} of app {doc['app']}")
     what = f"{doc['name']} (kind {doc['kind']})" if doc["name"] else "-"
     state = doc["state"] + (f" ({doc['dead_reason']})" if doc["dead_reason"] else "")
     rows = [
@@ -204,8 +205,8 @@ def print_task(doc: dict[str, Any]) -> None:
     if doc["record_error"]:
         rows.append(("record", f"UNREADABLE: {doc['record_error']}"))
     for label, value in rows:
-        print(f"  {label:<9} {value}")
-    print("history")
+        emit(f"  {label:<9} {value}")
+    emit("history")
     hrows = []
     for entry in doc["history"]:
         detail = {k: v for k, v in entry.items() if k not in ("at_ms", "event") and v is not None}
@@ -216,14 +217,14 @@ def print_task(doc: dict[str, Any]) -> None:
     print_table(hrows, indent="  ")
     if doc["record"] is not None:
         payload = orjson.dumps(doc["record"]["payload"], option=orjson.OPT_INDENT_2).decode()
-        print("payload")
-        print(_indent(_clip(payload)))
+        emit("payload")
+        emit_block(_clip(payload), indent="  ")
     elif doc["record_raw"] is not None:
-        print("raw record")
-        print(_indent(_clip(doc["record_raw"])))
+        emit("raw record")
+        emit_block(_clip(doc["record_raw"]), indent="  ")
     if doc["errors"] and doc["errors"][-1]["traceback"]:
-        print(f"last error (attempt {doc['errors'][-1]['attempt']})")
-        print(_indent(doc["errors"][-1]["traceback"].rstrip()))
+        emit(f"last error (attempt {doc['errors'][-1]['attempt']})")
+        emit_block(doc["errors"][-1]["traceback"].rstrip(), indent="  ")
 
 
 def _schema(env: dict[str, Any]) -> str | None:
@@ -235,10 +236,6 @@ def _schema(env: dict[str, Any]) -> str | None:
 
 def _clip(text: str) -> str:
     return text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + " ...(clipped)"
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
 
 
 # -- event show --------------------------------------------------------------------------
@@ -256,7 +253,7 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
         print_json(doc)
         return 0
     env = doc["envelope"]
-    print(f"event {doc['key']} ({env.get('type')})")
+    emit(f"event {doc['key']} ({env.get('type')})")
     for label, value in (
         ("id", env.get("id")),
         ("source", env.get("source")),
@@ -266,11 +263,11 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
         ("routed", "no (pending: a worker's sweep will route it)" if doc["pending"] else "yes"),
     ):
         if value is not None:
-            print(f"  {label:<11} {value}")
-    print("data")
-    print(_indent(_clip(orjson.dumps(env.get("data"), option=orjson.OPT_INDENT_2).decode())))
+            emit(f"  {label:<11} {value}")
+    emit("data")
+    emit_block(_clip(orjson.dumps(env.get("data"), option=orjson.OPT_INDENT_2).decode()), "  ")
     if not doc["deliveries"]:
-        print("no registered subscriptions")
+        emit("no registered subscriptions")
         return 0
     rows = [("APP", "SUBSCRIPTION", "TASK", "STATE", "ATTEMPTS", "NOTE")]
     for d in doc["deliveries"]:

@@ -8,10 +8,12 @@ import asyncio
 import orjson
 
 from bus.apps import load_app_config_named, subscription_specs
+from bus.cli.ops import print_table
 from bus.connection import connect
 from bus.keys import BusKeys
 from bus.registry import load_registry, sync_subscriptions, unregister_app
 from bus.settings import Settings
+from bus.text import emit
 
 __all__ = ["register"]
 
@@ -85,7 +87,7 @@ def run_sync(args: argparse.Namespace, settings: Settings) -> int:
         suffix = " (dry run, nothing written)" if args.dry_run else ""
         return result.describe() + suffix
 
-    print(asyncio.run(go()))
+    emit(asyncio.run(go()))
     return 0
 
 
@@ -109,7 +111,7 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
             return
         if not apps:
-            print("no apps registered" if args.app is None else f"app {args.app} is not registered")
+            emit("no apps registered" if args.app is None else f"app {args.app} is not registered")
             return
         rows = [("APP", "SUBSCRIPTION", "EVENTS", "FILTER", "QUEUE", "SCOPE")]
         for s in subs:
@@ -118,9 +120,7 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         for app in apps:
             if not any(s.app == app for s in subs):
                 rows.append((app, "-", "-", "-", "-", "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        print_table(rows)
 
     asyncio.run(go())
     return 0
