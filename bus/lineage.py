@@ -374,28 +374,48 @@ class EventLineage:
 
     Attributes:
         key: The event's bus key.
-        envelope: The envelope as recorded.
+        envelope: The envelope as recorded; None when it cannot be decoded.
         recorded_ms: When it was recorded, if still in the retention index.
         pending: Not yet routed to every subscriber (a sweep will finish it).
         deliveries: One per registered subscription, by app and name.
+        envelope_error: Why the stored envelope cannot be decoded, if it cannot.
+        envelope_raw: Its first 2000 characters then (bytes that are not
+            UTF-8 shown as U+FFFD).
     """
 
     key: str
-    envelope: dict[str, Any]
+    envelope: dict[str, Any] | None
     recorded_ms: int | None
     pending: bool
     deliveries: list[Delivery]
+    envelope_error: str | None = None
+    envelope_raw: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
         """Return the lineage as a JSON-ready mapping (``event show --json``)."""
         return {
             "key": self.key,
-            "type": self.envelope.get("type"),
+            "type": None if self.envelope is None else self.envelope.get("type"),
             "recorded_ms": self.recorded_ms,
             "pending": self.pending,
             "envelope": self.envelope,
+            "envelope_error": self.envelope_error,
+            "envelope_raw": self.envelope_raw,
             "deliveries": [d.to_doc() for d in self.deliveries],
         }
+
+
+def _decode_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """The envelope, or None with why and the raw text: damage is shown, never raised."""
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        error = f"the stored envelope is not UTF-8 JSON: {exc}"
+    else:
+        if isinstance(envelope, dict):
+            return envelope, None, None
+        error = f"the stored envelope is a JSON {type(envelope).__name__}, not an object"
+    return None, error, raw[:RAW_RECORD_CHARS].decode("utf-8", "replace")
 
 
 async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLineage:
@@ -416,11 +436,14 @@ async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLine
             "envelope, also the first part of its task ids); events are kept for "
             "BUS_RETENTION_S"
         )
-    envelope = orjson.loads(raw)
+    envelope, envelope_error, envelope_raw = _decode_envelope(raw)
     registry = await load_registry(client, keys)
     by_app: dict[str, list[tuple[str, bool]]] = {}
     for sub in registry.subscriptions:
-        matches = sub.matches(str(envelope.get("type")), envelope.get("data"))
+        # A damaged envelope matches nothing; its tasks, if any, are still shown.
+        matches = envelope is not None and sub.matches(
+            str(envelope.get("type")), envelope.get("data")
+        )
         by_app.setdefault(sub.spec.app, []).append((sub.spec.name, matches))
     deliveries: list[Delivery] = []
     for app, subs in sorted(by_app.items()):
@@ -434,4 +457,6 @@ async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLine
         recorded_ms=None if recorded is None else int(recorded),
         pending=pending is not None,
         deliveries=deliveries,
+        envelope_error=envelope_error,
+        envelope_raw=envelope_raw,
     )

@@ -242,17 +242,7 @@ class TaskInfo:
             record = TaskRecord.decode(record_raw) if record_raw is not None else None
         except ValueError:
             record = None
-        errors = [
-            AttemptError(
-                attempt=int(e.get("attempt", 0)),
-                at_ms=int(e.get("at", 0)),
-                type=str(e.get("type", "")),
-                message=str(e.get("message", "")),
-                traceback=str(e.get("traceback", "")),
-                worker=e.get("worker"),
-            )
-            for e in (orjson.loads(errors_raw) if errors_raw else [])
-        ]
+        errors = _decode_errors(errors_raw) if errors_raw else []
 
         def opt_int(key: str) -> int | None:
             value = st.get(key)
@@ -273,3 +263,41 @@ class TaskInfo:
             replays=int(st.get("rp", 0)),
             errors=errors,
         )
+
+
+def _decode_errors(raw: bytes) -> list[AttemptError]:
+    """Decode a stored error list; damage becomes one flagged entry, never an exception.
+
+    Bytes that are not UTF-8 (damaged data copied into a message) are read with
+    U+FFFD in their place; a list that still does not decode is shown as one
+    ``UnreadableErrors`` entry holding its first bytes, so the task, and every
+    listing it is in, can still be shown.
+    """
+    try:
+        try:
+            docs = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            docs = orjson.loads(raw.decode("utf-8", "replace"))
+        return [
+            AttemptError(
+                attempt=int(e.get("attempt", 0)),
+                at_ms=int(e.get("at", 0)),
+                type=str(e.get("type", "")),
+                message=str(e.get("message", "")),
+                traceback=str(e.get("traceback", "")),
+                worker=None if e.get("worker") is None else str(e.get("worker")),
+            )
+            for e in docs
+        ]
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        return [
+            AttemptError(
+                attempt=0,
+                at_ms=0,
+                type="UnreadableErrors",
+                message=(
+                    f"the stored error list is not UTF-8 JSON ({exc}); "
+                    f"its first bytes: {clip(repr(raw[:500]), 600)}"
+                ),
+            )
+        ]

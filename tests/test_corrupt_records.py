@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+import structlog.testing
 from redis.asyncio import Redis
 
 from bus import App, TaskContext, TaskInfo, TaskState, clock, scripts
@@ -29,6 +30,9 @@ from bus.settings import Settings
 from bus.task import TaskRecord
 from bus.worker.execute import reason_doc
 from tests.engine_helpers import eventually, running_worker
+from tests.test_cli_ops import cli_env
+
+__all__ = ["cli_env"]  # the fixture, imported for the CLI tests below
 
 APP = "shop"
 KEYS = AppKeys("bus", APP)
@@ -306,3 +310,145 @@ async def test_sweep_routes_pending_events_past_a_corrupt_envelope(aredis: Redis
     await aredis.zadd(keys.pending, {"BAD": old, "GOOD": old + 1})
     await sweep_pending(aredis, "bus", now_ms=clock.now_ms(), grace_ms=5_000)
     assert await aredis.zrange(keys.pending, 0, -1) == []
+
+
+# -- damage costs the damaged entry only: listings, shows and claims go on -------------
+
+
+def cli(*argv: str) -> int:
+    """Run the CLI in a thread (it runs its own event loop)."""
+    return main(list(argv))
+
+
+async def test_dead_list_show_and_task_show_survive_a_non_utf8_state_buried_by_claim(
+    bus: Bus, aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state of non-UTF-8 bytes, dead-lettered by the claim, never stops the listing."""
+    bad = await bus.enqueue(APP, "job", 1)
+    other = await bus.enqueue(APP, "job", 2)
+    await aredis.hset(KEYS.state, bad.id, b"\xff\xfe{\xc3 not json")
+    await aredis.hset(KEYS.state, other.id, b"{garbage")
+    await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
+    )
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    text = capsys.readouterr().out
+    assert bad.id in text
+    assert other.id in text
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP, "--json") == 0
+    listed = {t["id"]: t for t in orjson.loads(capsys.readouterr().out)["tasks"]}
+    assert listed[bad.id]["dead_reason"] == "undecodable state"
+    assert "\\xff\\xfe{\\xc3 not json" in listed[bad.id]["last_error"]["message"]
+    for command in ("dead", "task"):
+        assert await asyncio.to_thread(cli, command, "show", bad.id, "--app", APP) == 0
+        assert "undecodable state" in capsys.readouterr().out
+
+
+async def test_an_error_list_of_non_utf8_bytes_is_shown_flagged_not_fatal(
+    bus: Bus, aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stored errors that are not UTF-8 JSON become one flagged entry; the rest is shown."""
+    broken = await bus.enqueue(APP, "job", 1)
+    garbled = await bus.enqueue(APP, "job", 2)
+    fine = await bus.enqueue(APP, "job", 3)
+    now = clock.now_ms()
+    for ref in (broken, garbled, fine):
+        await aredis.hset(
+            KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now})
+        )
+        await aredis.zadd(KEYS.dead, {ref.id: now})
+    await aredis.hset(KEYS.errors, broken.id, b"\x00\xff[{not json")
+    await aredis.hset(KEYS.errors, garbled.id, b'[{"type": "Boom", "message": "caf\xe9"}]')
+    letters = {t.id: t for t in await list_dead(aredis, "bus", APP)}
+    assert letters.keys() == {broken.id, garbled.id, fine.id}
+    [error] = letters[broken.id].task.info.errors
+    assert error.type == "UnreadableErrors"
+    assert "not UTF-8 JSON" in error.message
+    [error] = letters[garbled.id].task.info.errors
+    assert (error.type, error.message) == ("Boom", "caf\ufffd")
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    assert "UnreadableErrors" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, "task", "show", broken.id, "--app", APP) == 0
+    assert await bus.get_task(APP, broken.id) is not None
+
+
+async def test_event_show_flags_an_envelope_that_is_not_utf8_json(
+    aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pending event of non-UTF-8 bytes is shown flagged with the reason, exit 0."""
+    keys = BusKeys("bus")
+    await aredis.hset(keys.events, "BAD", b'{"type": "order.placed", "x": "\xff\x1b[2J"}')
+    await aredis.zadd(keys.pending, {"BAD": clock.now_ms()})
+    assert await asyncio.to_thread(cli, "event", "show", "BAD") == 0
+    out = capsys.readouterr().out
+    assert "UNREADABLE" in out
+    assert "\\x1b[2J" in out
+    assert "\x1b" not in out
+    assert await asyncio.to_thread(cli, "event", "show", "BAD", "--json") == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["pending"] is True
+    assert doc["envelope"] is None
+    assert "not UTF-8 JSON" in doc["envelope_error"]
+    assert doc["envelope_raw"].startswith('{"type": "order.placed"')
+
+
+async def test_claim_dead_letters_a_queued_id_with_neither_state_nor_record(
+    bus: Bus, aredis: Redis
+) -> None:
+    """An id in the ready list with nothing stored is dead-lettered and reported, not dropped."""
+    good = await bus.enqueue(APP, "job", 1)
+    await aredis.lpush(QUEUE.ready, "ghost")
+    result = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
+    )
+    assert [t.id for t in result.tasks] == [good.id]
+    assert result.damaged == [("ghost", "record missing")]
+    letter = await get_dead(aredis, "bus", APP, "ghost")
+    assert letter is not None
+    assert letter.reason == "record missing"
+    assert "state and record missing" in letter.task.info.errors[0].message
+
+
+async def test_claim_dead_letters_a_queued_id_that_is_not_utf8_under_a_readable_id(
+    bus: Bus, aredis: Redis
+) -> None:
+    """A non-UTF-8 id would fail the whole claim reply: it is moved to a hex id and buried."""
+    good = await bus.enqueue(APP, "job", 1)
+    ref = await bus.enqueue(APP, "job", 2)
+    raw_id = b"bad-\xff\xfe"
+    for key in (KEYS.state, KEYS.tasks):
+        await aredis.hset(key, raw_id, await aredis.hget(key, ref.id))
+    await aredis.lpush(QUEUE.ready, raw_id)
+    # A valid non-ASCII id is claimed as usual.
+    accented = await bus.enqueue(APP, "job", 3, id="café-1")
+    result = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
+    )
+    assert {t.id for t in result.tasks} == {good.id, ref.id, accented.id}
+    new_id = "damaged-id." + raw_id.hex()
+    assert result.damaged == [(new_id, "id not UTF-8")]
+    assert not await aredis.hexists(KEYS.state, raw_id)
+    assert not await aredis.hexists(KEYS.tasks, raw_id)
+    letter = await get_dead(aredis, "bus", APP, new_id)
+    assert letter is not None
+    assert letter.reason == "id not UTF-8"
+    assert raw_id.hex() in letter.task.info.errors[0].message
+    assert letter.task.record is not None  # the record was moved with it
+
+
+async def test_worker_logs_each_damaged_task_once(bus: Bus, aredis: Redis) -> None:
+    """The worker logs task_damaged with the id and reason, once per damaged task."""
+    done: list[Any] = []
+    app = shop(done)
+    await aredis.lpush(QUEUE.ready, "ghost")
+    stale = await bus.enqueue(app, "job", "bad")
+    await aredis.hset(KEYS.state, stale.id, b"{garbage")
+    with structlog.testing.capture_logs() as logs:
+        async with running_worker(app, aredis, concurrency=1):
+            good = await bus.enqueue(app, "job", "good")
+            await state_is(bus, good.id, TaskState.SUCCEEDED)
+    damaged = [e for e in logs if e["event"] == "task_damaged"]
+    assert sorted((e["task_id"], e["reason"]) for e in damaged) == sorted(
+        [("ghost", "record missing"), (stale.id, "undecodable state")]
+    )
+    assert all(e["log_level"] == "error" and e["app"] == APP for e in damaged)

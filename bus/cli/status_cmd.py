@@ -253,6 +253,13 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
         print_json(doc)
         return 0
     env = doc["envelope"]
+    if env is None:
+        emit(f"event {doc['key']} (UNREADABLE: {doc['envelope_error']})")
+        emit(f"  {'routed':<11} " + ("no (pending)" if doc["pending"] else "yes"))
+        emit("raw envelope")
+        emit_block(_clip(doc["envelope_raw"]), indent="  ")
+        _print_deliveries(doc)
+        return 0
     emit(f"event {doc['key']} ({env.get('type')})")
     for label, value in (
         ("id", env.get("id")),
@@ -266,13 +273,18 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
             emit(f"  {label:<11} {value}")
     emit("data")
     emit_block(_clip(orjson.dumps(env.get("data"), option=orjson.OPT_INDENT_2).decode()), "  ")
+    _print_deliveries(doc)
+    return 0
+
+
+def _print_deliveries(doc: dict[str, Any]) -> None:
     if not doc["deliveries"]:
         emit("no registered subscriptions")
-        return 0
+        return
     rows = [("APP", "SUBSCRIPTION", "TASK", "STATE", "ATTEMPTS", "NOTE")]
     for d in doc["deliveries"]:
         if d["state"] is None:
-            note = "does not match"
+            note = "does not match" if doc["envelope"] is not None else "envelope unreadable"
             if d["matches"]:
                 note = (
                     "not routed yet" if doc["pending"] else "expired, purged, or subscribed later"
@@ -286,4 +298,3 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
             (d["app"], d["subscription"], d["task_id"], d["state"], str(d["attempts"]), note)
         )
     print_table(rows)
-    return 0
