@@ -114,6 +114,10 @@ class TaskSnapshot:
         record_error: Why the record could not be decoded, if it could not.
         record_raw: The raw record (first 2000 characters) when undecodable.
         dead_ms: When the task died, if it is in the dead set.
+        state_error: Why the stored state cannot be decoded, if it cannot (its
+            first bytes included). ``info`` then holds the record and errors,
+            no attempts, and the state ``dead`` when the task is in the dead
+            set, else ``queued``: placeholders, shown as ``unreadable``.
     """
 
     app: str
@@ -122,6 +126,7 @@ class TaskSnapshot:
     record_error: str | None = None
     record_raw: str | None = None
     dead_ms: int | None = None
+    state_error: str | None = None
 
     @classmethod
     def from_raw(
@@ -144,13 +149,23 @@ class TaskSnapshot:
             except ValueError as exc:
                 record_error = str(exc)
                 raw_text = record_raw[:RAW_RECORD_CHARS].decode("utf-8", "replace")
+        state_error = None
+        try:
+            info = TaskInfo.from_raw(task_id, state_raw, record_raw, errors_raw)
+            state = orjson.loads(state_raw)
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            # Damage costs this task's state only: the listing it is in goes on.
+            state_error = f"{type(exc).__name__}: {exc}; stored: {state_raw[:200]!r}"
+            info = TaskInfo.unreadable(task_id, dead_score is not None, record_raw, errors_raw)
+            state = {}
         return cls(
             app=app,
-            info=TaskInfo.from_raw(task_id, state_raw, record_raw, errors_raw),
-            state=orjson.loads(state_raw),
+            info=info,
+            state=state,
             record_error=record_error,
             record_raw=raw_text,
             dead_ms=None if dead_score is None else int(dead_score),
+            state_error=state_error,
         )
 
     @property
@@ -241,7 +256,7 @@ class TaskSnapshot:
             "type": self.type,
             "queue": self.queue,
             "event_key": self.event_key,
-            "state": info.state.value,
+            "state": "unreadable" if self.state_error else info.state.value,
             "attempts": info.attempts,
             "max_attempts": info.max_attempts,
             "replays": info.replays,
@@ -255,6 +270,7 @@ class TaskSnapshot:
             "dead_reason": info.dead_reason,
             "last_error": error_to_doc(last) if last else None,
             "record_error": self.record_error,
+            "state_error": self.state_error,
         }
         if full:
             doc["record"] = _record_doc(record)

@@ -235,14 +235,20 @@ class TaskInfo:
     def from_raw(
         cls, task_id: str, state_raw: bytes, record_raw: bytes | None, errors_raw: bytes | None
     ) -> TaskInfo:
-        """Build from the three stored entries (record and errors may be missing)."""
+        """Build from the three stored entries (record and errors may be missing).
+
+        Raises:
+            orjson.JSONDecodeError, TypeError, KeyError, ValueError: The state
+                is damaged (not JSON, not an object, an unknown state or a
+                field of the wrong type); a damaged record or error list is
+                not an error (see :meth:`unreadable` for the readers' fallback).
+        """
         st = orjson.loads(state_raw)
-        record: TaskRecord | None
-        try:
-            record = TaskRecord.decode(record_raw) if record_raw is not None else None
-        except ValueError:
-            record = None
+        record = _record_or_none(record_raw)
         errors = _decode_errors(errors_raw) if errors_raw else []
+
+        if not isinstance(st, dict):
+            raise TypeError(f"the state is a JSON {type(st).__name__}, not an object")
 
         def opt_int(key: str) -> int | None:
             value = st.get(key)
@@ -263,6 +269,31 @@ class TaskInfo:
             replays=int(st.get("rp", 0)),
             errors=errors,
         )
+
+    @classmethod
+    def unreadable(
+        cls, task_id: str, dead: bool, record_raw: bytes | None, errors_raw: bytes | None
+    ) -> TaskInfo:
+        """A task whose state is damaged: its record and errors, placeholder state.
+
+        The state is ``dead`` for a task in the dead set, else ``queued``, with
+        no attempts: readers flag such a task rather than trust these fields.
+        """
+        return cls(
+            id=task_id,
+            state=TaskState.DEAD if dead else TaskState.QUEUED,
+            attempts=0,
+            max_attempts=0,
+            record=_record_or_none(record_raw),
+            errors=_decode_errors(errors_raw) if errors_raw else [],
+        )
+
+
+def _record_or_none(raw: bytes | None) -> TaskRecord | None:
+    try:
+        return TaskRecord.decode(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def _decode_errors(raw: bytes) -> list[AttemptError]:

@@ -452,3 +452,95 @@ async def test_worker_logs_each_damaged_task_once(bus: Bus, aredis: Redis) -> No
         [("ghost", "record missing"), (stale.id, "undecodable state")]
     )
     assert all(e["log_level"] == "error" and e["app"] == APP for e in damaged)
+
+
+async def test_dead_list_and_status_survive_ids_and_names_that_are_not_utf8(
+    bus: Bus, aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A non-UTF-8 dead-set member, queue name or worker id costs that entry, not the command."""
+    ref = await bus.enqueue(APP, "job", 1)
+    now = clock.now_ms()
+    await aredis.hset(KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now}))
+    await aredis.zadd(KEYS.dead, {ref.id: now, b"bad-\xff": now + 1})
+    await aredis.sadd(KEYS.queues, b"q-\xfe")
+    await aredis.zadd(KEYS.beats, {b"w-\xfd": now})
+    # The oldest waiting task of a queue, with a state that does not decode.
+    waiting = await bus.enqueue(APP, "job", 2, queue="slow")
+    await aredis.hset(KEYS.state, waiting.id, b"\xff{garbage")
+    assert [t.id for t in await list_dead(aredis, "bus", APP)] == [ref.id]
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    assert ref.id in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, "status") == 0
+    out = capsys.readouterr().out
+    assert "q-\\xfe" in out
+    assert "w-\\xfd" in out
+    assert "slow" in out
+
+
+@pytest.mark.parametrize("planted", [b"\xff{garbage", b'{"s": "weird", "a": 1}', b"[1, 2]"])
+async def test_a_dead_task_whose_state_was_damaged_is_listed_flagged_and_can_be_purged(
+    bus: Bus,
+    aredis: Redis,
+    cli_env: Settings,
+    capsys: pytest.CaptureFixture[str],
+    planted: bytes,
+) -> None:
+    """A dead letter's damaged state is shown as unreadable; replay skips it, purge removes it."""
+    healthy = await bus.enqueue(APP, "job", 1)
+    damaged = await bus.enqueue(APP, "job", 2)
+    now = clock.now_ms()
+    for ref in (healthy, damaged):
+        await aredis.hset(
+            KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now})
+        )
+        await aredis.zadd(KEYS.dead, {ref.id: now})
+    await aredis.hset(KEYS.state, damaged.id, planted)
+    letters = {t.id: t for t in await list_dead(aredis, "bus", APP)}
+    assert letters.keys() == {healthy.id, damaged.id}
+    doc = letters[damaged.id].to_doc()
+    assert doc["state"] == "unreadable"
+    assert doc["state_error"] is not None
+    assert letters[healthy.id].to_doc()["state_error"] is None
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if damaged.id in line)
+    assert "state unreadable" in row
+    assert await asyncio.to_thread(cli, "task", "show", damaged.id, "--app", APP) == 0
+    assert "UNREADABLE" in capsys.readouterr().out
+    report = await replay(aredis, "bus", APP, everything=True)
+    assert report.replayed == [healthy.id]
+    assert "state is unreadable" in report.skipped[damaged.id]
+    assert await asyncio.to_thread(cli, "dead", "purge", "--app", APP, "--all", "--yes") == 0
+    assert await aredis.zrange(KEYS.dead, 0, -1) == []
+    assert not await aredis.hexists(KEYS.state, damaged.id)
+
+
+async def test_a_state_damaged_while_the_task_runs_costs_that_task_in_every_batch(
+    bus: Bus, aredis: Redis
+) -> None:
+    """Renew, settle, release, replay and purge reject the damaged task and do the others."""
+    bad = await bus.enqueue(APP, "job", 1)
+    good = await bus.enqueue(APP, "job", 2)
+    now = clock.now_ms()
+    claimed = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=now, lease_ms=60_000, max_tasks=2, worker_id="w"
+    )
+    tokens = {t.id: t.token for t in claimed.tasks}
+    await aredis.hset(KEYS.state, bad.id, b"\xff{garbage")
+    held = [scripts.Held(i, tokens[i], "default") for i in (bad.id, good.id)]
+    assert await scripts.renew(aredis, KEYS, held, now_ms=now, lease_ms=60_000) == [bad.id]
+    assert await scripts.release(aredis, KEYS, held, now_ms=now) == 1
+    await aredis.zadd(KEYS.dead, {bad.id: now})
+    assert await scripts.replay(aredis, KEYS, "default", now, [bad.id]) == [False]
+    assert await scripts.purge(aredis, KEYS, [bad.id]) == [True]
+    again = await bus.enqueue(APP, "job", 3)
+    claimed = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=now, lease_ms=60_000, max_tasks=2, worker_id="w"
+    )
+    tokens = {t.id: t.token for t in claimed.tasks}
+    await aredis.hset(KEYS.state, again.id, b"[1, 2]")
+    outcomes = [scripts.Outcome(i, tokens[i], "default", "ok") for i in (again.id, good.id)]
+    rejected = await scripts.settle(aredis, KEYS, outcomes, now_ms=now, retention_ms=60_000)
+    assert rejected == [again.id]
+    info = await bus.get_task(APP, good.id)
+    assert info is not None
+    assert info.state is TaskState.SUCCEEDED

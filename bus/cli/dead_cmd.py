@@ -185,7 +185,7 @@ def _row(task: DeadTask, now_ms: int) -> tuple[str, ...]:
         task.queue or "?",
         f"{task.task.info.attempts}/{task.task.info.max_attempts}",
         str(task.task.info.replays),
-        task.reason or "-",
+        "state unreadable" if task.task.state_error else task.reason or "-",
         error,
     )
 

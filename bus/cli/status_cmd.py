@@ -191,6 +191,8 @@ def print_task(doc: dict[str, Any]) -> None:
     emit(f"task {doc['id']} of app {doc['app']}")
     what = f"{doc['name']} (kind {doc['kind']})" if doc["name"] else "-"
     state = doc["state"] + (f" ({doc['dead_reason']})" if doc["dead_reason"] else "")
+    if doc["state_error"]:
+        state = f"UNREADABLE: {doc['state_error']}"
     rows = [
         ("name", what),
         ("type", doc["type"] or "-"),
