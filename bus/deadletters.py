@@ -196,7 +196,12 @@ async def _dead_pages(
             page = await client.zrangebyscore(keys.dead, low, high, ties, size, withscores=True)
         if not page:
             return
-        items = [(member.decode(), int(score)) for member, score in cast(_Page, page)]
+        # A member that is not UTF-8 (damage) is shown escaped; it has no
+        # task under that text, so it costs its own row only.
+        items = [
+            (member.decode("utf-8", "backslashreplace"), int(score))
+            for member, score in cast(_Page, page)
+        ]
         yield items
         if len(items) < size:
             return
@@ -411,7 +416,11 @@ async def replay(
     skipped = dict(selection.missing)
     todo: list[tuple[str, str]] = []
     for dead in selection.tasks:
-        if dead.queue is None:
+        if dead.task.state_error is not None:
+            skipped[dead.id] = (
+                f"cannot replay: its state is unreadable ({dead.task.state_error}); purge it"
+            )
+        elif dead.queue is None:
             skipped[dead.id] = f"cannot replay: {dead.unreplayable}"
         else:
             todo.append((dead.id, dead.queue))

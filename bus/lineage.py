@@ -115,6 +115,10 @@ class TaskSnapshot:
         record_error: Why the record could not be decoded, if it could not.
         record_raw: The raw record (first 2000 characters) when undecodable.
         dead_ms: When the task died, if it is in the dead set.
+        state_error: Why the stored state cannot be decoded, if it cannot (its
+            first bytes included). ``info`` then holds the record and errors,
+            no attempts, and the state ``dead`` when the task is in the dead
+            set, else ``queued``: placeholders, shown as ``unreadable``.
     """
 
     app: str
@@ -123,6 +127,7 @@ class TaskSnapshot:
     record_error: str | None = None
     record_raw: str | None = None
     dead_ms: int | None = None
+    state_error: str | None = None
 
     @classmethod
     def from_raw(
@@ -145,13 +150,23 @@ class TaskSnapshot:
             except ValueError as exc:
                 record_error = str(exc)
                 raw_text = record_raw[:RAW_RECORD_CHARS].decode("utf-8", "replace")
+        state_error = None
+        try:
+            info = TaskInfo.from_raw(task_id, state_raw, record_raw, errors_raw)
+            state = orjson.loads(state_raw)
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            # Damage costs this task's state only: the listing it is in goes on.
+            state_error = f"{type(exc).__name__}: {exc}; stored: {state_raw[:200]!r}"
+            info = TaskInfo.unreadable(task_id, dead_score is not None, record_raw, errors_raw)
+            state = {}
         return cls(
             app=app,
-            info=TaskInfo.from_raw(task_id, state_raw, record_raw, errors_raw),
-            state=orjson.loads(state_raw),
+            info=info,
+            state=state,
             record_error=record_error,
             record_raw=raw_text,
             dead_ms=None if dead_score is None else int(dead_score),
+            state_error=state_error,
         )
 
     @property
@@ -242,7 +257,7 @@ class TaskSnapshot:
             "type": self.type,
             "queue": self.queue,
             "event_key": self.event_key,
-            "state": info.state.value,
+            "state": "unreadable" if self.state_error else info.state.value,
             "attempts": info.attempts,
             "max_attempts": info.max_attempts,
             "replays": info.replays,
@@ -256,6 +271,7 @@ class TaskSnapshot:
             "dead_reason": info.dead_reason,
             "last_error": error_to_doc(last) if last else None,
             "record_error": self.record_error,
+            "state_error": self.state_error,
         }
         if full:
             doc["record"] = _record_doc(record)
@@ -376,28 +392,48 @@ class EventLineage:
 
     Attributes:
         key: The event's bus key.
-        envelope: The envelope as recorded.
+        envelope: The envelope as recorded; None when it cannot be decoded.
         recorded_ms: When it was recorded, if still in the retention index.
         pending: Not yet routed to every subscriber (a sweep will finish it).
         deliveries: One per registered subscription, by app and name.
+        envelope_error: Why the stored envelope cannot be decoded, if it cannot.
+        envelope_raw: Its first 2000 characters then (bytes that are not
+            UTF-8 shown as U+FFFD).
     """
 
     key: str
-    envelope: dict[str, Any]
+    envelope: dict[str, Any] | None
     recorded_ms: int | None
     pending: bool
     deliveries: list[Delivery]
+    envelope_error: str | None = None
+    envelope_raw: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
         """Return the lineage as a JSON-ready mapping (``event show --json``)."""
         return {
             "key": self.key,
-            "type": self.envelope.get("type"),
+            "type": None if self.envelope is None else self.envelope.get("type"),
             "recorded_ms": self.recorded_ms,
             "pending": self.pending,
             "envelope": self.envelope,
+            "envelope_error": self.envelope_error,
+            "envelope_raw": self.envelope_raw,
             "deliveries": [d.to_doc() for d in self.deliveries],
         }
+
+
+def _decode_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """The envelope, or None with why and the raw text: damage is shown, never raised."""
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        error = f"the stored envelope is not UTF-8 JSON: {exc}"
+    else:
+        if isinstance(envelope, dict):
+            return envelope, None, None
+        error = f"the stored envelope is a JSON {type(envelope).__name__}, not an object"
+    return None, error, raw[:RAW_RECORD_CHARS].decode("utf-8", "replace")
 
 
 @maps_client_errors
@@ -419,11 +455,14 @@ async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLine
             "envelope, also the first part of its task ids); events are kept for "
             "BUS_RETENTION_S"
         )
-    envelope = orjson.loads(raw)
+    envelope, envelope_error, envelope_raw = _decode_envelope(raw)
     registry = await load_registry(client, keys)
     by_app: dict[str, list[tuple[str, bool]]] = {}
     for sub in registry.subscriptions:
-        matches = sub.matches(str(envelope.get("type")), envelope.get("data"))
+        # A damaged envelope matches nothing; its tasks, if any, are still shown.
+        matches = envelope is not None and sub.matches(
+            str(envelope.get("type")), envelope.get("data")
+        )
         by_app.setdefault(sub.spec.app, []).append((sub.spec.name, matches))
     deliveries: list[Delivery] = []
     for app, subs in sorted(by_app.items()):
@@ -437,4 +476,6 @@ async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLine
         recorded_ms=None if recorded is None else int(recorded),
         pending=pending is not None,
         deliveries=deliveries,
+        envelope_error=envelope_error,
+        envelope_raw=envelope_raw,
     )

@@ -1,6 +1,7 @@
 """Logging setup: structlog, configured once by the CLI (or by an embedding app).
 
-JSON lines when the output is not a terminal, readable colour when it is.
+JSON lines when the output is not a terminal, readable colour when it is, with
+control characters in logged text escaped (:mod:`bus.text`).
 Events are snake_case past tense with key/value fields; the worker binds
 ``app``, ``task_id``, ``event_id`` and ``attempt`` through contextvars. Levels
 below the configured one cost one method call (structlog's filtering logger),
@@ -16,6 +17,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from bus.text import escape, escape_lines
+
 __all__ = ["LEVELS", "CurrentStderr", "configure_logging"]
 
 LEVELS = {
@@ -28,6 +31,17 @@ LEVELS = {
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or repr).decode()
+
+
+def _escape_for_terminal(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Show control characters in logged text as escapes (a handler's error message
+    may hold a terminal escape sequence); a traceback keeps its lines."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = (
+                "\n".join(escape_lines(value)) if key == "exception" else escape(value)
+            )
+    return event_dict
 
 
 class CurrentStderr:
@@ -77,7 +91,12 @@ def configure_logging(
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=True))
+        # JSON lines escape control characters by themselves; a terminal needs it done.
+        processors += [
+            structlog.processors.format_exc_info,
+            _escape_for_terminal,
+            structlog.dev.ConsoleRenderer(colors=True),
+        ]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

@@ -62,7 +62,16 @@ def _glob_escape(text: str) -> str:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    # A name or id that is not UTF-8 (damage) is shown escaped, never fatal.
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def _created_ms(raw: bytes | str | None) -> int | None:
+    try:
+        tc = orjson.loads(raw).get("tc") if raw is not None else None
+        return None if tc is None else int(tc)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return None  # a damaged state: the claim dead-letters it when it gets there
 
 
 @maps_client_errors
@@ -272,6 +281,8 @@ def _worker(worker_id: str, raw: bytes | None, beat_ms: int, live: bool) -> Work
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = {}
+        if not isinstance(doc, dict):
+            doc = {}  # a damaged status record: the worker's heartbeat is still shown
     return WorkerStatus(
         id=worker_id,
         host=doc.get("host"),
@@ -333,9 +344,9 @@ async def _app_status(
         for task_id, raw in zip(
             oldest_ids, await client.hmget(keys.state, oldest_ids), strict=True
         ):
-            tc = orjson.loads(raw).get("tc") if raw is not None else None
+            tc = _created_ms(raw)
             if tc is not None:
-                created[task_id] = int(tc)
+                created[task_id] = tc
     queues = []
     for i, name in enumerate(names):
         ready, delayed, inflight, tail = depths[i * 4 : i * 4 + 4]

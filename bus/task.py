@@ -235,24 +235,20 @@ class TaskInfo:
     def from_raw(
         cls, task_id: str, state_raw: bytes, record_raw: bytes | None, errors_raw: bytes | None
     ) -> TaskInfo:
-        """Build from the three stored entries (record and errors may be missing)."""
+        """Build from the three stored entries (record and errors may be missing).
+
+        Raises:
+            orjson.JSONDecodeError, TypeError, KeyError, ValueError: The state
+                is damaged (not JSON, not an object, an unknown state or a
+                field of the wrong type); a damaged record or error list is
+                not an error (see :meth:`unreadable` for the readers' fallback).
+        """
         st = orjson.loads(state_raw)
-        record: TaskRecord | None
-        try:
-            record = TaskRecord.decode(record_raw) if record_raw is not None else None
-        except ValueError:
-            record = None
-        errors = [
-            AttemptError(
-                attempt=int(e.get("attempt", 0)),
-                at_ms=int(e.get("at", 0)),
-                type=str(e.get("type", "")),
-                message=str(e.get("message", "")),
-                traceback=str(e.get("traceback", "")),
-                worker=e.get("worker"),
-            )
-            for e in (orjson.loads(errors_raw) if errors_raw else [])
-        ]
+        record = _record_or_none(record_raw)
+        errors = _decode_errors(errors_raw) if errors_raw else []
+
+        if not isinstance(st, dict):
+            raise TypeError(f"the state is a JSON {type(st).__name__}, not an object")
 
         def opt_int(key: str) -> int | None:
             value = st.get(key)
@@ -273,3 +269,66 @@ class TaskInfo:
             replays=int(st.get("rp", 0)),
             errors=errors,
         )
+
+    @classmethod
+    def unreadable(
+        cls, task_id: str, dead: bool, record_raw: bytes | None, errors_raw: bytes | None
+    ) -> TaskInfo:
+        """A task whose state is damaged: its record and errors, placeholder state.
+
+        The state is ``dead`` for a task in the dead set, else ``queued``, with
+        no attempts: readers flag such a task rather than trust these fields.
+        """
+        return cls(
+            id=task_id,
+            state=TaskState.DEAD if dead else TaskState.QUEUED,
+            attempts=0,
+            max_attempts=0,
+            record=_record_or_none(record_raw),
+            errors=_decode_errors(errors_raw) if errors_raw else [],
+        )
+
+
+def _record_or_none(raw: bytes | None) -> TaskRecord | None:
+    try:
+        return TaskRecord.decode(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _decode_errors(raw: bytes) -> list[AttemptError]:
+    """Decode a stored error list; damage becomes one flagged entry, never an exception.
+
+    Bytes that are not UTF-8 (damaged data copied into a message) are read with
+    U+FFFD in their place; a list that still does not decode is shown as one
+    ``UnreadableErrors`` entry holding its first bytes, so the task, and every
+    listing it is in, can still be shown.
+    """
+    try:
+        try:
+            docs = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            docs = orjson.loads(raw.decode("utf-8", "replace"))
+        return [
+            AttemptError(
+                attempt=int(e.get("attempt", 0)),
+                at_ms=int(e.get("at", 0)),
+                type=str(e.get("type", "")),
+                message=str(e.get("message", "")),
+                traceback=str(e.get("traceback", "")),
+                worker=None if e.get("worker") is None else str(e.get("worker")),
+            )
+            for e in docs
+        ]
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        return [
+            AttemptError(
+                attempt=0,
+                at_ms=0,
+                type="UnreadableErrors",
+                message=(
+                    f"the stored error list is not UTF-8 JSON ({exc}); "
+                    f"its first bytes: {clip(repr(raw[:500]), 600)}"
+                ),
+            )
+        ]

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+import structlog.testing
 from redis.asyncio import Redis
 
 from bus import App, TaskContext, TaskInfo, TaskState, clock, scripts
@@ -29,6 +30,9 @@ from bus.settings import Settings
 from bus.task import TaskRecord
 from bus.worker.execute import reason_doc
 from tests.engine_helpers import eventually, running_worker
+from tests.test_cli_ops import cli_env
+
+__all__ = ["cli_env"]  # the fixture, imported for the CLI tests below
 
 APP = "shop"
 KEYS = AppKeys("bus", APP)
@@ -306,3 +310,237 @@ async def test_sweep_routes_pending_events_past_a_corrupt_envelope(aredis: Redis
     await aredis.zadd(keys.pending, {"BAD": old, "GOOD": old + 1})
     await sweep_pending(aredis, "bus", now_ms=clock.now_ms(), grace_ms=5_000)
     assert await aredis.zrange(keys.pending, 0, -1) == []
+
+
+# -- damage costs the damaged entry only: listings, shows and claims go on -------------
+
+
+def cli(*argv: str) -> int:
+    """Run the CLI in a thread (it runs its own event loop)."""
+    return main(list(argv))
+
+
+async def test_dead_list_show_and_task_show_survive_a_non_utf8_state_buried_by_claim(
+    bus: Bus, aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state of non-UTF-8 bytes, dead-lettered by the claim, never stops the listing."""
+    bad = await bus.enqueue(APP, "job", 1)
+    other = await bus.enqueue(APP, "job", 2)
+    await aredis.hset(KEYS.state, bad.id, b"\xff\xfe{\xc3 not json")
+    await aredis.hset(KEYS.state, other.id, b"{garbage")
+    await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
+    )
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    text = capsys.readouterr().out
+    assert bad.id in text
+    assert other.id in text
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP, "--json") == 0
+    listed = {t["id"]: t for t in orjson.loads(capsys.readouterr().out)["tasks"]}
+    assert listed[bad.id]["dead_reason"] == "undecodable state"
+    assert "\\xff\\xfe{\\xc3 not json" in listed[bad.id]["last_error"]["message"]
+    for command in ("dead", "task"):
+        assert await asyncio.to_thread(cli, command, "show", bad.id, "--app", APP) == 0
+        assert "undecodable state" in capsys.readouterr().out
+
+
+async def test_an_error_list_of_non_utf8_bytes_is_shown_flagged_not_fatal(
+    bus: Bus, aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stored errors that are not UTF-8 JSON become one flagged entry; the rest is shown."""
+    broken = await bus.enqueue(APP, "job", 1)
+    garbled = await bus.enqueue(APP, "job", 2)
+    fine = await bus.enqueue(APP, "job", 3)
+    now = clock.now_ms()
+    for ref in (broken, garbled, fine):
+        await aredis.hset(
+            KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now})
+        )
+        await aredis.zadd(KEYS.dead, {ref.id: now})
+    await aredis.hset(KEYS.errors, broken.id, b"\x00\xff[{not json")
+    await aredis.hset(KEYS.errors, garbled.id, b'[{"type": "Boom", "message": "caf\xe9"}]')
+    letters = {t.id: t for t in await list_dead(aredis, "bus", APP)}
+    assert letters.keys() == {broken.id, garbled.id, fine.id}
+    [error] = letters[broken.id].task.info.errors
+    assert error.type == "UnreadableErrors"
+    assert "not UTF-8 JSON" in error.message
+    [error] = letters[garbled.id].task.info.errors
+    assert (error.type, error.message) == ("Boom", "caf\ufffd")
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    assert "UnreadableErrors" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, "task", "show", broken.id, "--app", APP) == 0
+    assert await bus.get_task(APP, broken.id) is not None
+
+
+async def test_event_show_flags_an_envelope_that_is_not_utf8_json(
+    aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pending event of non-UTF-8 bytes is shown flagged with the reason, exit 0."""
+    keys = BusKeys("bus")
+    await aredis.hset(keys.events, "BAD", b'{"type": "order.placed", "x": "\xff\x1b[2J"}')
+    await aredis.zadd(keys.pending, {"BAD": clock.now_ms()})
+    assert await asyncio.to_thread(cli, "event", "show", "BAD") == 0
+    out = capsys.readouterr().out
+    assert "UNREADABLE" in out
+    assert "\\x1b[2J" in out
+    assert "\x1b" not in out
+    assert await asyncio.to_thread(cli, "event", "show", "BAD", "--json") == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["pending"] is True
+    assert doc["envelope"] is None
+    assert "not UTF-8 JSON" in doc["envelope_error"]
+    assert doc["envelope_raw"].startswith('{"type": "order.placed"')
+
+
+async def test_claim_dead_letters_a_queued_id_with_neither_state_nor_record(
+    bus: Bus, aredis: Redis
+) -> None:
+    """An id in the ready list with nothing stored is dead-lettered and reported, not dropped."""
+    good = await bus.enqueue(APP, "job", 1)
+    await aredis.lpush(QUEUE.ready, "ghost")
+    result = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
+    )
+    assert [t.id for t in result.tasks] == [good.id]
+    assert result.damaged == [("ghost", "record missing")]
+    letter = await get_dead(aredis, "bus", APP, "ghost")
+    assert letter is not None
+    assert letter.reason == "record missing"
+    assert "state and record missing" in letter.task.info.errors[0].message
+
+
+async def test_claim_dead_letters_a_queued_id_that_is_not_utf8_under_a_readable_id(
+    bus: Bus, aredis: Redis
+) -> None:
+    """A non-UTF-8 id would fail the whole claim reply: it is moved to a hex id and buried."""
+    good = await bus.enqueue(APP, "job", 1)
+    ref = await bus.enqueue(APP, "job", 2)
+    raw_id = b"bad-\xff\xfe"
+    for key in (KEYS.state, KEYS.tasks):
+        await aredis.hset(key, raw_id, await aredis.hget(key, ref.id))
+    await aredis.lpush(QUEUE.ready, raw_id)
+    # A valid non-ASCII id is claimed as usual.
+    accented = await bus.enqueue(APP, "job", 3, id="café-1")
+    result = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
+    )
+    assert {t.id for t in result.tasks} == {good.id, ref.id, accented.id}
+    new_id = "damaged-id." + raw_id.hex()
+    assert result.damaged == [(new_id, "id not UTF-8")]
+    assert not await aredis.hexists(KEYS.state, raw_id)
+    assert not await aredis.hexists(KEYS.tasks, raw_id)
+    letter = await get_dead(aredis, "bus", APP, new_id)
+    assert letter is not None
+    assert letter.reason == "id not UTF-8"
+    assert raw_id.hex() in letter.task.info.errors[0].message
+    assert letter.task.record is not None  # the record was moved with it
+
+
+async def test_worker_logs_each_damaged_task_once(bus: Bus, aredis: Redis) -> None:
+    """The worker logs task_damaged with the id and reason, once per damaged task."""
+    done: list[Any] = []
+    app = shop(done)
+    await aredis.lpush(QUEUE.ready, "ghost")
+    stale = await bus.enqueue(app, "job", "bad")
+    await aredis.hset(KEYS.state, stale.id, b"{garbage")
+    with structlog.testing.capture_logs() as logs:
+        async with running_worker(app, aredis, concurrency=1):
+            good = await bus.enqueue(app, "job", "good")
+            await state_is(bus, good.id, TaskState.SUCCEEDED)
+    damaged = [e for e in logs if e["event"] == "task_damaged"]
+    assert sorted((e["task_id"], e["reason"]) for e in damaged) == sorted(
+        [("ghost", "record missing"), (stale.id, "undecodable state")]
+    )
+    assert all(e["log_level"] == "error" and e["app"] == APP for e in damaged)
+
+
+async def test_dead_list_and_status_survive_ids_and_names_that_are_not_utf8(
+    bus: Bus, aredis: Redis, cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A non-UTF-8 dead-set member, queue name or worker id costs that entry, not the command."""
+    ref = await bus.enqueue(APP, "job", 1)
+    now = clock.now_ms()
+    await aredis.hset(KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now}))
+    await aredis.zadd(KEYS.dead, {ref.id: now, b"bad-\xff": now + 1})
+    await aredis.sadd(KEYS.queues, b"q-\xfe")
+    await aredis.zadd(KEYS.beats, {b"w-\xfd": now})
+    # The oldest waiting task of a queue, with a state that does not decode.
+    waiting = await bus.enqueue(APP, "job", 2, queue="slow")
+    await aredis.hset(KEYS.state, waiting.id, b"\xff{garbage")
+    assert [t.id for t in await list_dead(aredis, "bus", APP)] == [ref.id]
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    assert ref.id in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, "status") == 0
+    out = capsys.readouterr().out
+    assert "q-\\xfe" in out
+    assert "w-\\xfd" in out
+    assert "slow" in out
+
+
+@pytest.mark.parametrize("planted", [b"\xff{garbage", b'{"s": "weird", "a": 1}', b"[1, 2]"])
+async def test_a_dead_task_whose_state_was_damaged_is_listed_flagged_and_can_be_purged(
+    bus: Bus,
+    aredis: Redis,
+    cli_env: Settings,
+    capsys: pytest.CaptureFixture[str],
+    planted: bytes,
+) -> None:
+    """A dead letter's damaged state is shown as unreadable; replay skips it, purge removes it."""
+    healthy = await bus.enqueue(APP, "job", 1)
+    damaged = await bus.enqueue(APP, "job", 2)
+    now = clock.now_ms()
+    for ref in (healthy, damaged):
+        await aredis.hset(
+            KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now})
+        )
+        await aredis.zadd(KEYS.dead, {ref.id: now})
+    await aredis.hset(KEYS.state, damaged.id, planted)
+    letters = {t.id: t for t in await list_dead(aredis, "bus", APP)}
+    assert letters.keys() == {healthy.id, damaged.id}
+    doc = letters[damaged.id].to_doc()
+    assert doc["state"] == "unreadable"
+    assert doc["state_error"] is not None
+    assert letters[healthy.id].to_doc()["state_error"] is None
+    assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if damaged.id in line)
+    assert "state unreadable" in row
+    assert await asyncio.to_thread(cli, "task", "show", damaged.id, "--app", APP) == 0
+    assert "UNREADABLE" in capsys.readouterr().out
+    report = await replay(aredis, "bus", APP, everything=True)
+    assert report.replayed == [healthy.id]
+    assert "state is unreadable" in report.skipped[damaged.id]
+    assert await asyncio.to_thread(cli, "dead", "purge", "--app", APP, "--all", "--yes") == 0
+    assert await aredis.zrange(KEYS.dead, 0, -1) == []
+    assert not await aredis.hexists(KEYS.state, damaged.id)
+
+
+async def test_a_state_damaged_while_the_task_runs_costs_that_task_in_every_batch(
+    bus: Bus, aredis: Redis
+) -> None:
+    """Renew, settle, release, replay and purge reject the damaged task and do the others."""
+    bad = await bus.enqueue(APP, "job", 1)
+    good = await bus.enqueue(APP, "job", 2)
+    now = clock.now_ms()
+    claimed = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=now, lease_ms=60_000, max_tasks=2, worker_id="w"
+    )
+    tokens = {t.id: t.token for t in claimed.tasks}
+    await aredis.hset(KEYS.state, bad.id, b"\xff{garbage")
+    held = [scripts.Held(i, tokens[i], "default") for i in (bad.id, good.id)]
+    assert await scripts.renew(aredis, KEYS, held, now_ms=now, lease_ms=60_000) == [bad.id]
+    assert await scripts.release(aredis, KEYS, held, now_ms=now) == 1
+    await aredis.zadd(KEYS.dead, {bad.id: now})
+    assert await scripts.replay(aredis, KEYS, "default", now, [bad.id]) == [False]
+    assert await scripts.purge(aredis, KEYS, [bad.id]) == [True]
+    again = await bus.enqueue(APP, "job", 3)
+    claimed = await scripts.claim(
+        aredis, KEYS, ["default"], now_ms=now, lease_ms=60_000, max_tasks=2, worker_id="w"
+    )
+    tokens = {t.id: t.token for t in claimed.tasks}
+    await aredis.hset(KEYS.state, again.id, b"[1, 2]")
+    outcomes = [scripts.Outcome(i, tokens[i], "default", "ok") for i in (again.id, good.id)]
+    rejected = await scripts.settle(aredis, KEYS, outcomes, now_ms=now, retention_ms=60_000)
+    assert rejected == [again.id]
+    info = await bus.get_task(APP, good.id)
+    assert info is not None
+    assert info.state is TaskState.SUCCEEDED

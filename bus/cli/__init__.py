@@ -18,6 +18,7 @@ from bus.errors import BusError
 from bus.logs import configure_logging
 from bus.redis_errors import redis_errors
 from bus.settings import Settings
+from bus.text import emit_block
 
 __all__ = ["build_parser", "main", "package_version"]
 
@@ -76,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with redis_errors(settings):
             return int(args.handler(args, settings))
     except BusError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Messages quote ids and names read from Redis: escaped, newlines kept.
+        emit_block(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -44,6 +44,7 @@ from bus.keys import AppKeys
 from bus.lineage import TaskSnapshot, read_tasks
 from bus.settings import Settings
 from bus.status import require_apps
+from bus.text import emit
 
 __all__ = ["parse_rate", "register"]
 
@@ -185,7 +186,7 @@ def _row(task: DeadTask, now_ms: int) -> tuple[str, ...]:
         task.queue or "?",
         f"{task.task.info.attempts}/{task.task.info.max_attempts}",
         str(task.task.info.replays),
-        task.reason or "-",
+        "state unreadable" if task.task.state_error else task.reason or "-",
         error,
     )
 
@@ -214,13 +215,13 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         print_json({"app": app, "total": total, "tasks": [t.to_doc() for t in tasks]})
         return 0
     if not tasks:
-        print(f"no dead tasks in app {app}" + (" match" if any(filters.values()) else ""))
+        emit(f"no dead tasks in app {app}" + (" match" if any(filters.values()) else ""))
         return 0
     header = ("DIED AGO", "ID", "TYPE", "QUEUE", "ATTEMPTS", "REPLAYS", "REASON", "LAST ERROR")
     rows: list[tuple[str, ...]] = [header, *(_row(t, now) for t in tasks)]
     print_table(rows)
     in_range = " in the time range" if filters["since_ms"] or filters["until_ms"] else ""
-    print(f"{len(tasks)} shown; {total} dead in app {app}{in_range}")
+    emit(f"{len(tasks)} shown; {total} dead in app {app}{in_range}")
     return 0
 
 
@@ -275,16 +276,16 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     verb = "would replay" if report.dry_run else "replayed"
     per_queue = ", ".join(f"{q}: {n}" for q, n in sorted(report.queues.items()))
-    print(
+    emit(
         f"{verb} {len(report.replayed)} task{'s' if len(report.replayed) != 1 else ''} "
         f"of app {app}" + (f" ({per_queue})" if per_queue else "")
     )
     if report.skipped:
-        print(f"skipped {len(report.skipped)}:")
+        emit(f"skipped {len(report.skipped)}:")
         for task_id, why in list(report.skipped.items())[:SHOW_SKIPPED]:
-            print(f"  {task_id}: {why}")
+            emit(f"  {task_id}: {why}")
         if len(report.skipped) > SHOW_SKIPPED:
-            print(f"  ... and {len(report.skipped) - SHOW_SKIPPED} more (--json lists all)")
+            emit(f"  ... and {len(report.skipped) - SHOW_SKIPPED} more (--json lists all)")
     return 0
 
 
@@ -306,7 +307,7 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json({"app": app, "selected": 0, "purged": 0})
         else:
-            print(f"no dead tasks of app {app} match; nothing purged")
+            emit(f"no dead tasks of app {app} match; nothing purged")
         return 0
     if not args.yes:
         question = (
@@ -318,7 +319,7 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
             )
         answer = input(f"{question} [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("nothing purged")
+            emit("nothing purged")
             return 1
 
     async def delete(client: Redis) -> int:
@@ -329,5 +330,5 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
         print_json({"app": app, "selected": len(ids), "purged": purged})
     else:
         changed = f" ({len(ids) - purged} were no longer dead)" if purged < len(ids) else ""
-        print(f"purged {purged} dead task{'s' if purged != 1 else ''} of app {app}{changed}")
+        emit(f"purged {purged} dead task{'s' if purged != 1 else ''} of app {app}{changed}")
     return 0

@@ -3,8 +3,8 @@
 Used by ``status``, ``task show``, ``event show`` (``status_cmd``) and ``dead``
 (``dead_cmd``). Times on the command line are ISO 8601 (``2026-11-28T10:00:00Z``;
 no zone means UTC) or an age (``30s``, ``10m``, ``2h``, ``1d``, ``1w``: that
-long ago). Human output is a plain table; ``--json`` output is documented in
-``docs/operations.md``.
+long ago). Human output is a plain table, escaped by :mod:`bus.text`; ``--json``
+output is exact JSON, documented in ``docs/operations.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bus.connection import check_server, connect, warn_if_not_persistent
 from bus.errors import BusError, RedisSetupError
 from bus.keys import validate_app_name
 from bus.settings import Settings
+from bus.text import escape
 
 log = structlog.get_logger("bus.cli")
 
@@ -130,9 +131,13 @@ def print_json(doc: Any) -> None:
 
 
 def print_table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
-    """Print rows as left-aligned columns; the first row is the header."""
+    """Print rows as left-aligned columns; the first row is the header.
+
+    Every cell is escaped (:mod:`bus.text`) before the widths are measured.
+    """
     if not rows:
         return
+    rows = [[escape(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -22,6 +22,7 @@ from bus.errors import BusError
 from bus.keys import BusKeys
 from bus.registry import load_registry_sync
 from bus.settings import Settings
+from bus.text import emit
 
 __all__ = ["register"]
 
@@ -77,9 +78,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         note = _note(bus.sync_redis(), settings, args, payload, key, started_ms)
     finally:
         bus.close_sync()
-    print(key)
+    emit(key)
     if note:
-        print(note, file=sys.stderr)
+        emit(note, file=sys.stderr)
     return 0
 
 

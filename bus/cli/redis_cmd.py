@@ -17,6 +17,7 @@ import orjson
 
 from bus.embedded import embedded_status, ensure_embedded, stop_embedded
 from bus.settings import Settings
+from bus.text import emit
 
 __all__ = ["EXIT_NOT_RUNNING", "register"]
 
@@ -126,7 +127,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(orjson.dumps(fields).decode() + "\n")
     else:
         for name, value in fields.items():
-            print(f"{name + ':':<10}{_show(value)}")
+            emit(f"{name + ':':<10}{_show(value)}")
     return 0 if status.running else EXIT_NOT_RUNNING
 
 

@@ -35,6 +35,7 @@ from bus.status import (
     health_problems,
     overdue_pending,
 )
+from bus.text import emit, emit_block
 
 __all__ = ["print_task", "register"]
 
@@ -149,30 +150,30 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
         print_json(doc)
         return 1 if problems else 0
     if not status.apps:
-        print("no apps: none is registered and none has queues")
+        emit("no apps: none is registered and none has queues")
     for index, app in enumerate(status.to_doc()["apps"]):
         if index:
-            print()
+            emit()
         _print_app(app)
     if args.check:
-        print()
+        emit()
         if problems:
-            print(f"check: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
+            emit(f"check: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
             for problem in problems:
-                print(f"  {problem}")
+                emit(f"  {problem}")
         else:
-            print("check: ok")
+            emit("check: ok")
     return 1 if problems else 0
 
 
 def _print_app(app: dict[str, Any]) -> None:
     label = "registered" if app["registered"] else "not registered"
-    print(
+    emit(
         f"app {app['app']} ({label}): {app['dead']} dead, "
         f"{app['live_workers']} live worker{'s' if app['live_workers'] != 1 else ''}"
     )
     if app["warning"]:
-        print(f"  WARNING: {app['warning']}: its queues fill up and nobody works them")
+        emit(f"  WARNING: {app['warning']}: its queues fill up and nobody works them")
     if app["queues"]:
         rows = [("QUEUE", "READY", "DELAYED", "IN FLIGHT", "OLDEST WAITING")]
         for q in app["queues"]:
@@ -187,7 +188,7 @@ def _print_app(app: dict[str, Any]) -> None:
             )
         print_table(rows, indent="  ")
     else:
-        print("  no queues")
+        emit("  no queues")
     if app["workers"]:
         wrows = [("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "DONE", "FAILED", "LAST BEAT")]
         for w in app["workers"]:
@@ -227,9 +228,11 @@ def run_task_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def print_task(doc: dict[str, Any]) -> None:
     """Print a task document (``TaskSnapshot.to_doc(full=True)``) for a human."""
-    print(f"task {doc['id']} of app {doc['app']}")
+    emit(f"task {doc['id']} of app {doc['app']}")
     what = f"{doc['name']} (kind {doc['kind']})" if doc["name"] else "-"
     state = doc["state"] + (f" ({doc['dead_reason']})" if doc["dead_reason"] else "")
+    if doc["state_error"]:
+        state = f"UNREADABLE: {doc['state_error']}"
     rows = [
         ("name", what),
         ("type", doc["type"] or "-"),
@@ -244,8 +247,8 @@ def print_task(doc: dict[str, Any]) -> None:
     if doc["record_error"]:
         rows.append(("record", f"UNREADABLE: {doc['record_error']}"))
     for label, value in rows:
-        print(f"  {label:<9} {value}")
-    print("history")
+        emit(f"  {label:<9} {value}")
+    emit("history")
     hrows = []
     for entry in doc["history"]:
         detail = {k: v for k, v in entry.items() if k not in ("at_ms", "event") and v is not None}
@@ -256,14 +259,14 @@ def print_task(doc: dict[str, Any]) -> None:
     print_table(hrows, indent="  ")
     if doc["record"] is not None:
         payload = orjson.dumps(doc["record"]["payload"], option=orjson.OPT_INDENT_2).decode()
-        print("payload")
-        print(_indent(_clip(payload)))
+        emit("payload")
+        emit_block(_clip(payload), indent="  ")
     elif doc["record_raw"] is not None:
-        print("raw record")
-        print(_indent(_clip(doc["record_raw"])))
+        emit("raw record")
+        emit_block(_clip(doc["record_raw"]), indent="  ")
     if doc["errors"] and doc["errors"][-1]["traceback"]:
-        print(f"last error (attempt {doc['errors'][-1]['attempt']})")
-        print(_indent(doc["errors"][-1]["traceback"].rstrip()))
+        emit(f"last error (attempt {doc['errors'][-1]['attempt']})")
+        emit_block(doc["errors"][-1]["traceback"].rstrip(), indent="  ")
 
 
 def _schema(env: dict[str, Any]) -> str | None:
@@ -275,10 +278,6 @@ def _schema(env: dict[str, Any]) -> str | None:
 
 def _clip(text: str) -> str:
     return text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + " ...(clipped)"
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
 
 
 # -- event show --------------------------------------------------------------------------
@@ -296,7 +295,14 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
         print_json(doc)
         return 0
     env = doc["envelope"]
-    print(f"event {doc['key']} ({env.get('type')})")
+    if env is None:
+        emit(f"event {doc['key']} (UNREADABLE: {doc['envelope_error']})")
+        emit(f"  {'routed':<11} " + ("no (pending)" if doc["pending"] else "yes"))
+        emit("raw envelope")
+        emit_block(_clip(doc["envelope_raw"]), indent="  ")
+        _print_deliveries(doc)
+        return 0
+    emit(f"event {doc['key']} ({env.get('type')})")
     for label, value in (
         ("id", env.get("id")),
         ("source", env.get("source")),
@@ -306,16 +312,21 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
         ("routed", "no (pending: a worker's sweep will route it)" if doc["pending"] else "yes"),
     ):
         if value is not None:
-            print(f"  {label:<11} {value}")
-    print("data")
-    print(_indent(_clip(orjson.dumps(env.get("data"), option=orjson.OPT_INDENT_2).decode())))
+            emit(f"  {label:<11} {value}")
+    emit("data")
+    emit_block(_clip(orjson.dumps(env.get("data"), option=orjson.OPT_INDENT_2).decode()), "  ")
+    _print_deliveries(doc)
+    return 0
+
+
+def _print_deliveries(doc: dict[str, Any]) -> None:
     if not doc["deliveries"]:
-        print("no registered subscriptions")
-        return 0
+        emit("no registered subscriptions")
+        return
     rows = [("APP", "SUBSCRIPTION", "TASK", "STATE", "ATTEMPTS", "NOTE")]
     for d in doc["deliveries"]:
         if d["state"] is None:
-            note = "does not match"
+            note = "does not match" if doc["envelope"] is not None else "envelope unreadable"
             if d["matches"]:
                 note = (
                     "not routed yet" if doc["pending"] else "expired, purged, or subscribed later"
@@ -329,4 +340,3 @@ def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
             (d["app"], d["subscription"], d["task_id"], d["state"], str(d["attempts"]), note)
         )
     print_table(rows)
-    return 0

@@ -9,11 +9,12 @@ import sys
 import orjson
 
 from bus.apps import load_app_config_named, subscription_specs, task_specs
-from bus.cli.ops import InputError
+from bus.cli.ops import InputError, print_table
 from bus.connection import connect
 from bus.keys import BusKeys, validate_app_name
 from bus.registry import load_registry, sync_subscriptions, unregister_app
 from bus.settings import Settings
+from bus.text import emit
 
 __all__ = ["register"]
 
@@ -88,7 +89,7 @@ def run_sync(args: argparse.Namespace, settings: Settings) -> int:
         suffix = " (dry run, nothing written)" if args.dry_run else ""
         return result.describe() + suffix
 
-    print(asyncio.run(go()))
+    emit(asyncio.run(go()))
     return 0
 
 
@@ -129,7 +130,7 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
             return
         if not apps and not damaged:
-            print("no apps registered" if args.app is None else f"app {args.app} is not registered")
+            emit("no apps registered" if args.app is None else f"app {args.app} is not registered")
             return
         rows = [("APP", "SUBSCRIPTION", "EVENTS", "FILTER", "QUEUE", "SCOPE")]
         for s in subs:
@@ -141,16 +142,13 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         for d in damaged:
             flag = f"DAMAGED {d['entry']} entry: {d['reason']}"
             rows.append((d["app"], flag, "-", "-", "-", "-"))
-        cells = [[_cell(c) for c in row] for row in rows]
-        widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-        for row in cells:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        print_table(rows)
         for app in dict.fromkeys(d["app"] for d in damaged):
             if _valid_name(app):
-                print(f"repair app {app}: python -m bus subscriptions sync --app {app}")
+                emit(f"repair app {app}: python -m bus subscriptions sync --app {app}")
             else:
-                print(
-                    f"remove {_cell(app)}: no app can have this name; delete its field "
+                emit(
+                    f"remove {app}: no app can have this name; delete its field "
                     f"from {BusKeys(settings.prefix).subs} (HDEL)"
                 )
 
@@ -166,13 +164,6 @@ def _valid_name(app: str) -> bool:
     return True
 
 
-def _cell(text: str) -> str:
-    """``text`` with control characters escaped: entries come from Redis."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def run_unregister(args: argparse.Namespace, settings: Settings) -> int:
     """Remove an app from the registry, after confirmation."""
     if not args.yes:
@@ -184,7 +175,7 @@ def run_unregister(args: argparse.Namespace, settings: Settings) -> int:
             )
         answer = input(f"{question} [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("nothing changed")
+            emit("nothing changed")
             return 1
 
     async def go() -> bool:
@@ -195,7 +186,7 @@ def run_unregister(args: argparse.Namespace, settings: Settings) -> int:
             await client.aclose()
 
     if asyncio.run(go()):
-        print(f"app {args.app} unregistered")
+        emit(f"app {args.app} unregistered")
         return 0
-    print(f"app {args.app} was not registered")
+    emit(f"app {args.app} was not registered")
     return 1

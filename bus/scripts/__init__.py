@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
@@ -339,10 +339,18 @@ class ClaimedTask:
 
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
-    """What a claim returned: the tasks, and when to look again if idle."""
+    """What a claim returned: the tasks, when to look again if idle, and damage.
+
+    Attributes:
+        tasks: The tasks claimed.
+        next_wake_ms: When a delayed task or a lease is due, if fewer were claimed.
+        damaged: ``(task id, reason)`` of each task the claim dead-lettered
+            because its stored entries were damaged (see ``claim.lua``).
+    """
 
     tasks: list[ClaimedTask]
     next_wake_ms: int | None
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
 
 async def claim(
@@ -390,10 +398,20 @@ def _claim_result(raw: list[Any], queues: Sequence[str]) -> ClaimResult:
             token=raw[i + 3].decode(),
             record=raw[i + 4],
         )
-        for i in range(1, len(raw), 5)
+        for i in range(2, len(raw), 5)
     ]
     wake = int(raw[0])
-    return ClaimResult(tasks=tasks, next_wake_ms=None if wake < 0 else wake)
+    damaged = raw[1]
+    return ClaimResult(
+        tasks=tasks,
+        next_wake_ms=None if wake < 0 else wake,
+        damaged=[(_shown(damaged[i]), _shown(damaged[i + 1])) for i in range(0, len(damaged), 2)],
+    )
+
+
+def _shown(value: bytes) -> str:
+    # claim.lua only reports ids it made readable; never fail the reply on one.
+    return value.decode("utf-8", "backslashreplace")
 
 
 # The client waits this much longer than the server-side block before it gives

@@ -17,9 +17,15 @@ ARGV[4]  worker id     ARGV[5]  max recoveries and promotions per queue
 ARGV[6]  optional: '1' = now is the later of ARGV[1] and the server's clock
          (a claim pipelined behind a blocking wait runs long after it was sent)
 
-Returns {next_wake_ms, id, queue_index, attempt, token, record, id, ...}
+Returns {next_wake_ms, damaged, id, queue_index, attempt, token, record, id, ...}
 next_wake_ms is the earliest delayed run_at or lease deadline over the queues
 (-1 if none); it is only computed when fewer than N tasks were claimed.
+damaged is {id, reason, id, reason, ...}: the tasks this call dead-lettered
+because their entries were damaged (the caller logs each once). Reasons:
+'undecodable state', 'state missing', 'record missing' (also when nothing at
+all is stored for the id), 'id not UTF-8' (the id bytes are not UTF-8: the
+task is moved to the id 'damaged-id.<hex of the bytes>' and buried there, so
+that every reader and the worker's reply can carry it).
 ]]
 local now = tonumber(ARGV[1])
 if ARGV[6] == '1' then
@@ -34,11 +40,20 @@ local limit = tonumber(ARGV[5])
 local nq = (#KEYS - 5) / 4
 local backlog = false
 
+local damaged = {}
+
+-- Damaged bytes copied into an error message must not make the error list
+-- invalid JSON for its readers (cjson copies bytes as they are): anything but
+-- printable ASCII is shown as \xNN.
+local function printable(s)
+  return (string.gsub(s, '[^ -~]', function(c) return string.format('\\x%02x', string.byte(c)) end))
+end
+
 local function add_error(id, err)
   local raw = redis.call('HGET', KEYS[3], id)
   local ok, list = pcall(cjson.decode, raw or '[]')
   if not ok or type(list) ~= 'table' then
-    list = {{type = 'CorruptErrorList', message = string.sub(raw, 1, 2000)}}
+    list = {{type = 'CorruptErrorList', message = printable(string.sub(raw, 1, 2000))}}
   end
   list[#list + 1] = err
   redis.call('HSET', KEYS[3], id, cjson.encode(list))
@@ -55,10 +70,70 @@ local function decode_state(raw)
 end
 
 -- Dead-letter a damaged task with the reason: it costs that task, never the call.
-local function bury(id, why, raw)
-  add_error(id, {type = 'CorruptTask', at = now, message = why .. ': ' .. string.sub(raw or '', 1, 500)})
+local function bury(id, why, detail)
+  add_error(id, {type = 'CorruptTask', at = now, message = why .. ': ' .. printable(string.sub(detail, 1, 500))})
   redis.call('HSET', KEYS[1], id, cjson.encode({s = 'dead', a = 0, m = 1, tf = now, why = why}))
   redis.call('ZADD', KEYS[4], now, id)
+  damaged[#damaged + 1] = id
+  damaged[#damaged + 1] = why
+end
+
+-- The state of an id taken off a list, or nil after burying the task when
+-- its state is missing or does not decode.
+local function usable_state(id, where)
+  local raw = redis.call('HGET', KEYS[1], id)
+  if not raw then
+    if redis.call('HEXISTS', KEYS[2], id) == 1 then
+      bury(id, 'state missing', 'the id was in ' .. where .. ' with a record but no state')
+    else
+      bury(id, 'record missing', 'state and record missing: the id was in ' .. where .. ' with nothing stored')
+    end
+    return nil
+  end
+  local st = decode_state(raw)
+  if not st then bury(id, 'undecodable state', raw) end
+  return st
+end
+
+-- Strict UTF-8, as Python decodes it (no overlong forms, no surrogates, at
+-- most U+10FFFF). Called only for ids holding a byte >= 0x80.
+local function utf8_valid(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c == 0xE0 then len, lo = 3, 0xA0
+    elseif c == 0xED then len, hi = 3, 0x9F
+    elseif c >= 0xE1 and c <= 0xEF then len = 3
+    elseif c == 0xF0 then len, lo = 4, 0x90
+    elseif c == 0xF4 then len, hi = 4, 0x8F
+    elseif c >= 0xF1 and c <= 0xF3 then len = 4
+    else return false end
+    for j = 1, len - 1 do
+      local b = string.byte(s, i + j)
+      if not b then return false end
+      if j == 1 then
+        if b < lo or b > hi then return false end
+      elseif b < 0x80 or b > 0xBF then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- Move a task whose id is not UTF-8 to a readable id and bury it there.
+local function bury_bad_id(id, record)
+  local hex = string.gsub(id, '.', function(c) return string.format('%02x', string.byte(c)) end)
+  local new_id = 'damaged-id.' .. hex
+  redis.call('HSET', KEYS[2], new_id, record)
+  local errors = redis.call('HGET', KEYS[3], id)
+  if errors then redis.call('HSET', KEYS[3], new_id, errors) end
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+  bury(new_id, 'id not UTF-8', 'the id bytes (hex ' .. hex .. ') are not UTF-8; the task was moved to this id')
 end
 
 for q = 0, nq - 1 do
@@ -66,11 +141,8 @@ for q = 0, nq - 1 do
   local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do
     redis.call('ZREM', inflight, id)
-    local raw = redis.call('HGET', KEYS[1], id)
-    local st = raw and decode_state(raw)
-    if raw and not st then
-      bury(id, 'undecodable state', raw)
-    elseif st then
+    local st = usable_state(id, 'the in-flight set')
+    if st then
       add_error(id, {type = 'LeaseExpired', attempt = st.a, at = now, worker = st.w,
         message = 'lease expired while the task ran: the worker was killed, paused or cut off'})
       st.k = nil
@@ -91,11 +163,8 @@ for q = 0, nq - 1 do
   if #due > 0 then
     redis.call('ZREM', delayed, unpack(due))
     for _, id in ipairs(due) do
-      local raw = redis.call('HGET', KEYS[1], id)
-      local st = raw and decode_state(raw)
-      if raw and not st then
-        bury(id, 'undecodable state', raw)
-      elseif st then
+      local st = usable_state(id, 'the delayed set')
+      if st then
         st.s = 'queued'
         redis.call('HSET', KEYS[1], id, cjson.encode(st))
         redis.call('LPUSH', ready, id)
@@ -105,7 +174,7 @@ for q = 0, nq - 1 do
   end
 end
 
-local out = {-1}
+local out = {-1, damaged}
 local got = 0
 local base = nil
 for q = 0, nq - 1 do
@@ -114,13 +183,12 @@ for q = 0, nq - 1 do
   while got < want do
     local id = redis.call('RPOP', ready)
     if not id then break end
-    local raw = redis.call('HGET', KEYS[1], id)
-    local record = redis.call('HGET', KEYS[2], id)
-    local st = raw and decode_state(raw)
-    if raw and not st then
-      bury(id, 'undecodable state', raw)
-    elseif st and not record then
-      bury(id, 'record missing', raw)
+    local st = usable_state(id, 'the ready list')
+    local record = st and redis.call('HGET', KEYS[2], id)
+    if st and not record then
+      bury(id, 'record missing', 'the id was in the ready list with a state but no record')
+    elseif st and string.find(id, '[\128-\255]') and not utf8_valid(id) then
+      bury_bad_id(id, record)
     elseif st then
       if not base then base = redis.call('INCR', KEYS[5]) end
       got = got + 1
@@ -137,7 +205,6 @@ for q = 0, nq - 1 do
       out[#out + 1] = st.k
       out[#out + 1] = record
     end
-    -- An id without a state was purged while queued; dropping the id is right.
   end
 end
 

@@ -14,7 +14,9 @@ local lost = {}
 for i = 3, #ARGV, 3 do
   local id, token, q = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local raw = redis.call('HGET', KEYS[1], id)
-  local st = raw and cjson.decode(raw)
+  -- A damaged state (not ours) counts as none: it costs that task, not the batch.
+  local ok, st = pcall(cjson.decode, raw or 'null')
+  if not ok or type(st) ~= 'table' then st = nil end
   if st and st.s == 'running' and st.k == token then
     redis.call('ZADD', KEYS[2 + q], 'XX', deadline, id)
   else

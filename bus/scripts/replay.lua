@@ -25,7 +25,9 @@ local ready = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local raw = redis.call('HGET', KEYS[1], id)
-  local st = raw and cjson.decode(raw)
+  -- A damaged state (not ours) counts as none: it costs that task, not the batch.
+  local ok, st = pcall(cjson.decode, raw or 'null')
+  if not ok or type(st) ~= 'table' then st = nil end
   if st and st.s == 'dead' and redis.call('ZSCORE', KEYS[2], id) then
     local hist = st.rh or {}
     hist[#hist + 1] = {at = now, died = st.tf, why = st.why}

@@ -30,7 +30,12 @@ local function add_error(id, err)
   -- is kept as one entry, so nothing of it is thrown away.
   local ok, list = pcall(cjson.decode, raw or '[]')
   if not ok or type(list) ~= 'table' then
-    list = {{type = 'CorruptErrorList', message = string.sub(raw, 1, 2000)}}
+    -- Its bytes as printable ASCII (\xNN), as claim.lua copies damage: raw
+    -- bytes that are not UTF-8 would make the new list unreadable in turn.
+    local kept = string.gsub(string.sub(raw, 1, 2000), '[^ -~]', function(c)
+      return string.format('\\x%02x', string.byte(c))
+    end)
+    list = {{type = 'CorruptErrorList', message = kept}}
   end
   list[#list + 1] = cjson.decode(err)
   redis.call('HSET', KEYS[3], id, cjson.encode(list))
@@ -46,7 +51,9 @@ for i = 4, #ARGV do
   q = tonumber(q)
   local inflight, delayed, wake = KEYS[6 + q * 3], KEYS[7 + q * 3], KEYS[8 + q * 3]
   local raw = redis.call('HGET', KEYS[1], id)
-  local st = raw and cjson.decode(raw)
+  -- A damaged state (not ours) counts as none: it costs that task, not the batch.
+  local ok, st = pcall(cjson.decode, raw or 'null')
+  if not ok or type(st) ~= 'table' then st = nil end
   if not st or st.s ~= 'running' or st.k ~= token then
     rejected[#rejected + 1] = id
   else

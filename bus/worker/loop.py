@@ -292,6 +292,7 @@ class Worker:
                     await self._trouble(exc)
                     continue
                 self._recovered()
+                self._log_damaged(result)
             self._take(result.tasks)
             if len(result.tasks) >= room:
                 continue
@@ -306,6 +307,18 @@ class Worker:
                 )
             elif await self._burst_idle(result, settles_before):
                 return
+
+    def _log_damaged(self, result: scripts.ClaimResult) -> None:
+        # The claim dead-lettered these in the same step; each is reported by
+        # exactly one claim, so this is the one log line per damaged task.
+        for task_id, reason in result.damaged:
+            log.error(
+                "task_damaged",
+                app=self.app.name,
+                worker=self.id,
+                task_id=task_id,
+                reason=reason,
+            )
 
     def _take(self, claimed: Sequence[ClaimedTask]) -> None:
         for task in claimed:
@@ -386,6 +399,8 @@ class Worker:
             if timer is not None:
                 timer.cancel()
         self._recovered()
+        if result is not None:
+            self._log_damaged(result)
         if self._stopping and result is not None:
             # Stopped while the claim ran: the tasks go to the ready set, which
             # shutdown hands back at once.
