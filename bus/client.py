@@ -32,7 +32,7 @@ from bus.settings import Settings
 from bus.task import TaskInfo
 
 if TYPE_CHECKING:
-    from bus.publish import EventSpec, Publisher
+    from bus.publish import EventSpec, Publisher, PublishReport
     from bus.schemas import SchemaRegistry
 
 __all__ = ["Bus"]
@@ -165,6 +165,34 @@ class Bus:
         """Publish an event from async code; see :meth:`publish`."""
         return await self.publisher.apublish(
             await self.aredis(),
+            event_type,
+            payload,
+            id=id,
+            source=source,
+            correlation_id=correlation_id,
+        )
+
+    @maps_redis_errors
+    def publish_report(
+        self,
+        event_type: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+    ) -> PublishReport:
+        """Like :meth:`publish`, and say whether it was a duplicate and which apps it reached.
+
+        For tools that tell a person what happened (``python -m bus publish``):
+        the report comes from the publish itself, not from a second look.
+
+        Returns:
+            A :class:`bus.publish.PublishReport`: the key, ``duplicate`` and
+            the ``apps`` routed to now.
+        """
+        return self.publisher.publish_report(
+            self.sync_redis(),
             event_type,
             payload,
             id=id,

@@ -34,7 +34,7 @@ from bus.router import (
 )
 from bus.schemas import SchemaError, SchemaRegistry, encode_payload
 
-__all__ = ["EventSpec", "Publisher"]
+__all__ = ["EventSpec", "PublishReport", "Publisher"]
 
 # Exit status of a publisher stopped by the crash test hook.
 CRASH_EXIT_CODE = 86
@@ -68,6 +68,32 @@ class _RunCalls:
 
 
 _Step = _LoadRegistry | _RunCalls
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """What a flow did: the keys to return, and what a report needs."""
+
+    keys: list[str]
+    new: set[str] | None  # None: every event was new (no dedup ids)
+    routing: Routing | None  # the last routing sent; None if nothing was routed
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReport:
+    """What one publish did, for callers that tell a person (the CLI).
+
+    Attributes:
+        key: The event key (for a duplicate, the first event's).
+        duplicate: True if ``source`` + ``id`` was published before within the
+            dedup window: nothing new was recorded or routed.
+        apps: The apps the event was routed to now, sorted (empty for a
+            duplicate, and for an event no subscription matches).
+    """
+
+    key: str
+    duplicate: bool
+    apps: tuple[str, ...]
 
 
 class Publisher:
@@ -169,7 +195,7 @@ class Publisher:
             calls.append(routed_call(self.keys, registry.version, routing))
         return routing, calls
 
-    def _flow(self, batch: Sequence[_Prepared], now_ms: int) -> Generator[_Step, Any, list[str]]:
+    def _flow(self, batch: Sequence[_Prepared], now_ms: int) -> Generator[_Step, Any, _Done]:
         registry = self._registry
         if registry is None:
             registry = yield _LoadRegistry()
@@ -187,7 +213,7 @@ class Publisher:
             events = [e for e in events if e.key in new]
             keys_out = [_text(reply[i]) for i in range(1, len(reply), 2)]
             if not events:
-                return keys_out
+                return _Done(keys_out, new, None)
             routing, calls = self._route(registry, events, now_ms)
             replies = yield _RunCalls(calls)
         else:
@@ -196,6 +222,7 @@ class Publisher:
             _raise_error(results[0])
             replies = results[1:]
             keys_out = [e.key for e in events]
+            new = None
         outcome = route_outcome(routing, registry.version, replies)
         while not outcome.current:
             # The registry changed since our snapshot: route again with the
@@ -214,11 +241,11 @@ class Publisher:
                 if any(app in outcome.failed for app, _ in tasks)
             ]
             raise RoutingIncomplete(hit, outcome.failed) from next(iter(outcome.failed.values()))
-        return keys_out
+        return _Done(keys_out, new, routing)
 
     # -- executors --------------------------------------------------------------
 
-    async def _run_async(self, client: Redis, batch: Sequence[_Prepared], now_ms: int) -> list[str]:
+    async def _run_async(self, client: Redis, batch: Sequence[_Prepared], now_ms: int) -> _Done:
         flow = self._flow(batch, now_ms)
         reply: Any = None
         try:
@@ -229,9 +256,10 @@ class Publisher:
                 else:
                     reply = await scripts.run_calls(client, step.calls, raise_on_error=False)
         except StopIteration as done:
-            return list(done.value)
+            result: _Done = done.value
+            return result
 
-    def _run_sync(self, client: SyncRedis, batch: Sequence[_Prepared], now_ms: int) -> list[str]:
+    def _run_sync(self, client: SyncRedis, batch: Sequence[_Prepared], now_ms: int) -> _Done:
         flow = self._flow(batch, now_ms)
         reply: Any = None
         try:
@@ -242,7 +270,8 @@ class Publisher:
                 else:
                     reply = scripts.run_calls_sync(client, step.calls, raise_on_error=False)
         except StopIteration as done:
-            return list(done.value)
+            result: _Done = done.value
+            return result
 
     # -- public API ---------------------------------------------------------------
 
@@ -261,7 +290,7 @@ class Publisher:
         prepared = self.prepare(
             event_type, payload, now_ms=now, id=id, source=source, correlation_id=correlation_id
         )
-        return (await self._run_async(client, [prepared], now))[0]
+        return (await self._run_async(client, [prepared], now)).keys[0]
 
     def publish(
         self,
@@ -283,7 +312,7 @@ class Publisher:
         prepared = self.prepare(
             event_type, payload, now_ms=now, id=id, source=source, correlation_id=correlation_id
         )
-        return self._run_sync(client, [prepared], now)[0]
+        return self._run_sync(client, [prepared], now).keys[0]
 
     def _prepare_many(self, events: Sequence[EventSpec], now_ms: int) -> list[_Prepared]:
         prepared = []
@@ -303,12 +332,40 @@ class Publisher:
     async def apublish_many(self, client: Redis, events: Sequence[EventSpec]) -> list[str]:
         """Publish a batch in one pipelined round trip; all are validated first."""
         now = clock.now_ms()
-        return await self._run_async(client, self._prepare_many(events, now), now) if events else []
+        if not events:
+            return []
+        return (await self._run_async(client, self._prepare_many(events, now), now)).keys
 
     def publish_many(self, client: SyncRedis, events: Sequence[EventSpec]) -> list[str]:
         """Like :meth:`apublish_many`, from synchronous code."""
         now = clock.now_ms()
-        return self._run_sync(client, self._prepare_many(events, now), now) if events else []
+        if not events:
+            return []
+        return self._run_sync(client, self._prepare_many(events, now), now).keys
+
+    def publish_report(
+        self,
+        client: SyncRedis,
+        event_type: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+    ) -> PublishReport:
+        """Like :meth:`publish`, and say whether it was a duplicate and where it went."""
+        now = clock.now_ms()
+        prepared = self.prepare(
+            event_type, payload, now_ms=now, id=id, source=source, correlation_id=correlation_id
+        )
+        done = self._run_sync(client, [prepared], now)
+        key = done.keys[0]
+        duplicate = done.new is not None and key not in done.new
+        apps: tuple[str, ...] = ()
+        if not duplicate and done.routing is not None:
+            tasks = done.routing.tasks().get(key, [])
+            apps = tuple(sorted({app for app, _ in tasks}))
+        return PublishReport(key, duplicate, apps)
 
     def forget_registry(self) -> None:
         """Drop the cached registry snapshot (it is reloaded on the next publish)."""

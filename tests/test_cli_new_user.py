@@ -9,7 +9,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bus import clock
+from bus import Bus, clock
 from bus.cli import main
 from bus.enqueue import EnqueueItem
 from bus.keys import BusKeys
@@ -20,6 +20,13 @@ from tests.test_inspect import beat, register
 
 USER = {"user_id": "u1", "email": "a@example.com", "plan": "pro", "country": "DE"}
 SIGNUPS = SubscriptionSpec(app=APP, name="welcome", events=("user.signed_up",))
+ORDER = {
+    "order_id": "o1",
+    "user_id": "u1",
+    "amount_cents": 1200,
+    "currency": "EUR",
+    "items": [{"sku": "book", "quantity": 1}],
+}
 
 
 def registered(settings: Settings) -> list[str]:
@@ -174,6 +181,37 @@ def test_publish_says_when_an_id_was_a_duplicate(
     assert code == 0
     assert second == first
     assert f"duplicate of {first.strip()}" in err
+
+
+def test_publish_knows_a_duplicate_made_in_the_same_millisecond(
+    cli_env: Settings,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The duplicate note comes from the publish itself, not from comparing clocks."""
+    on_redis(cli_env, lambda client: register(client, APP, SIGNUPS))
+    monkeypatch.setattr(clock, "now_ms", lambda: 1_800_000_000_000)
+    payload = orjson.dumps(USER).decode()
+    _, first, err = run(capsys, "publish", "user.signed_up", payload, "--id", "same-ms")
+    assert "duplicate" not in err
+    _, second, err = run(capsys, "publish", "user.signed_up", payload, "--id", "same-ms")
+    assert second == first
+    assert f"duplicate of {first.strip()}" in err
+
+
+def test_publish_report_names_the_apps_reached(cli_env: Settings) -> None:  # noqa: F811
+    """Bus.publish_report: the apps routed to, sorted; a duplicate reached none anew."""
+    on_redis(cli_env, lambda client: register(client, APP, SIGNUPS))
+    bus = Bus(cli_env)
+    try:
+        report = bus.publish_report("user.signed_up", USER, id="r-1")
+        assert (report.duplicate, report.apps) == (False, (APP,))
+        again = bus.publish_report("user.signed_up", USER, id="r-1")
+        assert (again.key, again.duplicate, again.apps) == (report.key, True, ())
+        other = bus.publish_report("order.placed", ORDER)
+        assert (other.duplicate, other.apps) == (False, ())
+    finally:
+        bus.close_sync()
 
 
 # -- --version -------------------------------------------------------------------------------

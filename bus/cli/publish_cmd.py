@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
-from redis import Redis as SyncRedis
 
-from bus import clock
 from bus.client import Bus
 from bus.errors import BusError
-from bus.keys import BusKeys
-from bus.registry import load_registry_sync
+from bus.publish import PublishReport
 from bus.settings import Settings
 from bus.text import emit
 
@@ -71,56 +66,29 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise BusError(f"the payload is not valid JSON: {exc}") from exc
     bus = Bus(settings)
     try:
-        started_ms = clock.now_ms()
-        key = bus.publish(
+        report = bus.publish_report(
             args.type, payload, id=args.id, source=args.source, correlation_id=args.correlation_id
         )
-        note = _note(bus.sync_redis(), settings, args, payload, key, started_ms)
     finally:
         bus.close_sync()
-    emit(key)
+    emit(report.key)
+    note = _note(args, report)
     if note:
         emit(note, file=sys.stderr)
     return 0
 
 
-def _note(
-    client: SyncRedis,
-    settings: Settings,
-    args: argparse.Namespace,
-    payload: Any,
-    key: str,
-    started_ms: int,
-) -> str | None:
-    """What the user should know about the publish: a duplicate, or no subscriber.
-
-    Worked out from outside the publisher, which returns only the key: a
-    duplicate's key is the first event's, recorded before this publish began
-    (or already expired from the event log); an event reached no app when no
-    subscription of the registry matches it now.
-    """
-    keys = BusKeys(settings.prefix)
-    if args.id is not None:
-        envelope = client.hget(keys.events, key)
-        first_ms = _time_ms(envelope) if envelope is not None else None
-        if first_ms is None or first_ms < started_ms:
-            return (
-                f"duplicate of {key}: source + id {args.id!r} was published before, within "
-                "the dedup window (BUS_DEDUP_WINDOW_S); nothing new was recorded or routed"
-            )
-    apps = {spec.app for spec in load_registry_sync(client, keys).route(args.type, payload)}
-    if apps:
+def _note(args: argparse.Namespace, report: PublishReport) -> str | None:
+    """What the user should know about the publish: a duplicate, or no subscriber."""
+    if report.duplicate:
+        return (
+            f"duplicate of {report.key}: source + id {args.id!r} was published before, within "
+            "the dedup window (BUS_DEDUP_WINDOW_S); nothing new was recorded or routed"
+        )
+    if report.apps:
         return None
     return (
         f"recorded, routed to 0 apps: no registered subscription matches {args.type} with "
         "this payload (events published before an app is registered reach nobody; see "
         "python -m bus subscriptions list)"
     )
-
-
-def _time_ms(envelope: bytes | str) -> int | None:
-    try:
-        text = orjson.loads(envelope)["time"]
-        return int(datetime.fromisoformat(text).timestamp() * 1000)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
