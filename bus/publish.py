@@ -30,7 +30,7 @@ from bus.router import (
     RoutingIncomplete,
     route_calls,
     route_outcome,
-    routed_call,
+    routing_calls,
 )
 from bus.schemas import SchemaError, SchemaRegistry, encode_payload
 
@@ -183,17 +183,9 @@ class Publisher:
     def _route(
         self, registry: Registry, events: Sequence[RoutedEvent], now_ms: int
     ) -> tuple[Routing, list[scripts.Call]]:
-        """The enqueue calls for ``events``, then the call that marks them routed.
-
-        While an app's registry entry is damaged nothing may leave ``pending``
-        (that app may subscribe), so the mark is left out and the sweep routes
-        the events again once the entry is repaired.
-        """
+        """The enqueue calls for ``events``, then the call that marks them routed."""
         routing = route_calls(self.prefix, registry, events, now_ms)
-        calls = list(routing.calls)
-        if not registry.damaged:
-            calls.append(routed_call(self.keys, registry.version, routing))
-        return routing, calls
+        return routing, routing_calls(self.keys, registry, routing)
 
     def _flow(self, batch: Sequence[_Prepared], now_ms: int) -> Generator[_Step, Any, _Done]:
         registry = self._registry
@@ -223,14 +215,14 @@ class Publisher:
             replies = results[1:]
             keys_out = [e.key for e in events]
             new = None
-        outcome = route_outcome(routing, registry.version, replies)
+        outcome = route_outcome(routing, registry, replies)
         while not outcome.current:
             # The registry changed since our snapshot: route again with the
             # new one (idempotent) before the events may leave ``pending``.
             registry = yield _LoadRegistry()
             routing, calls = self._route(registry, events, now_ms)
             replies = yield _RunCalls(calls)
-            outcome = route_outcome(routing, registry.version, replies)
+            outcome = route_outcome(routing, registry, replies)
         self._registry = registry
         if outcome.failed:
             # Only the events with a task in a failed app are concerned; the

@@ -262,16 +262,39 @@ def _record_parts(spec: SubscriptionSpec) -> tuple[bytes, bytes]:
 _MARK_MS = 987_654_321_987_654_321
 
 
-def routed_call(keys: BusKeys, version: str, routing: Routing) -> scripts.Call:
+def routed_call(
+    keys: BusKeys, version: str, routing: Routing, *, mark: bool = True
+) -> scripts.Call:
     """Return the call that marks the routed events routed under registry ``version``.
 
     ``routed.lua`` checks that every task of an event exists before it lets
     the event leave ``pending``, so it may ride in the same pipeline as the
     enqueue calls it follows.
+
+    Args:
+        keys: The bus-wide keys.
+        version: The registry version the routes were computed from.
+        routing: What :func:`route_calls` returned.
+        mark: False to mark nothing and only learn the current version (the
+            registry has a damaged entry: nothing may leave pending, but the
+            publisher must still see the registry change once it is repaired).
     """
+    if not mark:
+        return (scripts.ROUTED, [keys.pending, keys.subs_version], [version])
     call_keys = [keys.pending, keys.subs_version]
     call_keys += (app_keys(keys.prefix, app).state for app in routing.state_apps)
     return (scripts.ROUTED, call_keys, [version, *routing.check])
+
+
+def routing_calls(keys: BusKeys, registry: Registry, routing: Routing) -> list[scripts.Call]:
+    """The enqueue calls of ``routing``, then its :func:`routed_call`.
+
+    While an app's registry entry is damaged nothing may leave ``pending``
+    (that app may subscribe), so the routed call then only reads the version.
+    """
+    calls = list(routing.calls)
+    calls.append(routed_call(keys, registry.version, routing, mark=not registry.damaged))
+    return calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,16 +314,10 @@ class RouteOutcome:
     left: int
 
 
-def route_outcome(routing: Routing, version: str, replies: Sequence[Any]) -> RouteOutcome:
-    """Read the replies of ``routing.calls`` followed by its :func:`routed_call`.
-
-    Without a routed call (``len(replies) == len(routing.calls)``: the registry
-    has a damaged entry, so no event may leave pending), the version is taken
-    as current and every event as left.
-    """
+def route_outcome(routing: Routing, registry: Registry, replies: Sequence[Any]) -> RouteOutcome:
+    """Read the replies of the calls :func:`routing_calls` made for ``routing``."""
+    version = registry.version
     failed = routing.failures(replies[: len(routing.calls)])
-    if len(replies) == len(routing.calls):
-        return RouteOutcome(version, True, failed, routing.events())
     reply = replies[-1]
     if isinstance(reply, BaseException):
         if not failed:
@@ -309,7 +326,10 @@ def route_outcome(routing: Routing, version: str, replies: Sequence[Any]) -> Rou
         # nothing was marked, so every event stays pending.
         return RouteOutcome(version, True, failed, routing.events())
     current = _version(reply[0])
-    return RouteOutcome(current, current == version, failed, int(reply[1]))
+    if current != version:
+        return RouteOutcome(current, False, failed, routing.events())
+    left = routing.events() if registry.damaged else int(reply[1])
+    return RouteOutcome(current, True, failed, left)
 
 
 class RoutingIncomplete(BusError):
@@ -375,6 +395,7 @@ class PendingSweep:
         self.grace_ms = grace_ms
         self.limit = limit
         self._skip = 0  # stale events at the head that failed last time
+        self._cause: tuple[Any, ...] | None = None  # of the last error logged
 
     async def sweep(self, client: Redis, *, now_ms: int) -> SweepReport:
         """Route one page of stale pending events; see the class docstring."""
@@ -392,22 +413,13 @@ class PendingSweep:
         for _ in range(5):
             registry = await load_registry(client, keys)
             routing = route_calls(self.prefix, registry, events, now_ms)
-            calls = list(routing.calls)
-            if not registry.damaged:
-                calls.append(routed_call(keys, registry.version, routing))
+            calls = routing_calls(keys, registry, routing)
             replies = await scripts.run_calls(client, calls, raise_on_error=False)
-            outcome = route_outcome(routing, registry.version, replies)
+            outcome = route_outcome(routing, registry, replies)
             if outcome.current:
                 break
         assert outcome is not None
-        if outcome.failed or registry.damaged:
-            log.error(
-                "pending_events_not_routed",
-                count=outcome.left,
-                failed_apps={app: _reason(exc) for app, exc in sorted(outcome.failed.items())},
-                damaged_apps=list(registry.damaged),
-                reason="their tasks could not all be created; they stay pending",
-            )
+        self._report(outcome, registry)
         # Start past the events that stayed pending, or from the head again
         # once a page is routed whole or the end of the set is reached.
         if outcome.left and len(stale) == self.limit:
@@ -415,6 +427,29 @@ class PendingSweep:
         else:
             self._skip = 0
         return SweepReport(len(events) - outcome.left, outcome.left)
+
+    def _report(self, outcome: RouteOutcome, registry: Registry) -> None:
+        """Log events left pending: at error level once per cause, then at debug.
+
+        Every worker sweeps every heartbeat; while a key or a registry entry
+        stays damaged, the same line would repeat from each of them.
+        """
+        if not outcome.left:
+            self._cause = None
+            return
+        failed = {app: _reason(exc) for app, exc in sorted(outcome.failed.items())}
+        cause = (tuple(failed.items()), registry.damaged, outcome.current)
+        level = log.error if cause != self._cause else log.debug
+        self._cause = cause
+        level(
+            "pending_events_not_routed",
+            count=outcome.left,
+            failed_apps=failed,
+            damaged_apps=list(registry.damaged),
+            registry_current=outcome.current,
+            reason="their tasks could not all be created, a registry entry is damaged, "
+            "or the registry kept changing; they stay pending for the next sweep",
+        )
 
     async def _page(self, client: Redis, now_ms: int) -> list[bytes]:
         return cast(

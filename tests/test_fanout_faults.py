@@ -270,3 +270,38 @@ async def test_a_registry_made_afresh_never_reuses_a_version(aredis: Redis) -> N
         await aredis.delete(KEYS.subs)
     assert old not in seen
     assert all(v > old for v in seen)
+
+
+async def test_a_publisher_routes_normally_again_once_the_entry_is_repaired(
+    bus: Bus, aredis: Redis
+) -> None:
+    """The same Bus sees the repair: its next events reach the app and leave pending."""
+    await register_three(aredis)
+    await aredis.hset(KEYS.subs, "analytics", b"\xff not json")
+    await aredis.incr(KEYS.subs_version)
+    held = await bus.apublish("user.signed_up", USER)
+    assert await pending(aredis) == [held]
+    spec = SubscriptionSpec(app="analytics", name="on_analytics", events=("user.signed_up",))
+    await sync_subscriptions(aredis, KEYS, "analytics", [spec], allow_removal=True)
+    after = [await bus.apublish("user.signed_up", USER) for _ in range(3)]
+    assert await pending(aredis) == [held]
+    assert await tasks_of(aredis, "analytics") == {task_id_for(k, "on_analytics") for k in after}
+
+
+async def test_a_sweep_whose_registry_keeps_changing_reports_nothing_routed(
+    bus: Bus, aredis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not current after its tries: every event is counted as left, none as routed."""
+    await register_three(aredis)
+    await aredis.zadd(KEYS.pending, {"0" * 26: 1})
+    await aredis.hset(KEYS.events, "0" * 26, b'{"type": "user.signed_up", "data": {}}')
+    real = scripts.run_calls
+
+    async def moving(client: Any, calls: Any, **kwargs: Any) -> Any:
+        await aredis.incr(KEYS.subs_version)  # another sync lands each time
+        return await real(client, calls, **kwargs)
+
+    monkeypatch.setattr(scripts, "run_calls", moving)
+    report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
+    assert (report.routed, report.left) == (0, 1)
+    assert await pending(aredis) == ["0" * 26]
