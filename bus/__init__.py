@@ -17,7 +17,7 @@ from bus.errors import (
     RedisUnavailable,
 )
 from bus.events import Event
-from bus.publish import EventSpec
+from bus.publish import EventNotRecorded, EventSpec
 from bus.recurring import Recurring
 from bus.router import RoutingIncomplete
 from bus.schedule import Schedule, cron, every
@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "EnqueueItem",
     "Event",
+    "EventNotRecorded",
     "EventSpec",
     "Fail",
     "Recurring",

@@ -16,10 +16,12 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from bus import clock, scripts
+from bus.errors import BusError
 from bus.events import build_envelope, validate_event_id, validate_source
 from bus.ids import new_id
 from bus.keys import BusKeys
@@ -34,7 +36,7 @@ from bus.router import (
 )
 from bus.schemas import SchemaError, SchemaRegistry, encode_payload
 
-__all__ = ["EventSpec", "PublishReport", "Publisher"]
+__all__ = ["EventNotRecorded", "EventSpec", "PublishReport", "Publisher"]
 
 # Exit status of a publisher stopped by the crash test hook.
 CRASH_EXIT_CODE = 86
@@ -67,7 +69,14 @@ class _RunCalls:
     calls: list[scripts.Call]
 
 
-_Step = _LoadRegistry | _RunCalls
+@dataclass(frozen=True, slots=True)
+class _ReadEnvelopes:
+    """I/O step: read recorded envelopes (HMGET of the event log)."""
+
+    keys: list[str]
+
+
+_Step = _LoadRegistry | _RunCalls | _ReadEnvelopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +213,19 @@ class Publisher:
             new = {_text(reply[i]) for i in range(1, len(reply), 2) if int(reply[i + 1]) == 1}
             events = [e for e in events if e.key in new]
             keys_out = [_text(reply[i]) for i in range(1, len(reply), 2)]
+            # Duplicates of an event still pending: its routing failed (or
+            # is under way). Routing it again is idempotent, and a caller that
+            # retries after RoutingIncomplete must not be told all is well.
+            stuck = list(
+                dict.fromkeys(
+                    k
+                    for i in range(1, len(reply), 2)
+                    if int(reply[i + 1]) == 2 and (k := _text(reply[i])) not in new
+                )
+            )
+            if stuck:
+                envelopes = yield _ReadEnvelopes(stuck)
+                events += _routable(stuck, envelopes)
             if not events:
                 return _Done(keys_out, new, None)
             routing, calls = self._route(registry, events, now_ms)
@@ -211,7 +233,11 @@ class Publisher:
         else:
             routing, calls = self._route(registry, events, now_ms)
             results = yield _RunCalls([record, *calls])
-            _raise_error(results[0])
+            if isinstance(results[0], BaseException):
+                # The enqueues ran anyway (one pipeline): say what they left.
+                raise EventNotRecorded(
+                    [e.key for e in events], _apps_given_tasks(routing, results[1:-1])
+                ) from results[0]
             replies = results[1:]
             keys_out = [e.key for e in events]
             new = None
@@ -245,6 +271,8 @@ class Publisher:
                 step = flow.send(reply)
                 if isinstance(step, _LoadRegistry):
                     reply = await load_registry(client, self.keys)
+                elif isinstance(step, _ReadEnvelopes):
+                    reply = await client.hmget(self.keys.events, step.keys)
                 else:
                     reply = await scripts.run_calls(client, step.calls, raise_on_error=False)
         except StopIteration as done:
@@ -259,6 +287,8 @@ class Publisher:
                 step = flow.send(reply)
                 if isinstance(step, _LoadRegistry):
                     reply = load_registry_sync(client, self.keys)
+                elif isinstance(step, _ReadEnvelopes):
+                    reply = client.hmget(self.keys.events, step.keys)
                 else:
                     reply = scripts.run_calls_sync(client, step.calls, raise_on_error=False)
         except StopIteration as done:
@@ -362,6 +392,63 @@ class Publisher:
     def forget_registry(self) -> None:
         """Drop the cached registry snapshot (it is reloaded on the next publish)."""
         self._registry = None
+
+
+class EventNotRecorded(BusError):
+    """Recording the events failed, after their tasks were sent in the same round trip.
+
+    One server runs a pipeline's calls one after the other and does not stop
+    at an error, so the subscribers' enqueues ran although the record did
+    not. The apps named got their tasks (whole: a task is complete on its
+    own) and will run them; the events are in neither the event log nor
+    ``pending``. Retrying with the same ``id`` after the cause is fixed
+    records the event again, and since its key is new, those apps get a
+    second task: pass your own ``id`` and make handlers idempotent, or check
+    these apps first.
+
+    Attributes:
+        event_keys: The keys the events would have had.
+        apps: The apps that got a task for at least one of them.
+    """
+
+    def __init__(self, event_keys: Sequence[str], apps: Sequence[str]) -> None:
+        self.event_keys = list(event_keys)
+        self.apps = sorted(apps)
+        given = (
+            f"tasks were created for app(s) {', '.join(self.apps)} and will run"
+            if self.apps
+            else "no task was created"
+        )
+        super().__init__(
+            f"event {self.event_keys[0]}{' and others' if len(self.event_keys) > 1 else ''} "
+            f"could not be recorded (see the cause); {given}. A retry records it anew: the "
+            "apps that got a task would get a second one."
+        )
+
+
+def _apps_given_tasks(routing: Routing, replies: Sequence[Any]) -> list[str]:
+    """The apps whose enqueue call added at least one task."""
+    return sorted(
+        {
+            app
+            for app, reply in zip(routing.apps, replies, strict=True)
+            if isinstance(reply, list) and any(int(n) == 1 for n in reply)
+        }
+    )
+
+
+def _routable(keys: Sequence[str], envelopes: Sequence[bytes | None]) -> list[RoutedEvent]:
+    """The events of recorded envelopes; a missing or damaged one is left to the sweep."""
+    events = []
+    for key, raw in zip(keys, envelopes, strict=True):
+        if raw is None:
+            continue
+        try:
+            doc = orjson.loads(raw)
+            events.append(RoutedEvent(key, str(doc["type"]), doc.get("data"), raw))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue  # the sweep logs it (event_unroutable)
+    return events
 
 
 def _raise_error(reply: Any) -> Any:

@@ -8,7 +8,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from bus import Bus, EventSpec, RoutingIncomplete, Settings, scripts
+from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings, scripts
 from bus.keys import AppKeys, BusKeys, app_keys
 from bus.registry import SubscriptionSpec, sync_subscriptions
 from bus.router import PendingSweep, sweep_pending, task_id_for
@@ -96,19 +96,55 @@ async def test_the_sweep_delivers_the_event_once_the_cause_is_fixed(
 
 
 async def test_a_retry_with_the_same_id_makes_no_duplicate(bus: Bus, aredis: Redis) -> None:
-    """Publishing again with the same id after a partial failure adds no second task."""
+    """A retry with the same id fails again while the cause stands, then delivers, once each."""
     await register_three(aredis)
     await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
     with pytest.raises(RoutingIncomplete) as caught:
         await bus.apublish("user.signed_up", USER, id="signup-u1")
     [key] = caught.value.event_keys
-    assert await bus.apublish("user.signed_up", USER, id="signup-u1") == key
+    # Not fixed yet: the retry is no false success.
+    with pytest.raises(RoutingIncomplete) as again:
+        await bus.apublish("user.signed_up", USER, id="signup-u1")
+    assert again.value.event_keys == [key]
     await aredis.delete(app_keys(PREFIX, "analytics").tasks)
+    # Fixed: the retry itself delivers the first event, no sweep needed.
     assert await bus.apublish("user.signed_up", USER, id="signup-u1") == key
-    await sweep_pending(aredis, PREFIX, now_ms=10**15, grace_ms=0)
+    assert await pending(aredis) == []
+    assert await bus.apublish("user.signed_up", USER, id="signup-u1") == key
     for app in APPS:
         assert await tasks_of(aredis, app) == {task_id_for(key, f"on_{app}")}
         assert await aredis.llen(app_keys(PREFIX, app).queue("default").ready) == 1
+
+
+async def test_a_failed_record_writes_no_event_and_names_the_apps_given_tasks(
+    bus: Bus, aredis: Redis
+) -> None:
+    """record.lua undoes its writes; the error says which apps got a task anyway."""
+    await register_three(aredis)
+    await aredis.set(KEYS.pending, "notazset")
+    with pytest.raises(EventNotRecorded) as caught:
+        await bus.apublish("user.signed_up", USER)
+    err = caught.value
+    assert err.apps == sorted(APPS)
+    assert "second one" in str(err)
+    assert isinstance(err.__cause__, redis.ResponseError)
+    assert await aredis.hlen(KEYS.events) == 0
+    assert await aredis.zcard(KEYS.events_t) == 0
+
+
+async def test_a_failed_record_of_a_batch_undoes_every_event_of_it(aredis: Redis) -> None:
+    """The second event's dedup lookup fails: the first event's writes are undone too."""
+    await aredis.set(KEYS.dedup, "notahash")
+    call = (
+        scripts.RECORD,
+        (KEYS.events, KEYS.events_t, KEYS.pending, KEYS.dedup, KEYS.dedup_t, KEYS.subs_version),
+        [1_000, 86_400_000, 86_400_000, "k1", b"{}", "", "k2", b"{}", "src\x1fid"],
+    )
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        await scripts.run_calls(aredis, [call])
+    assert await aredis.hlen(KEYS.events) == 0
+    assert await aredis.zcard(KEYS.pending) == 0
+    assert await aredis.zcard(KEYS.events_t) == 0
 
 
 async def test_a_sync_batch_leaves_the_damaged_apps_events_pending(

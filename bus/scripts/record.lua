@@ -15,8 +15,14 @@ KEYS[6]  registry version   (string counter)
 ARGV[1]  now_ms    ARGV[2]  dedup window ms    ARGV[3]  event retention ms
 then 3 ARGV per event: key, envelope, dedup field ('' for none)
 
-Returns {registry_version, key_1, new_1, key_2, new_2, ...}: for a duplicate,
-the key is the first event's and new is 0.
+Returns {registry_version, key_1, new_1, key_2, new_2, ...}: new is 1 for an
+event recorded now; for a duplicate the key is the first event's, and new is
+2 while that event is still pending (its routing failed or is under way: the
+publisher routes it again, idempotently), else 0.
+
+All or nothing for the events of the call: a write that fails (a key of the
+wrong type, NOPERM) undoes this call's writes and returns the error, so no
+event is left in the log without its pending entry.
 ]]
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -36,21 +42,44 @@ for _, key in ipairs(expired) do
 end
 
 local out = {redis.call('GET', KEYS[6]) or '0'}
+local written = {}
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+local function undo(reply)
+  for _, w in ipairs(written) do
+    redis.pcall('HDEL', KEYS[1], w[1])
+    redis.pcall('ZREM', KEYS[2], w[1])
+    redis.pcall('ZREM', KEYS[3], w[1])
+    if w[2] ~= '' then
+      redis.pcall('HDEL', KEYS[4], w[2])
+      redis.pcall('ZREM', KEYS[5], w[2])
+    end
+  end
+  return reply
+end
 for i = 4, #ARGV, 3 do
   local key, envelope, dedup = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local first = false
-  if dedup ~= '' then first = redis.call('HGET', KEYS[4], dedup) end
+  if dedup ~= '' then
+    first = redis.pcall('HGET', KEYS[4], dedup)
+    if failed(first) then return undo(first) end
+  end
   if first then
     out[#out + 1] = first
-    out[#out + 1] = 0
+    local still = redis.pcall('ZSCORE', KEYS[3], first)
+    if failed(still) then return undo(still) end
+    out[#out + 1] = still and 2 or 0
   else
-    redis.call('HSET', KEYS[1], key, envelope)
-    redis.call('ZADD', KEYS[2], now, key)
-    redis.call('ZADD', KEYS[3], now, key)
-    if dedup ~= '' then
-      redis.call('HSET', KEYS[4], dedup, key)
-      redis.call('ZADD', KEYS[5], now, dedup)
+    written[#written + 1] = {key, dedup}
+    local r = redis.pcall('HSET', KEYS[1], key, envelope)
+    if not failed(r) then r = redis.pcall('ZADD', KEYS[2], now, key) end
+    if not failed(r) then r = redis.pcall('ZADD', KEYS[3], now, key) end
+    if not failed(r) and dedup ~= '' then
+      r = redis.pcall('HSET', KEYS[4], dedup, key)
+      if not failed(r) then r = redis.pcall('ZADD', KEYS[5], now, dedup) end
     end
+    if failed(r) then return undo(r) end
     out[#out + 1] = key
     out[#out + 1] = 1
   end
