@@ -60,22 +60,30 @@ class Fail(Exception):
 Publisher = Callable[..., Awaitable[str]]
 
 
-def follow_up_id(task_id: str, ordinal: int) -> str:
+def follow_up_id(app: str, task_id: str, ordinal: int) -> str:
     """The id of a task's ``ordinal``-th follow-up event (from 1), the same on every attempt.
 
+    Task ids are unique within an app only (a routed task is ``<event
+    key>.<subscription>``, and two apps may have subscriptions of the same
+    name), so the app is part of the id: follow-ups of two apps' tasks never
+    dedup against each other, even through one shared publisher.
+
     Args:
+        app: The app whose task publishes the follow-up.
         task_id: The task publishing the follow-up.
         ordinal: Which ``ctx.publish`` call of the attempt it is, from 1.
 
     Returns:
-        A valid event id (see :func:`bus.events.validate_event_id`): the task
-        id and the ordinal when they fit, else a digest of the task id and the
-        ordinal. Distinct task ids give distinct ids.
+        A valid event id (see :func:`bus.events.validate_event_id`):
+        ``<app>:<task id>/<ordinal>`` when it fits, else ``fu-`` and a digest
+        of app and task id, then ``/<ordinal>`` (no ``:``, so the two forms
+        never meet). Distinct (app, task id) pairs give distinct ids.
     """
-    if _READABLE_ID.fullmatch(task_id) and not task_id.startswith("fu-"):
-        return f"{task_id}/{ordinal}"
-    digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:48]
-    return f"fu-{digest}/{ordinal}"
+    readable = f"{app}:{task_id}"
+    if _READABLE_ID.fullmatch(readable):
+        return f"{readable}/{ordinal}"
+    digest = hashlib.sha256(f"{app}\x00{task_id}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"fu-{digest[:48]}/{ordinal}"
 
 
 @dataclass(slots=True)
@@ -146,6 +154,6 @@ class TaskContext:
         # a call does not depend on which calls before it passed one.
         self._published += 1
         if kwargs.get("id") is None:
-            kwargs["id"] = follow_up_id(self.task_id, self._published)
+            kwargs["id"] = follow_up_id(self.app, self.task_id, self._published)
         kwargs.setdefault("correlation_id", self.correlation_id or self.event_id)
         return await self.publisher(event_type, payload, **kwargs)

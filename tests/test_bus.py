@@ -300,11 +300,34 @@ async def test_an_explicit_follow_up_id_overrides_the_derived_one(bus: Bus, ared
 @pytest.mark.parametrize("task_id", ["x" * 200, "order 7 ✓", "a/b:c", "t" * 126])
 def test_derived_follow_up_ids_are_valid_event_ids_for_any_task_id(task_id: str) -> None:
     """Long task ids and characters event ids do not allow still give valid, stable ids."""
-    ids = [follow_up_id(task_id, n) for n in (1, 2, 1000)]
+    ids = [follow_up_id("billing", task_id, n) for n in (1, 2, 1000)]
     assert [validate_event_id(i) for i in ids] == ids
     assert len(set(ids)) == 3
-    assert ids == [follow_up_id(task_id, n) for n in (1, 2, 1000)]
-    assert follow_up_id(task_id + "y", 1) != ids[0]
+    assert ids == [follow_up_id("billing", task_id, n) for n in (1, 2, 1000)]
+    assert follow_up_id("billing", task_id + "y", 1) != ids[0]
+    assert follow_up_id("shipping", task_id, 1) != ids[0]
+
+
+async def test_two_apps_tasks_of_one_id_publish_both_follow_ups_through_one_bus(
+    bus: Bus, aredis: Redis
+) -> None:
+    """Same subscription name in two apps (so the same task id): both follow-ups recorded."""
+    await register(aredis, "billing", ("on_order", "order.placed", None))
+    await register(aredis, "shipping", ("on_order", "order.placed", None))
+    await register(aredis, "email", ("payment_problem", "payment.failed", None))
+    key = await bus.apublish("order.placed", ORDER)
+    for app in ("billing", "shipping"):
+        ctx = TaskContext(
+            app=app,
+            task_id=f"{key}.on_order",
+            name="on_order",
+            queue="default",
+            attempt=1,
+            max_attempts=3,
+            publisher=bus.apublish,
+        )
+        await ctx.publish("payment.failed", {**PAYMENT_FAILED, "order_id": f"{app}-1"})
+    assert await aredis.hlen(AppKeys("bus", "email").state) == 2
 
 
 async def test_consumer_side_schema_check_dead_letters_a_bad_event(
