@@ -86,6 +86,7 @@ class _Done:
     keys: list[str]
     new: set[str] | None  # None: every event was new (no dedup ids)
     routing: Routing | None  # the last routing sent; None if nothing was routed
+    damaged: tuple[str, ...] = ()  # of the registry it was routed with
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +99,14 @@ class PublishReport:
             dedup window: nothing new was recorded or routed.
         apps: The apps the event was routed to now, sorted (empty for a
             duplicate, and for an event no subscription matches).
+        held_for: Apps whose registry entry is damaged: the event stays
+            pending until they are repaired, since they may subscribe.
     """
 
     key: str
     duplicate: bool
     apps: tuple[str, ...]
+    held_for: tuple[str, ...] = ()
 
 
 class Publisher:
@@ -259,7 +263,7 @@ class Publisher:
                 if any(app in outcome.failed for app, _ in tasks)
             ]
             raise RoutingIncomplete(hit, outcome.failed) from next(iter(outcome.failed.values()))
-        return _Done(keys_out, new, routing)
+        return _Done(keys_out, new, routing, registry.damaged)
 
     # -- executors --------------------------------------------------------------
 
@@ -387,7 +391,7 @@ class Publisher:
         if not duplicate and done.routing is not None:
             tasks = done.routing.tasks().get(key, [])
             apps = tuple(sorted({app for app, _ in tasks}))
-        return PublishReport(key, duplicate, apps)
+        return PublishReport(key, duplicate, apps, () if duplicate else done.damaged)
 
     def forget_registry(self) -> None:
         """Drop the cached registry snapshot (it is reloaded on the next publish)."""

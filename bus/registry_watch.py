@@ -75,6 +75,34 @@ class RegistryWatch:
         # The registry version at the last check that found the entry.
         self._seen_version: int | None = None
 
+    async def prime(self) -> None:
+        """Take the registry version as it is after the worker's start-up sync.
+
+        Without it, the first check would have no version to compare with,
+        and a loss before it (another app re-registering first) would pass
+        for an operator's removal. An app not registered at all (a
+        ``--no-sync`` worker of an app never synced) is logged once as
+        ``app_not_registered`` and not taken for a removed one later.
+        """
+        present, version = await self._read()
+        self._seen_version = version
+        if not present:
+            self._removed = True
+            log.warning(
+                "app_not_registered",
+                app=self.app,
+                reason="the app has no entry in the subscription registry: events reach "
+                "no worker of it",
+                action=f"`python -m bus subscriptions sync --app {self.app}`",
+            )
+
+    async def _read(self) -> tuple[bool, int | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.keys.subs, self.app)
+            pipe.get(self.keys.subs_version)
+            present, raw_version = await pipe.execute()
+        return bool(present), _version(raw_version)
+
     async def check(self) -> bool:
         """One check (a heartbeat hook); re-sync the app if Redis lost its entry.
 
@@ -85,11 +113,7 @@ class RegistryWatch:
             redis.exceptions.RedisError: Redis failed; the next heartbeat
                 checks again (the loss is not logged twice).
         """
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hexists(self.keys.subs, self.app)
-            pipe.get(self.keys.subs_version)
-            present, raw_version = await pipe.execute()
-        version = _version(raw_version)
+        present, version = await self._read()
         if present:
             self._lost = self._removed = False
             self._seen_version = version

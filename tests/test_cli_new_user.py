@@ -214,6 +214,22 @@ def test_publish_report_names_the_apps_reached(cli_env: Settings) -> None:  # no
         bus.close_sync()
 
 
+def test_publish_says_an_event_waits_for_a_damaged_entry(
+    cli_env: Settings,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With a damaged registry entry the note names it, not 'no subscription matches'."""
+
+    async def damage(client: Redis) -> None:
+        await client.hset(BusKeys("bus").subs, "crm", b"\xff")
+        await client.incr(BusKeys("bus").subs_version)
+
+    on_redis(cli_env, damage)
+    _, _, err = run(capsys, "publish", "user.signed_up", orjson.dumps(USER).decode())
+    assert "stays pending while the registry entry of crm is damaged" in err
+    assert "no registered subscription" not in err
+
+
 # -- --version -------------------------------------------------------------------------------
 
 

@@ -85,6 +85,12 @@ def _note(args: argparse.Namespace, report: PublishReport) -> str | None:
             f"duplicate of {report.key}: source + id {args.id!r} was published before, within "
             "the dedup window (BUS_DEDUP_WINDOW_S); nothing new was recorded or routed"
         )
+    if report.held_for:
+        reached = f"routed to {len(report.apps)} app(s) so far"
+        return (
+            f"recorded, {reached}; it stays pending while the registry entry of "
+            f"{', '.join(report.held_for)} is damaged (see python -m bus subscriptions list)"
+        )
     if report.apps:
         return None
     return (

@@ -254,6 +254,7 @@ async def serve(args: argparse.Namespace, settings: Settings, *, install_signals
             resync=None if args.no_sync else sync,
             after_loss=[boot_check_chains],
         )
+        await watch.prime()
         worker = Worker(
             app,
             client,

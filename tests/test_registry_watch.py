@@ -1,0 +1,62 @@
+"""The registry watch: a loss is told from an operator's removal from the first check on."""
+
+from __future__ import annotations
+
+import structlog
+from redis.asyncio import Redis
+
+from bus.keys import BusKeys
+from bus.registry import SubscriptionSpec, SyncResult, sync_subscriptions
+from bus.registry_watch import RegistryWatch
+
+KEYS = BusKeys("bus")
+
+
+async def register(client: Redis, app: str) -> SyncResult:
+    """Register one subscription for ``app``."""
+    spec = SubscriptionSpec(app=app, name="on_signup", events=("user.signed_up",))
+    return await sync_subscriptions(client, KEYS, app, [spec], allow_removal=True)
+
+
+async def test_a_loss_before_the_first_check_is_a_loss_not_a_removal(aredis: Redis) -> None:
+    """Redis emptied and another app re-registered before the first beat: email is re-synced."""
+    await register(aredis, "email")
+    synced: list[str] = []
+
+    async def resync() -> SyncResult:
+        synced.append("email")
+        return await register(aredis, "email")
+
+    watch = RegistryWatch(aredis, KEYS, "email", resync=resync)
+    await watch.prime()
+    await aredis.flushall()
+    await register(aredis, "billing")  # another app's worker got there first
+    with structlog.testing.capture_logs() as logs:
+        assert await watch.check() is True
+    assert synced == ["email"]
+    assert [e["event"] for e in logs] == ["registry_lost", "registry_restored"]
+    assert await aredis.hexists(KEYS.subs, "email")
+
+
+async def test_a_never_registered_app_is_reported_once_not_as_removed(aredis: Redis) -> None:
+    """A --no-sync worker of an app never synced: app_not_registered once, no app_unregistered."""
+    await register(aredis, "billing")
+    watch = RegistryWatch(aredis, KEYS, "email", resync=None)
+    with structlog.testing.capture_logs() as logs:
+        await watch.prime()
+        await register(aredis, "crm")  # the registry moves on
+        assert await watch.check() is False
+        assert await watch.check() is False
+    assert [(e["event"], e["log_level"]) for e in logs] == [("app_not_registered", "warning")]
+
+
+async def test_an_operator_removal_is_still_left_alone(aredis: Redis) -> None:
+    """Same epoch, version up, entry gone: app_unregistered, nothing written."""
+    await register(aredis, "email")
+    watch = RegistryWatch(aredis, KEYS, "email", resync=None)
+    await watch.prime()
+    await aredis.hdel(KEYS.subs, "email")
+    await aredis.incr(KEYS.subs_version)
+    with structlog.testing.capture_logs() as logs:
+        assert await watch.check() is False
+    assert [e["event"] for e in logs] == ["app_unregistered"]
