@@ -87,43 +87,34 @@ class Routing:
         calls: One ``enqueue.lua`` call per (app, queue) with tasks.
         apps: The app of each call, in the same order.
         count: The number of tasks the calls add (or find already there).
-        state_apps: The apps in the order :func:`routed_call` passes their
-            state hashes (KEYS[3] onwards).
-        check: The per-event ARGV of ``routed.lua`` (key, n, then n pairs of
-            state hash index and task id), built while routing.
+        event_keys: The events routed, in order.
+        checks: Per app (in the order :func:`routed_call` passes their state
+            hashes), the pairs (index of the event from 1, task id) that
+            ``routed.lua`` checks, flat, built while routing.
     """
 
     calls: list[scripts.Call]
     apps: list[str]
     count: int
-    state_apps: list[str]
-    check: list[Any]
+    event_keys: list[str]
+    checks: dict[str, list[Any]]
 
     def events(self) -> int:
         """The number of events routed."""
-        n, i = 0, 0
-        while i < len(self.check):
-            n += 1
-            i += 2 + 2 * self.check[i + 1]
-        return n
+        return len(self.event_keys)
 
     def tasks(self) -> dict[str, list[tuple[str, str]]]:
         """Per event key, the (app, task id) of every task it must have."""
-        out: dict[str, list[tuple[str, str]]] = {}
-        i = 0
-        while i < len(self.check):
-            key, n = self.check[i], self.check[i + 1]
-            out[key] = [
-                (self.state_apps[self.check[j] - 3], self.check[j + 1])
-                for j in range(i + 2, i + 2 + 2 * n, 2)
-            ]
-            i += 2 + 2 * n
+        out: dict[str, list[tuple[str, str]]] = {key: [] for key in self.event_keys}
+        for app, pairs in self.checks.items():
+            for j in range(0, len(pairs), 2):
+                out[self.event_keys[pairs[j] - 1]].append((app, pairs[j + 1]))
         return out
 
     def failures(self, replies: Sequence[Any]) -> dict[str, BaseException]:
-        """The apps whose enqueue call failed, given the calls' replies in order."""
+        """The apps whose enqueue call failed, given the replies (the calls' first, in order)."""
         failed: dict[str, BaseException] = {}
-        for app, reply in zip(self.apps, replies, strict=True):
+        for app, reply in zip(self.apps, replies, strict=False):
             if isinstance(reply, BaseException):
                 failed.setdefault(app, reply)
         return failed
@@ -137,31 +128,23 @@ def route_calls(
     Tasks of one app and queue are batched into one call.
     """
     plan = _plan(registry)
-    groups: dict[tuple[str, str], list[scripts.NewTask]] = defaultdict(list)
-    slots: dict[str, int] = {}
-    check: list[Any] = []
-    count = 0
+    groups: defaultdict[tuple[str, str], list[scripts.NewTask]] = defaultdict(list)
+    checks: defaultdict[str, list[Any]] = defaultdict(list)
+    task_of = plan.task
     created = b"%d" % now_ms
-    for event in events:
-        check.append(event.key)
-        at = len(check)
-        check.append(0)
+    for index, event in enumerate(events, 1):
         for spec in plan.route(event.type, event.data):
-            task = plan.task(spec, event, now_ms, created)
+            task = task_of(spec, event, now_ms, created)
             groups[(spec.app, spec.queue)].append(task)
-            slot = slots.get(spec.app)
-            if slot is None:
-                slot = slots[spec.app] = len(slots) + 3  # KEYS[3] is the first; Lua counts from 1
-            check += (slot, task.id)
-        n = (len(check) - at - 1) >> 1
-        check[at] = n
-        count += n
+            checks[spec.app] += (index, task.id)
     calls = []
     apps = []
+    count = 0
     for (app, queue), group in groups.items():
         calls.append(scripts.enqueue_call(app_keys(prefix, app), queue, now_ms, group))
         apps.append(app)
-    return Routing(calls, apps, count, list(slots), check)
+        count += len(group)
+    return Routing(calls, apps, count, [e.key for e in events], checks)
 
 
 class _Plan:
@@ -280,10 +263,14 @@ def routed_call(
             publisher must still see the registry change once it is repaired).
     """
     if not mark:
-        return (scripts.ROUTED, [keys.pending, keys.subs_version], [version])
+        return (scripts.ROUTED, [keys.pending, keys.subs_version], [version, 0])
     call_keys = [keys.pending, keys.subs_version]
-    call_keys += (app_keys(keys.prefix, app).state for app in routing.state_apps)
-    return (scripts.ROUTED, call_keys, [version, *routing.check])
+    args: list[Any] = [version, len(routing.event_keys), *routing.event_keys]
+    for app, pairs in routing.checks.items():
+        call_keys.append(app_keys(keys.prefix, app).state)
+        args.append(len(pairs) >> 1)
+        args += pairs
+    return (scripts.ROUTED, call_keys, args)
 
 
 def routing_calls(keys: BusKeys, registry: Registry, routing: Routing) -> list[scripts.Call]:
@@ -317,7 +304,7 @@ class RouteOutcome:
 def route_outcome(routing: Routing, registry: Registry, replies: Sequence[Any]) -> RouteOutcome:
     """Read the replies of the calls :func:`routing_calls` made for ``routing``."""
     version = registry.version
-    failed = routing.failures(replies[: len(routing.calls)])
+    failed = routing.failures(replies)
     reply = replies[-1]
     if isinstance(reply, BaseException):
         if not failed:

@@ -32,10 +32,7 @@ local delayed = {}
 local wake_delayed = false
 local tc = string.format('%d', now)
 
-local function failed(reply)
-  return type(reply) == 'table' and reply.err ~= nil
-end
-
+-- Every command pcalled here answers an integer; an error is a table.
 -- Undo this call's writes and return the error. Only deletes of what this
 -- call itself wrote: they cannot fail for a wrong type.
 local new_queue = 0
@@ -64,16 +61,16 @@ for i = 3, #ARGV, 4 do
     st = '{"s":"queued","a":0,"m":' .. m .. ',"tc":' .. tc .. '}'
   end
   local new = redis.pcall('HSETNX', KEYS[2], id, st)
-  if failed(new) then return undo(new, 0) end
+  if type(new) == 'table' then return undo(new, 0) end
   if new == 0 then
     out[#out + 1] = 0
   else
     added[#added + 1] = id
     local r = redis.pcall('HSET', KEYS[1], id, ARGV[i + 1])
-    if failed(r) then return undo(r, 0) end
+    if type(r) == 'table' then return undo(r, 0) end
     if run_at > now then
       r = redis.pcall('ZADD', KEYS[5], run_at, id)
-      if failed(r) then return undo(r, 0) end
+      if type(r) == 'table' then return undo(r, 0) end
       delayed[#delayed + 1] = id
       local head = redis.call('ZRANGE', KEYS[5], 0, 0)
       if head[1] == id then wake_delayed = true end
@@ -85,21 +82,21 @@ for i = 3, #ARGV, 4 do
 end
 if #out > 0 then
   local r = redis.pcall('SADD', KEYS[3], ARGV[2])
-  if failed(r) then return undo(r, 0) end
+  if type(r) == 'table' then return undo(r, 0) end
   new_queue = r
 end
 if #ready > 0 then
   local r = redis.pcall('LPUSH', KEYS[4], unpack(ready))
-  if failed(r) then return undo(r, 0) end
+  if type(r) == 'table' then return undo(r, 0) end
 end
 if new_queue == 1 then
   local n = redis.pcall('LLEN', KEYS[7])
   if n == 0 then n = redis.pcall('LPUSH', KEYS[7], '1') end
-  if failed(n) then return undo(n, #ready) end
+  if type(n) == 'table' then return undo(n, #ready) end
 end
 if #ready > 0 or wake_delayed then
   local n = redis.pcall('LLEN', KEYS[6])
   if n == 0 then n = redis.pcall('LPUSH', KEYS[6], '1') end
-  if failed(n) then return undo(n, #ready) end
+  if type(n) == 'table' then return undo(n, #ready) end
 end
 return out

@@ -17,29 +17,39 @@ this check must become a second round trip after the enqueue replies.
 KEYS[1]  pending zset       KEYS[2]  registry version
 KEYS[3..] the state hash of each app the events were routed to
 ARGV[1]  the registry version the events were routed with
-then per event: its key, its number of tasks n, then n pairs:
-the index in KEYS of the task's state hash, the task id
+ARGV[2]  the number of events E, then ARGV[3 .. E+2] their keys
+then, for each app in KEYS order: its number of tasks n, then n pairs: the
+index of the task's event (1 .. E), the task id
 
 Returns {current registry version, events left pending for a missing task}.
-Nothing is marked routed unless the version equals ARGV[1].
+Nothing is marked routed unless the version equals ARGV[1]. The tasks of one
+app are checked with one HMGET, not one call per task.
 ]]
 local version = redis.call('GET', KEYS[2]) or '0'
 if version ~= ARGV[1] then return {version, 0} end
-local done = {}
-local missing = 0
-local i = 2
-while i <= #ARGV do
-  local key, n = ARGV[i], tonumber(ARGV[i + 1])
-  local whole = true
-  for j = i + 2, i + 2 * n, 2 do
-    local found = redis.pcall('HEXISTS', KEYS[tonumber(ARGV[j])], ARGV[j + 1])
-    if found ~= 1 then whole = false end
+local events = tonumber(ARGV[2])
+local missing = {}  -- event index (as in ARGV, a string) -> true
+local i = events + 3
+for k = 3, #KEYS do
+  local n = tonumber(ARGV[i])
+  local ids = {}
+  for j = 1, n do ids[j] = ARGV[i + 2 * j] end
+  -- unpack is bounded by Lua's C stack: ask in chunks.
+  for c = 1, n, 4000 do
+    local last = math.min(c + 3999, n)
+    local found = redis.pcall('HMGET', KEYS[k], unpack(ids, c, last))
+    local damaged = type(found) == 'table' and found.err ~= nil
+    for j = c, last do
+      if damaged or not found[j - c + 1] then missing[ARGV[i + 2 * j - 1]] = true end
+    end
   end
-  if whole then done[#done + 1] = key else missing = missing + 1 end
-  i = i + 2 + 2 * n
+  i = i + 1 + 2 * n
 end
--- unpack is bounded by Lua's C stack: remove in chunks.
+local done = {}
+for j = 1, events do
+  if not missing[tostring(j)] then done[#done + 1] = ARGV[j + 2] end
+end
 for k = 1, #done, 1000 do
   redis.call('ZREM', KEYS[1], unpack(done, k, math.min(k + 999, #done)))
 end
-return {version, missing}
+return {version, events - #done}
