@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.demo_feed import build_parser as feed_parser
+from bus.demo.feed import build_parser as feed_parser
 from bus.worker.__main__ import build_parser as worker_parser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +163,7 @@ def check_publisher(services: Services) -> None:
     """The publisher feeds the demo's events to the compose Redis, after syncing every app."""
     block = services["publisher"]
     command = items(block, "command")
-    assert command[:3] == ["python", "-m", "bus.demo_feed"]
+    assert command[:3] == ["python", "-m", "bus.demo.feed"]
     args = feed_parser().parse_args(command[3:])
     assert args.sync
     assert args.rate > 0

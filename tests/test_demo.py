@@ -20,10 +20,10 @@ from redis.asyncio import Redis
 
 from bus import clock
 from bus.cli import main as cli_main
-from bus.demo_events import LARGE_ORDER_CENTS, plan_events
-from bus.demo_procs import worker_env
-from bus.demo_screen import Screen, summary_line, summary_table
-from bus.demo_state import AppCounts, Snapshot, clear_prefix
+from bus.demo.events import LARGE_ORDER_CENTS, plan_events
+from bus.demo.procs import worker_env
+from bus.demo.screen import Screen, summary_line, summary_table
+from bus.demo.state import AppCounts, Snapshot, clear_prefix
 from bus.embedded import embedded_status
 from bus.keys import AppKeys, BusKeys
 from bus.schemas import SchemaRegistry
@@ -459,10 +459,10 @@ def test_workers_end_when_the_demo_is_killed(redis_url: str, tmp_path: Path) -> 
 def test_demo_feed_publishes_the_stream_to_the_configured_bus(
     redis_url: str, client: redis.Redis, tmp_path: Path
 ) -> None:
-    """``python -m bus.demo_feed --sync --count N`` registers every app and publishes N events."""
+    """``python -m bus.demo.feed --sync --count N`` registers every app and publishes N events."""
     env = demo_env(tmp_path, BUS_REDIS_URL=redis_url)
     result = subprocess.run(
-        [sys.executable, "-m", "bus.demo_feed", "--sync", "--count", "30", "--rate", "1000"],
+        [sys.executable, "-m", "bus.demo.feed", "--sync", "--count", "30", "--rate", "1000"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -1,6 +1,6 @@
 """The ``demo`` command: publish a stream of events to the example apps and check the outcome.
 
-The story and its checks are in :mod:`bus.demo`; this module only parses the
+The story and its checks are in :mod:`bus.demo.run`; this module only parses the
 options. Exit status: 0 when every check held, 1 when one failed, 2 for bad
 input or setup (Redis unusable, another demo running), 130 when interrupted.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from bus.cli.ops import InputError
-from bus.demo import (
+from bus.demo.run import (
     APPS,
     DEFAULT_EVENTS,
     DEMO_PREFIX,

@@ -1,10 +1,10 @@
-"""``python -m bus.demo_feed``: publish the demo's event stream at a steady rate.
+"""``python -m bus.demo.feed``: publish the demo's event stream at a steady rate.
 
 The publisher of ``docker-compose.yml``: unlike ``python -m bus demo``, which
 runs its own workers under its own key prefix, the feed publishes under the
 configured prefix (``BUS_PREFIX``, default ``bus``), so the app workers
 running elsewhere (the compose services) receive the events. It publishes
-rounds of :func:`bus.demo_events.plan_events`; only the first round holds the
+rounds of :func:`bus.demo.events.plan_events`; only the first round holds the
 poison order (``--no-poison`` leaves it out), which billing's worker
 dead-letters until it runs with ``BILLING_POISON_FIXED=1``.
 
@@ -30,7 +30,7 @@ import structlog
 from bus.apps import load_app_config_named, subscription_specs, task_specs
 from bus.client import Bus
 from bus.connection import connect
-from bus.demo_events import PlannedEvent, plan_events
+from bus.demo.events import PlannedEvent, plan_events
 from bus.errors import BusError
 from bus.keys import BusKeys
 from bus.logs import configure_logging
@@ -39,7 +39,7 @@ from bus.settings import Settings
 
 __all__ = ["build_parser", "main", "rounds"]
 
-log = structlog.get_logger("bus.demo_feed")
+log = structlog.get_logger("bus.demo.feed")
 
 ROUND_EVENTS = 100
 EXIT_USAGE = 2
@@ -48,7 +48,7 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     """The feed's command-line parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m bus.demo_feed",
+        prog="python -m bus.demo.feed",
         description=(
             "Publish the demo's stream of events (sign-ups, orders, failed payments, one "
             "poison order) at a steady rate to the configured bus. Settings come from BUS_* "
@@ -112,7 +112,7 @@ def _sync_all(settings: Settings) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m bus.demo_feed``; returns the exit status."""
+    """Entry point of ``python -m bus.demo.feed``; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.rate <= 0 or args.count < 0:
         print("error: --rate must be > 0 and --count >= 0", file=sys.stderr)

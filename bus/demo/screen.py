@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from bus.demo_state import AppCounts, Snapshot
+from bus.demo.state import AppCounts, Snapshot
 
 __all__ = ["Screen", "summary_line", "summary_table"]
 

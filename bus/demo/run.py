@@ -7,7 +7,7 @@ else is touched):
 1. the subscriptions of the three example apps (billing, email, analytics)
    are synced, and the billing and email workers start as child processes
    (``python -m bus.worker``, logs in ``<data dir>/demo/<app>.log``);
-2. a stream of events is published (:mod:`bus.demo_events`), one of them a
+2. a stream of events is published (:mod:`bus.demo.events`), one of them a
    poison order; billing publishes follow-ups for large orders;
 3. a few seconds in, analytics starts *late* and catches up on the tasks that
    waited for it in Redis while it was offline;
@@ -16,7 +16,7 @@ else is touched):
    ``BILLING_POISON_FIXED=1`` and the dead task is replayed
    (:func:`bus.deadletters.replay`), then delivered;
 6. once everything settled, the demo checks the outcome against the registry
-   (:func:`bus.demo_state.final_checks`), prints a verdict and exits 0 or 1.
+   (:func:`bus.demo.state.final_checks`), prints a verdict and exits 0 or 1.
 
 Every child is ended by pid (SIGTERM, then SIGKILL) on success, failure,
 Ctrl-C or SIGTERM; the embedded Redis is left running, since other taskbus
@@ -42,10 +42,10 @@ from bus import clock
 from bus.client import Bus
 from bus.connection import check_server, connect
 from bus.deadletters import DeadTask, get_dead, replay
-from bus.demo_events import PlannedEvent, plan_events
-from bus.demo_procs import Child, Children, worker_env
-from bus.demo_screen import Screen
-from bus.demo_state import (
+from bus.demo.events import PlannedEvent, plan_events
+from bus.demo.procs import Child, Children, worker_env
+from bus.demo.screen import Screen
+from bus.demo.state import (
     Check,
     clear_prefix,
     expected_tasks,
