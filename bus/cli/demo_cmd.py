@@ -10,15 +10,7 @@ from __future__ import annotations
 import argparse
 
 from bus.cli.ops import InputError
-from bus.demo.run import (
-    APPS,
-    DEFAULT_EVENTS,
-    DEMO_PREFIX,
-    MAX_EVENTS,
-    SHORT_EVENTS,
-    DemoOptions,
-    run_demo,
-)
+from bus.demo import APPS, DEFAULT_EVENTS, DEMO_PREFIX, MAX_EVENTS, SHORT_EVENTS
 from bus.settings import Settings
 
 __all__ = ["register"]
@@ -65,5 +57,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the demo with the parsed options; return its exit status."""
     if args.events is not None and not 1 <= args.events <= MAX_EVENTS:
         raise InputError(f"--events must be between 1 and {MAX_EVENTS}, got {args.events}")
+    # Imported here: every other command (and --help) runs without the demo's code.
+    from bus.demo.run import DemoOptions, run_demo
+
     make = DemoOptions.short if args.short else DemoOptions.full
     return run_demo(settings, make(events=args.events, verbose=args.verbose))

@@ -42,6 +42,7 @@ from bus import clock
 from bus.client import Bus
 from bus.connection import check_server, connect
 from bus.deadletters import DeadTask, get_dead, replay
+from bus.demo import APPS, DEFAULT_EVENTS, DEMO_PREFIX, MAX_EVENTS, SHORT_EVENTS
 from bus.demo.events import PlannedEvent, plan_events
 from bus.demo.procs import Child, Children, worker_env
 from bus.demo.screen import Screen
@@ -76,20 +77,11 @@ __all__ = [
     "run_demo",
 ]
 
-#: The key prefix of everything the demo writes.
-DEMO_PREFIX = "demo"
-#: The example apps the demo runs, in display order.
-APPS = ("billing", "email", "analytics")
 #: The app started late, to show it catching up.
 LATE_APP = "analytics"
 #: The app that fails on the poison order, and the variable that fixes it.
 FIX_APP = "billing"
 FIX_ENV = "BILLING_POISON_FIXED"
-#: Events published by default, and with ``--short``.
-DEFAULT_EVENTS = 300
-SHORT_EVENTS = 40
-#: The most events ``--events`` accepts (the summary reads every task each refresh).
-MAX_EVENTS = 5_000
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
