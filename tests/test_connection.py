@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio
 
 from bus.connection import check_server, connect, connect_sync, require_min_version
-from bus.embedded import MIN_REDIS_VERSION, parse_version, socket_path
 from bus.errors import RedisSetupError
+from bus.local.embedded import MIN_REDIS_VERSION, parse_version, socket_path
 from bus.settings import Settings
 from tests.redis_server import MakeRedisServer, RedisServer
 

@@ -24,8 +24,8 @@ from bus.demo.events import LARGE_ORDER_CENTS, plan_events
 from bus.demo.procs import worker_env
 from bus.demo.screen import Screen, summary_line, summary_table
 from bus.demo.state import AppCounts, Snapshot, clear_prefix
-from bus.embedded import embedded_status
 from bus.keys import AppKeys, BusKeys
+from bus.local.embedded import embedded_status
 from bus.schemas import SchemaRegistry
 from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from bus.task import TaskInfo, TaskState

@@ -1,4 +1,4 @@
-"""Tests of bus.embedded (the shared local Redis) and its ``redis`` CLI commands."""
+"""Tests of bus.local.embedded (the shared local Redis) and its ``redis`` CLI commands."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import orjson
 import pytest
 import redis
 
-from bus import embedded
 from bus.cli.redis_cmd import EXIT_NOT_RUNNING, register
-from bus.embedded import (
+from bus.errors import RedisSetupError
+from bus.local import embedded
+from bus.local.embedded import (
     LOG_FILE,
     PID_FILE,
     SOCKET_RECORD,
@@ -30,7 +31,6 @@ from bus.embedded import (
     socket_path,
     stop_embedded,
 )
-from bus.errors import RedisSetupError
 from bus.settings import Settings
 from tests.redis_server import binary_version, kill_embedded, wait_for
 
@@ -190,7 +190,7 @@ def test_ensure_embedded_reuses_the_running_server(embedded_settings: Settings) 
 CHILD = """
 import sys
 from pathlib import Path
-from bus.embedded import embedded_status, ensure_embedded
+from bus.local.embedded import embedded_status, ensure_embedded
 from bus.settings import Settings
 settings = Settings(data_dir=Path(sys.argv[1]))
 print("ready", flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from bus.embedded import embedded_status, ensure_embedded, stop_embedded
+from bus.local.embedded import embedded_status, ensure_embedded, stop_embedded
 from bus.settings import Settings
 from bus.text import emit
 

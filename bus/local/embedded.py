@@ -459,7 +459,7 @@ def _quote(value: str) -> str:
 def _write_config(settings: Settings, sock: Path) -> Path:
     data_dir = settings.data_dir
     lines = [
-        "# Written by taskbus (bus.embedded) at every start: edits are lost.",
+        "# Written by taskbus (bus.local.embedded) at every start: edits are lost.",
         "daemonize yes",
         "port 0",
         f"unixsocket {_quote(str(sock))}",
