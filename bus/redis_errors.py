@@ -1,7 +1,7 @@
 """Turning redis-py's exceptions into taskbus's, at the public boundary.
 
 Public calls (the :class:`bus.Bus` methods, ``bus.publish``, the read/admin
-API of ``bus.status``, ``bus.lineage`` and ``bus.deadletters``, the CLI's
+API of ``bus.inspect.status``, ``bus.inspect.lineage`` and ``bus.inspect.deadletters``, the CLI's
 commands) run under :func:`redis_errors`, :func:`maps_redis_errors` or
 :func:`maps_client_errors`, so a
 caller sees one family of errors (see :mod:`bus.errors`) and one message that
@@ -364,7 +364,7 @@ def maps_client_errors(
 ) -> Callable[P, Coroutine[Any, Any, T]]:
     """Decorate an async inspect/admin function called as ``func(client, prefix, ...)``.
 
-    The read/admin API (``bus.status``, ``bus.lineage``, ``bus.deadletters``)
+    The read/admin API (:mod:`bus.inspect`: status, lineage, dead letters)
     takes the caller's own client, so the server is described from that
     client; its redis-py errors become taskbus errors as under
     :func:`redis_errors`.

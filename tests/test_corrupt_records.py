@@ -22,7 +22,7 @@ from bus import App, TaskContext, TaskInfo, TaskState, clock, scripts
 from bus.apps import event_adapter
 from bus.cli import main
 from bus.client import Bus
-from bus.deadletters import get_dead, list_dead, replay
+from bus.inspect.deadletters import get_dead, list_dead, replay
 from bus.keys import AppKeys, BusKeys
 from bus.logs import CurrentStderr
 from bus.router import sweep_pending

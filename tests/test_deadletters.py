@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from bus import App, Fail, TaskState, Worker, clock, scripts
 from bus.apps import event_adapter
 from bus.client import Bus
-from bus.deadletters import batch_size, get_dead, list_dead, purge, replay, select_dead
 from bus.enqueue import EnqueueItem
+from bus.inspect.deadletters import batch_size, get_dead, list_dead, purge, replay, select_dead
 from bus.keys import AppKeys
 from bus.schemas import SchemaRegistry
 from bus.task import TaskRecord

@@ -10,11 +10,11 @@ from redis.asyncio import Redis
 
 from bus import scripts
 from bus.client import Bus
+from bus.inspect.lineage import EventNotFound, TaskNotFound, event_lineage, read_task
+from bus.inspect.status import app_names, bus_status
 from bus.keys import AppKeys, BusKeys
-from bus.lineage import EventNotFound, TaskNotFound, event_lineage, read_task
 from bus.registry import SubscriptionSpec, sync_subscriptions
 from bus.schemas import SchemaRegistry
-from bus.status import app_names, bus_status
 from bus.task import TaskRecord
 from bus.worker.execute import error_doc
 from tests.conftest import REPO_ROOT

@@ -28,7 +28,7 @@ from bus.cli.ops import (
     with_redis,
 )
 from bus.cli.status_cmd import print_task
-from bus.deadletters import (
+from bus.inspect.deadletters import (
     DEFAULT_BATCH,
     DeadLetterError,
     DeadTask,
@@ -40,10 +40,10 @@ from bus.deadletters import (
     replay,
     select_dead,
 )
+from bus.inspect.lineage import TaskSnapshot, read_tasks
+from bus.inspect.status import require_apps
 from bus.keys import AppKeys
-from bus.lineage import TaskSnapshot, read_tasks
 from bus.settings import Settings
-from bus.status import require_apps
 from bus.text import emit
 
 __all__ = ["parse_rate", "register"]

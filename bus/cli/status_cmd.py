@@ -25,9 +25,8 @@ from bus.cli.ops import (
     print_table,
     with_redis,
 )
-from bus.lineage import EventLineage, TaskSnapshot, event_lineage, read_task
-from bus.settings import Settings
-from bus.status import (
+from bus.inspect.lineage import EventLineage, TaskSnapshot, event_lineage, read_task
+from bus.inspect.status import (
     LIVE_AFTER_MS,
     PENDING_AFTER_MS,
     BusStatus,
@@ -35,6 +34,7 @@ from bus.status import (
     health_problems,
     overdue_pending,
 )
+from bus.settings import Settings
 from bus.text import emit, emit_block
 
 __all__ = ["print_task", "register"]

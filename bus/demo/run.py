@@ -14,7 +14,7 @@ else is touched):
 4. the poison order fails every attempt in billing and becomes a dead letter;
 5. the fix is "deployed": billing's worker is restarted with
    ``BILLING_POISON_FIXED=1`` and the dead task is replayed
-   (:func:`bus.deadletters.replay`), then delivered;
+   (:func:`bus.inspect.deadletters.replay`), then delivered;
 6. once everything settled, the demo checks the outcome against the registry
    (:func:`bus.demo.state.final_checks`), prints a verdict and exits 0 or 1.
 
@@ -41,7 +41,6 @@ from redis.exceptions import RedisError
 from bus import clock
 from bus.client import Bus
 from bus.connection import check_server, connect
-from bus.deadletters import DeadTask, get_dead, replay
 from bus.demo import APPS, DEFAULT_EVENTS, DEMO_PREFIX, MAX_EVENTS, SHORT_EVENTS
 from bus.demo.events import PlannedEvent, plan_events
 from bus.demo.procs import Child, Children, worker_env
@@ -58,6 +57,7 @@ from bus.demo.state import (
     worker_pids,
 )
 from bus.errors import BusError, RedisCommandError, RedisSetupError, RedisUnavailable
+from bus.inspect.deadletters import DeadTask, get_dead, replay
 from bus.keys import BusKeys
 from bus.publish import EventSpec
 from bus.registry import load_registry
@@ -412,7 +412,7 @@ class Demo:
         queues = ", ".join(f"{q} ({n})" for q, n in sorted(report.queues.items()))
         self.screen.note(
             f"{self._stamp()}replayed {len(report.replayed)} dead task(s) of {FIX_APP} "
-            f"(bus.deadletters.replay) to queue {queues}"
+            f"(bus.inspect.deadletters.replay) to queue {queues}"
         )
         self.poison_tasks = {FIX_APP: dead_ids}
 

@@ -27,8 +27,8 @@ import orjson
 from redis.asyncio import Redis
 
 from bus.apps import load_app_config_named, subscription_specs, task_specs
+from bus.inspect.lineage import read_tasks
 from bus.keys import AppKeys, BusKeys
-from bus.lineage import read_tasks
 from bus.registry import load_registry, sync_subscriptions
 from bus.router import task_id_for
 from bus.settings import Settings

@@ -606,7 +606,7 @@ async def beat(
     return [item.decode() for item in raw]
 
 
-# -- dead letters (bus.deadletters) -------------------------------------------
+# -- dead letters (bus.inspect.deadletters) -------------------------------------------
 
 _REPLAY = Script("replay")
 _PURGE = Script("purge")

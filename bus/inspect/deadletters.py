@@ -31,8 +31,8 @@ from redis.asyncio import Redis
 
 from bus import clock, scripts
 from bus.errors import BusError
+from bus.inspect.lineage import TaskSnapshot, read_tasks
 from bus.keys import AppKeys, validate_app_name, validate_queue_name
-from bus.lineage import TaskSnapshot, read_tasks
 from bus.matching import PatternError, compile_pattern
 from bus.redis_errors import maps_client_errors
 
