@@ -65,11 +65,11 @@ from engine_support import Children, RedisServer, percentile
 from redis.asyncio import Redis
 
 import bus
-from bus import scripts
-from bus.keys import AppKeys, BusKeys
-from bus.publish import EventSpec
-from bus.registry import SubscriptionSpec, sync_subscriptions
-from bus.schemas import DRAFT_2020_12, encode_payload
+from bus.events.publish import EventSpec
+from bus.events.registry import SubscriptionSpec, sync_subscriptions
+from bus.events.schemas import DRAFT_2020_12, encode_payload
+from bus.store import scripts
+from bus.store.keys import AppKeys, BusKeys
 
 _BENCH_DIR = Path(__file__).resolve().parent
 
@@ -279,8 +279,8 @@ class Timers:
         publisher = target.publisher
         # ``bus.publish`` the attribute is the module-level convenience
         # function, so the modules are looked up by name.
-        publish_module = importlib.import_module("bus.publish")
-        router_module = importlib.import_module("bus.router")
+        publish_module = importlib.import_module("bus.events.publish")
+        router_module = importlib.import_module("bus.events.router")
         # (object, attribute, part it is timed as, async)
         self._targets: list[tuple[Any, str, str, bool]] = [
             (publisher.schemas, "validate", "validate", False),

@@ -5,7 +5,7 @@ Run: python bench/bus_worker.py --socket PATH --out FILE [--prefix P]
 The app ``latency`` has one subscription handler, ``on_probe``, for the event
 type ``bench.probe``. The worker is wired as ``python -m bus.worker`` wires it:
 events reach the handler as :class:`bus.Event` objects through
-``bus.apps.event_adapter()``, and the heartbeat sweeps unrouted events. Logs
+``bus.config.apps.event_adapter()``, and the heartbeat sweeps unrouted events. Logs
 are JSON lines at level info written to /dev/null. The handler records
 ``time.time_ns() - event.data["sent_ns"]``: the publisher takes ``sent_ns``
 just before it calls ``apublish``, so a sample is the whole way from the
@@ -28,11 +28,11 @@ import orjson
 from redis.asyncio import Redis
 
 from bus import App, Event, TaskDef, Worker
-from bus.apps import event_adapter
-from bus.clock import now_ms
+from bus.config.apps import event_adapter
+from bus.core.clock import now_ms
+from bus.events.router import sweep_pending
 from bus.logs import configure_logging
-from bus.router import sweep_pending
-from bus.scripts import ALL_SCRIPTS
+from bus.store.scripts import ALL_SCRIPTS
 
 APP_NAME = "latency"
 SUBSCRIPTION = "on_probe"

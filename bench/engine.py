@@ -47,7 +47,7 @@ from redis.asyncio import Redis
 
 from bus.client import Bus
 from bus.enqueue import EnqueueItem
-from bus.keys import AppKeys
+from bus.store.keys import AppKeys
 
 SCENARIOS = (
     "enqueue_one",

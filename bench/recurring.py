@@ -36,9 +36,9 @@ import orjson
 from redis.asyncio import Redis
 
 from bus import App, TaskContext, Worker
+from bus.core.schedule import every
 from bus.logs import configure_logging
 from bus.recurring import Recurring
-from bus.schedule import every
 
 TARGET_P99_MS = 50.0
 

@@ -1,9 +1,11 @@
 """taskbus: a multi-app event bus on Redis, built on a durable task engine."""
 
-from bus.app import App, TaskDef
 from bus.client import Bus
-from bus.context import Fail, Retry, TaskContext
-from bus.declarations import TaskNotDeclared
+from bus.config.settings import Settings
+from bus.core.app import App, TaskDef
+from bus.core.context import Fail, Retry, TaskContext
+from bus.core.schedule import Schedule, cron, every
+from bus.core.task import TaskInfo, TaskRecord, TaskState
 from bus.default import apublish, publish, reset
 from bus.enqueue import EnqueueItem, TaskRef
 from bus.errors import (
@@ -16,13 +18,11 @@ from bus.errors import (
     RedisTLSError,
     RedisUnavailable,
 )
-from bus.events import Event
-from bus.publish import EventNotRecorded, EventSpec
+from bus.events.declarations import TaskNotDeclared
+from bus.events.envelope import Event
+from bus.events.publish import EventNotRecorded, EventSpec
+from bus.events.router import RoutingIncomplete
 from bus.recurring import Recurring
-from bus.router import RoutingIncomplete
-from bus.schedule import Schedule, cron, every
-from bus.settings import Settings
-from bus.task import TaskInfo, TaskRecord, TaskState
 from bus.worker import Worker
 
 __all__ = [
@@ -60,7 +60,3 @@ __all__ = [
     "publish",
     "reset",
 ]
-
-# ``bus.publish`` is both a submodule and the function: a later import of the
-# submodule rebinds the package attribute to the module, so bind the function last.
-from bus.default import publish  # noqa: F811

@@ -2,7 +2,7 @@
 
 A :class:`Bus` is built once and passed around (no hidden globals). It enqueues
 tasks by name (an app given by name lends the task options its app.toml
-declares, through the registry: ``bus.declarations``), publishes events
+declares, through the registry: ``bus.events.declarations``), publishes events
 (validated against ``schemas/``), and reads tasks back by id. Clients and
 schemas are created lazily on first use, so building a Bus does no I/O. Every
 method raises taskbus's errors only: Redis trouble arrives as
@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from bus.app import App
-from bus.connection import connect, connect_sync
-from bus.declarations import Declarations
+from bus.config.settings import Settings
+from bus.core.app import App
+from bus.core.task import TaskInfo
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
-from bus.keys import BusKeys, app_keys, validate_app_name
-from bus.redis_errors import maps_redis_errors
-from bus.registry_specs import TaskSpec
-from bus.scripts import own
-from bus.settings import Settings
-from bus.task import TaskInfo
+from bus.events.declarations import Declarations
+from bus.events.registry_specs import TaskSpec
+from bus.store.connection import connect, connect_sync
+from bus.store.keys import BusKeys, app_keys, validate_app_name
+from bus.store.redis_errors import maps_redis_errors
+from bus.store.scripts import own
 
 if TYPE_CHECKING:
-    from bus.publish import EventSpec, Publisher, PublishReport
-    from bus.schemas import SchemaRegistry
+    from bus.events.publish import EventSpec, Publisher, PublishReport
+    from bus.events.schemas import SchemaRegistry
 
 __all__ = ["Bus"]
 
@@ -99,8 +99,8 @@ class Bus:
     def publisher(self) -> Publisher:
         """The publisher (schemas are loaded on first use)."""
         if self._publisher is None:
-            from bus.publish import Publisher
-            from bus.schemas import SchemaRegistry
+            from bus.events.publish import Publisher
+            from bus.events.schemas import SchemaRegistry
 
             if self._schemas is None:
                 self._schemas = SchemaRegistry.load(self.settings.schemas_dir)
@@ -138,7 +138,7 @@ class Bus:
             correlation_id: Carried by the event and its follow-ups.
 
         Raises:
-            bus.schemas.SchemaError: Unknown type, invalid, oversized or
+            bus.events.schemas.SchemaError: Unknown type, invalid, oversized or
                 unserialisable payload. Nothing is written.
             bus.errors.RedisUnavailable: Redis cannot be reached or used
                 (refused, timed out, login or ACL refused, TLS failed).
@@ -188,7 +188,7 @@ class Bus:
         the report comes from the publish itself, not from a second look.
 
         Returns:
-            A :class:`bus.publish.PublishReport`: the key, ``duplicate`` and
+            A :class:`bus.events.publish.PublishReport`: the key, ``duplicate`` and
             the ``apps`` routed to now.
         """
         return self.publisher.publish_report(
@@ -251,7 +251,7 @@ class Bus:
             The task's reference; ``added`` is False if the id was known.
 
         Raises:
-            bus.declarations.TaskNotDeclared: ``app`` is a name, the app's
+            bus.events.declarations.TaskNotDeclared: ``app`` is a name, the app's
                 registered declarations have no task ``name``, and no option
                 was given (nothing is written).
             ValueError: An option or name is invalid (nothing is written).
@@ -286,7 +286,7 @@ class Bus:
             One reference per item, in the items' order.
 
         Raises:
-            bus.declarations.TaskNotDeclared: ``app`` is a name and an item's
+            bus.events.declarations.TaskNotDeclared: ``app`` is a name and an item's
                 task is not among its registered declarations, with no
                 option of its own (nothing is written).
             ValueError: An option or name of any item is invalid (nothing is written).
@@ -340,7 +340,7 @@ class Bus:
             The task's reference; ``added`` is False if the id was known.
 
         Raises:
-            bus.declarations.TaskNotDeclared: ``app`` is a name, the app's
+            bus.events.declarations.TaskNotDeclared: ``app`` is a name, the app's
                 registered declarations have no task ``name``, and no option
                 was given (nothing is written).
             ValueError: An option or name is invalid (nothing is written).
@@ -378,7 +378,7 @@ class Bus:
             One reference per item, in the items' order.
 
         Raises:
-            bus.declarations.TaskNotDeclared: ``app`` is a name and an item's
+            bus.events.declarations.TaskNotDeclared: ``app`` is a name and an item's
                 task is not among its registered declarations, with no
                 option of its own (nothing is written).
             ValueError: An option or name of any item is invalid (nothing is written).

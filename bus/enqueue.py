@@ -1,8 +1,8 @@
 """Turning "run task X with this payload" into a task record, and adding it.
 
 Options are resolved in one place: explicit arguments first, then the app's
-declaration of the task (from the :class:`~bus.app.App` the caller passes, or,
-for an app given by name, from the registry: ``bus.declarations``), then the
+declaration of the task (from the :class:`~bus.core.app.App` the caller passes, or,
+for an app given by name, from the registry: ``bus.events.declarations``), then the
 defaults. The record stores the resolved options, so the worker that runs
 the task needs nothing but the record.
 """
@@ -18,11 +18,12 @@ import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from bus import clock, scripts
-from bus.app import App
-from bus.ids import new_id
-from bus.keys import app_keys, validate_app_name, validate_queue_name
-from bus.task import encode_record
+from bus.core import clock
+from bus.core.app import App
+from bus.core.ids import new_id
+from bus.core.task import encode_record
+from bus.store import scripts
+from bus.store.keys import app_keys, validate_app_name, validate_queue_name
 
 __all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "enqueue_items_sync", "prepare"]
 
@@ -76,8 +77,8 @@ class TaskRef:
 
 
 class Declared(Protocol):
-    """A task's declared options: a :class:`~bus.app.TaskDef` or a registry
-    :class:`~bus.registry_specs.TaskSpec`."""
+    """A task's declared options: a :class:`~bus.core.app.TaskDef` or a registry
+    :class:`~bus.events.registry_specs.TaskSpec`."""
 
     @property
     def queue(self) -> str: ...
@@ -238,7 +239,7 @@ async def enqueue_items(
 
     Every item is validated and encoded before anything is written, so a bad
     item fails the whole call and writes nothing. ``declarations`` are the
-    declared tasks of an app given by name (``bus.declarations``).
+    declared tasks of an app given by name (``bus.events.declarations``).
     """
     app_name, groups, calls = _plan(prefix, app, items, declarations)
     results = await scripts.run_calls(redis, calls)

@@ -3,10 +3,10 @@
 Every error taskbus raises derives from :class:`BusError`, so callers can catch
 the library's errors as one family. Messages say what was wrong, where, and what
 to do about it. Modules that own a concept define their specific subclasses next
-to the code (e.g. schema errors in ``bus.schemas``); the ones shared across
+to the code (e.g. schema errors in ``bus.events.schemas``); the ones shared across
 modules live here.
 
-Redis trouble at a public call arrives as one of these (``bus.redis_errors``
+Redis trouble at a public call arrives as one of these (``bus.store.redis_errors``
 translates redis-py's exceptions, the original chained as ``__cause__``)::
 
     BusError

@@ -34,9 +34,9 @@ from typing import cast
 import structlog
 from redis.asyncio import Redis
 
-from bus import scripts
-from bus.keys import AppKeys
-from bus.task import TaskRecord
+from bus.core.task import TaskRecord
+from bus.store import scripts
+from bus.store.keys import AppKeys
 
 __all__ = [
     "NODE_QUEUE_PREFIX",

@@ -3,7 +3,7 @@
 There is no scheduler process. Each recurring task is a chain of ordinary
 delayed tasks, its *occurrences*: the one for slot ``S`` has the id
 ``rec.<name>.<S>`` and is due at ``S`` (slots come from the schedule, see
-:mod:`bus.schedule`). The app's recurring hash names each task's current
+:mod:`bus.core.schedule`). The app's recurring hash names each task's current
 occurrence (slot, id, schedule fingerprint, queue), and every change of a
 chain is one ``recur.lua`` call: delete the current occurrence if it still
 waits, add the next one, update the hash, all in one step and only if the hash
@@ -47,12 +47,12 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from bus import scripts
-from bus.app import App
-from bus.config import AppConfig
+from bus.config.apptoml import AppConfig
+from bus.core.app import App
+from bus.core.schedule import Schedule, next_slot, plan_next
 from bus.enqueue import EnqueueItem, prepare
-from bus.keys import AppKeys
-from bus.schedule import Schedule, next_slot, plan_next
+from bus.store import scripts
+from bus.store.keys import AppKeys
 
 __all__ = [
     "Recurring",

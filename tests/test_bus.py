@@ -19,21 +19,21 @@ from bus import (
     TaskDef,
     TaskState,
     Worker,
-    scripts,
 )
-from bus.apps import event_adapter
-from bus.context import follow_up_id
-from bus.events import validate_event_id
-from bus.keys import AppKeys, BusKeys
-from bus.registry import RemovalRefused, SubscriptionSpec, sync_subscriptions, unregister_app
-from bus.router import sweep_pending
-from bus.schemas import (
+from bus.config.apps import event_adapter
+from bus.core.context import follow_up_id
+from bus.events.envelope import validate_event_id
+from bus.events.registry import RemovalRefused, SubscriptionSpec, sync_subscriptions, unregister_app
+from bus.events.router import sweep_pending
+from bus.events.schemas import (
     PayloadInvalid,
     PayloadNotSerializable,
     PayloadTooLarge,
     SchemaRegistry,
     UnknownEventType,
 )
+from bus.store import scripts
+from bus.store.keys import AppKeys, BusKeys
 
 USER = {"user_id": "u1", "email": "ada@example.com", "plan": "pro", "country": "DE"}
 ORDER = {

@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from bus.cli import main
-from bus.keys import AppKeys, BusKeys
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.store.keys import AppKeys, BusKeys
 from bus.worker.__main__ import main as worker_main
 from tests.test_cli_ops import cli_env, on_redis
 

@@ -21,12 +21,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from bus import App, Fail, Worker, clock, scripts
-from bus.keys import AppKeys, BusKeys
+from bus import App, Fail, Worker
+from bus.config.settings import Settings
+from bus.core import clock
+from bus.core.task import TaskRecord
+from bus.events.registry import SubscriptionSpec
 from bus.logs import configure_logging
-from bus.registry import SubscriptionSpec
-from bus.settings import Settings
-from bus.task import TaskRecord
+from bus.store import scripts
+from bus.store.keys import AppKeys, BusKeys
 from bus.text import escape, escape_lines
 from tests.test_cli_ops import cli_env, on_redis, run
 from tests.test_inspect import beat, register

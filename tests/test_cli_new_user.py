@@ -9,12 +9,13 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bus import Bus, clock
+from bus import Bus
 from bus.cli import main
+from bus.config.settings import Settings
+from bus.core import clock
 from bus.enqueue import EnqueueItem
-from bus.keys import BusKeys
-from bus.registry import SubscriptionSpec
-from bus.settings import Settings
+from bus.events.registry import SubscriptionSpec
+from bus.store.keys import BusKeys
 from tests.test_cli_ops import APP, cli_env, kill, on_redis, run  # noqa: F401 - cli_env: fixture
 from tests.test_inspect import beat, register
 

@@ -16,11 +16,11 @@ from redis.asyncio import Redis
 from bus import App, Fail, Worker
 from bus.cli import main
 from bus.client import Bus
+from bus.config.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from bus.enqueue import EnqueueItem
-from bus.keys import AppKeys
+from bus.events.registry import SubscriptionSpec
 from bus.logs import CurrentStderr
-from bus.registry import SubscriptionSpec
-from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
+from bus.store.keys import AppKeys
 from tests.test_inspect import ORDER, publish, register
 
 T = TypeVar("T")

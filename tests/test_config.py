@@ -1,4 +1,4 @@
-"""Tests of bus.config: app.toml parsing, every error path, handler resolution."""
+"""Tests of bus.config.apptoml: app.toml parsing, every error path, handler resolution."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.config import (
+from bus.config.apptoml import (
     AppConfig,
     HandlerImportError,
     RecurringConfig,
@@ -22,8 +22,8 @@ from bus.config import (
     parse_duration,
     resolve_handler,
 )
+from bus.core.options import Backoff, TaskOptions
 from bus.errors import ConfigError
-from bus.options import Backoff, TaskOptions
 
 REPO_APPS = Path(__file__).resolve().parent.parent / "apps"
 _app_numbers = itertools.count()
@@ -426,7 +426,7 @@ def test_a_handler_outside_the_app_directory_is_refused_by_default(
 
 def test_a_refused_handler_stops_the_app_build(make_app: MakeApp) -> None:
     """build_app (the worker's start) refuses an app.toml whose handler is os:system."""
-    from bus.apps import build_app
+    from bus.config.apps import build_app
 
     config = load_app_config(make_app(SUB.replace("handlers:f", "os:system")))
     with pytest.raises(ConfigError, match=r"handler 'os:system'.*not in the app directory"):

@@ -1,4 +1,4 @@
-"""Tests of bus.connection: opening clients and refusing unsafe Redis servers."""
+"""Tests of bus.store.connection: opening clients and refusing unsafe Redis servers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from bus.connection import check_server, connect, connect_sync, require_min_version
+from bus.config.settings import Settings
 from bus.errors import RedisSetupError
 from bus.local.embedded import MIN_REDIS_VERSION, parse_version, socket_path
-from bus.settings import Settings
+from bus.store.connection import check_server, connect, connect_sync, require_min_version
 from tests.redis_server import MakeRedisServer, RedisServer
 
 

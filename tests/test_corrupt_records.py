@@ -18,16 +18,18 @@ import structlog
 import structlog.testing
 from redis.asyncio import Redis
 
-from bus import App, TaskContext, TaskInfo, TaskState, clock, scripts
-from bus.apps import event_adapter
+from bus import App, TaskContext, TaskInfo, TaskState
 from bus.cli import main
 from bus.client import Bus
+from bus.config.apps import event_adapter
+from bus.config.settings import Settings
+from bus.core import clock
+from bus.core.task import TaskRecord
+from bus.events.router import sweep_pending
 from bus.inspect.deadletters import get_dead, list_dead, replay
-from bus.keys import AppKeys, BusKeys
 from bus.logs import CurrentStderr
-from bus.router import sweep_pending
-from bus.settings import Settings
-from bus.task import TaskRecord
+from bus.store import scripts
+from bus.store.keys import AppKeys, BusKeys
 from bus.worker.execute import reason_doc
 from tests.engine_helpers import eventually, running_worker
 from tests.test_cli_ops import cli_env

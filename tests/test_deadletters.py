@@ -11,14 +11,16 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bus import App, Fail, TaskState, Worker, clock, scripts
-from bus.apps import event_adapter
+from bus import App, Fail, TaskState, Worker
 from bus.client import Bus
+from bus.config.apps import event_adapter
+from bus.core import clock
+from bus.core.task import TaskRecord
 from bus.enqueue import EnqueueItem
+from bus.events.schemas import SchemaRegistry
 from bus.inspect.deadletters import batch_size, get_dead, list_dead, purge, replay, select_dead
-from bus.keys import AppKeys
-from bus.schemas import SchemaRegistry
-from bus.task import TaskRecord
+from bus.store import scripts
+from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 
 APP = "shop"

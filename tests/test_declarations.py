@@ -20,20 +20,21 @@ import redis
 import structlog
 from redis.asyncio import Redis
 
-from bus import App, Bus, Settings, clock
-from bus.apps import task_specs
+from bus import App, Bus, Settings
 from bus.cli import main
-from bus.config import load_app_config
-from bus.declarations import CHECK_EVERY_S, TaskNotDeclared
+from bus.config.apps import task_specs
+from bus.config.apptoml import load_app_config
+from bus.core import clock
 from bus.enqueue import EnqueueItem, TaskRef
-from bus.keys import AppKeys, BusKeys
-from bus.registry import (
+from bus.events.declarations import CHECK_EVERY_S, TaskNotDeclared
+from bus.events.registry import (
     SubscriptionSpec,
     TaskSpec,
     load_registry,
     sync_subscriptions,
     unregister_app,
 )
+from bus.store.keys import AppKeys, BusKeys
 from bus.worker.__main__ import main as worker_main
 from tests.test_cli_ops import cli_env, on_redis
 

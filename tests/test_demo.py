@@ -18,17 +18,17 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from bus import clock
 from bus.cli import main as cli_main
+from bus.config.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
+from bus.core import clock
+from bus.core.task import TaskInfo, TaskState
 from bus.demo.events import LARGE_ORDER_CENTS, plan_events
 from bus.demo.procs import worker_env
 from bus.demo.screen import Screen, summary_line, summary_table
 from bus.demo.state import AppCounts, Snapshot, clear_prefix
-from bus.keys import AppKeys, BusKeys
+from bus.events.schemas import SchemaRegistry
 from bus.local.embedded import embedded_status
-from bus.schemas import SchemaRegistry
-from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
-from bus.task import TaskInfo, TaskState
+from bus.store.keys import AppKeys, BusKeys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_TIMEOUT_S = 90.0

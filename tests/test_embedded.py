@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from bus.cli.redis_cmd import EXIT_NOT_RUNNING, register
+from bus.config.settings import Settings
 from bus.errors import RedisSetupError
 from bus.local import embedded
 from bus.local.embedded import (
@@ -31,7 +32,6 @@ from bus.local.embedded import (
     socket_path,
     stop_embedded,
 )
-from bus.settings import Settings
 from tests.redis_server import binary_version, kill_embedded, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +191,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from bus.local.embedded import embedded_status, ensure_embedded
-from bus.settings import Settings
+from bus.config.settings import Settings
 settings = Settings(data_dir=Path(sys.argv[1]))
 print("ready", flush=True)
 sys.stdin.readline()

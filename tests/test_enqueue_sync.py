@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from bus import App, TaskState
 from bus.client import Bus
 from bus.enqueue import EnqueueItem
-from bus.keys import AppKeys
+from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 from tests.test_bad_input import assert_unchanged, dump_all
 

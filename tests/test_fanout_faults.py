@@ -8,10 +8,11 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings, scripts
-from bus.keys import AppKeys, BusKeys, app_keys
-from bus.registry import SubscriptionSpec, sync_subscriptions
-from bus.router import PendingSweep, sweep_pending, task_id_for
+from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings
+from bus.events.registry import SubscriptionSpec, sync_subscriptions
+from bus.events.router import PendingSweep, sweep_pending, task_id_for
+from bus.store import scripts
+from bus.store.keys import AppKeys, BusKeys, app_keys
 from tests.redis_server import RedisServer
 
 USER = {"user_id": "u1", "email": "ada@example.com", "plan": "pro", "country": "DE"}

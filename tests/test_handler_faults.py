@@ -24,8 +24,8 @@ from structlog.testing import LogCapture
 
 from bus import App, TaskContext, TaskInfo, TaskState, Worker
 from bus.client import Bus
-from bus.keys import AppKeys
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.store.keys import AppKeys
 from bus.worker import attempt, execute, upkeep, watchdog
 from bus.worker.__main__ import main as worker_main
 from bus.worker.execute import MESSAGE_CHARS, TRACEBACK_CHARS

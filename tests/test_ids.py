@@ -1,4 +1,4 @@
-"""Tests of bus.ids: time-sortable ids and the time they carry."""
+"""Tests of bus.core.ids: time-sortable ids and the time they carry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus.ids import id_time_ms, new_id
+from bus.core.ids import id_time_ms, new_id
 
 MS = st.integers(min_value=0, max_value=2**48 - 1)
 

@@ -8,14 +8,14 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bus import scripts
 from bus.client import Bus
+from bus.core.task import TaskRecord
+from bus.events.registry import SubscriptionSpec, sync_subscriptions
+from bus.events.schemas import SchemaRegistry
 from bus.inspect.lineage import EventNotFound, TaskNotFound, event_lineage, read_task
 from bus.inspect.status import app_names, bus_status
-from bus.keys import AppKeys, BusKeys
-from bus.registry import SubscriptionSpec, sync_subscriptions
-from bus.schemas import SchemaRegistry
-from bus.task import TaskRecord
+from bus.store import scripts
+from bus.store.keys import AppKeys, BusKeys
 from bus.worker.execute import error_doc
 from tests.conftest import REPO_ROOT
 

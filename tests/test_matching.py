@@ -1,4 +1,4 @@
-"""Tests of bus.matching: event type names, type patterns and payload filters."""
+"""Tests of bus.events.matching: event type names, type patterns and payload filters."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bus.errors import BusError
-from bus.matching import (
+from bus.events.matching import (
     MAX_EVENT_TYPE_LENGTH,
     OPERATORS,
     FilterError,

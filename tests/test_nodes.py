@@ -17,12 +17,13 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from bus import App, Bus, Settings, TaskContext, scripts
+from bus import App, Bus, Settings, TaskContext
+from bus.core.schedule import every
 from bus.enqueue import EnqueueItem
-from bus.keys import AppKeys
 from bus.nodes import copy_id, node_queue
 from bus.recurring import Recurring
-from bus.schedule import every
+from bus.store import scripts
+from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 from tests.procs.runner import Proc, processes, wait_until
 
@@ -207,7 +208,7 @@ async def test_bad_node_name_is_refused(aredis: Redis) -> None:
 
 
 def _now() -> int:
-    from bus import clock
+    from bus.core import clock
 
     return clock.now_ms()
 

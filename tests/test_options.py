@@ -1,4 +1,4 @@
-"""Tests of bus.options: Backoff delays and forms, TaskOptions validation."""
+"""Tests of bus.core.options: Backoff delays and forms, TaskOptions validation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bus.core.options import Backoff, OptionError, TaskOptions
 from bus.errors import ConfigError
-from bus.options import Backoff, OptionError, TaskOptions
 
 
 class FixedDraw(random.Random):

@@ -22,11 +22,13 @@ import structlog
 from redis.asyncio import Redis
 from structlog.testing import LogCapture
 
-from bus import App, TaskState, Worker, clock, scripts
+from bus import App, TaskState, Worker
 from bus.client import Bus
+from bus.core import clock
+from bus.core.options import MAX_PREFETCH
 from bus.enqueue import EnqueueItem, prepare
-from bus.keys import AppKeys
-from bus.options import MAX_PREFETCH
+from bus.store import scripts
+from bus.store.keys import AppKeys
 from bus.worker import loop, upkeep
 from tests.engine_helpers import eventually, running_worker
 

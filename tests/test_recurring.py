@@ -18,10 +18,11 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from bus import App, Settings, TaskContext, scripts
-from bus.keys import AppKeys
+from bus import App, Settings, TaskContext
+from bus.core.schedule import Schedule, cron, every
 from bus.recurring import Recurring, RecurringChains, occurrence_id, parse_occurrence_id
-from bus.schedule import Schedule, cron, every
+from bus.store import scripts
+from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 from tests.procs.runner import Proc, processes, wait_until
 
@@ -336,7 +337,7 @@ async def test_worker_runs_occurrences_at_their_slots(aredis: Redis) -> None:
 
     @app.task()
     async def tick(payload: dict[str, int], ctx: TaskContext) -> None:
-        from bus import clock
+        from bus.core import clock
 
         runs.append((payload["slot_ms"], clock.now_ms()))
 

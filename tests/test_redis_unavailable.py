@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 import bus
 from bus import App, Bus
+from bus.config.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from bus.errors import (
     BusError,
     RedisAuthError,
@@ -38,8 +39,7 @@ from bus.errors import (
 from bus.inspect.deadletters import list_dead, purge
 from bus.inspect.lineage import read_task
 from bus.inspect.status import bus_status
-from bus.keys import AppKeys, BusKeys
-from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
+from bus.store.keys import AppKeys, BusKeys
 from tests.procs.runner import Proc, processes
 from tests.redis_server import MakeRedisServer, RedisServer, find_tls_binary, wait_for
 from tests.test_cli_ops import cli_env, run  # noqa: F401 - cli_env is a fixture

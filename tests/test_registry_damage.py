@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from bus import Bus, Settings
 from bus.cli import main
-from bus.keys import AppKeys, BusKeys
-from bus.registry import Registry, SubscriptionSpec, load_registry, sync_subscriptions
-from bus.registry_specs import app_name_of
+from bus.events.registry import Registry, SubscriptionSpec, load_registry, sync_subscriptions
+from bus.events.registry_specs import app_name_of
+from bus.store.keys import AppKeys, BusKeys
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -61,7 +61,7 @@ DAMAGE = [
 @pytest.fixture(autouse=True)
 def _fresh_damage_log() -> None:
     """Each test sees the first report of its damage (the log dedups per version)."""
-    from bus import registry
+    from bus.events import registry
 
     registry._DAMAGE_LOG.reset()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import structlog
 from redis.asyncio import Redis
 
-from bus.keys import BusKeys
-from bus.registry import SubscriptionSpec, SyncResult, sync_subscriptions
-from bus.registry_watch import RegistryWatch
+from bus.events.registry import SubscriptionSpec, SyncResult, sync_subscriptions
+from bus.events.registry_watch import RegistryWatch
+from bus.store.keys import BusKeys
 
 KEYS = BusKeys("bus")
 

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bus.registry import CompiledSubscription, Registry, SubscriptionSpec
-from bus.router import RoutedEvent, route_calls, task_id_for
-from bus.task import TaskRecord
+from bus.core.task import TaskRecord
+from bus.events.registry import CompiledSubscription, Registry, SubscriptionSpec
+from bus.events.router import RoutedEvent, route_calls, task_id_for
 
 NOW = 1_700_000_000_000
 

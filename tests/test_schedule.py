@@ -10,7 +10,7 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus.schedule import Schedule, cron, every, next_slot, plan_next, prev_slot
+from bus.core.schedule import Schedule, cron, every, next_slot, plan_next, prev_slot
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -1,4 +1,4 @@
-"""Tests of bus.schemas: loading schema files, validating payloads, encoding payloads."""
+"""Tests of bus.events.schemas: loading schema files, validating payloads, encoding payloads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus.schemas import (
+from bus.events.schemas import (
     DRAFT_2020_12,
     InvalidEventType,
     PayloadInvalid,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus.schemas import PayloadInvalid, SchemaRegistry
+from bus.events.schemas import PayloadInvalid, SchemaRegistry
 
 REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 REGISTRY = SchemaRegistry.load(REPO_SCHEMAS)

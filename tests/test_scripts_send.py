@@ -1,4 +1,4 @@
-"""Tests of how bus.scripts sends script calls: packed by hand, with fallbacks."""
+"""Tests of how bus.store.scripts sends script calls: packed by hand, with fallbacks."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import redis.asyncio
 from redis.credentials import UsernamePasswordCredentialProvider
 from redis.exceptions import ResponseError
 
-from bus import scripts
 from bus.client import Bus
-from bus.keys import AppKeys
-from bus.scripts import own
+from bus.store import scripts
+from bus.store.keys import AppKeys
+from bus.store.scripts import own
 from tests.redis_server import MakeRedisServer
 
 KEYS = AppKeys("bus", "shop")

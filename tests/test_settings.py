@@ -1,4 +1,4 @@
-"""Tests of bus.settings: parsing BUS_* variables into validated Settings."""
+"""Tests of bus.config.settings: parsing BUS_* variables into validated Settings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bus.config.settings import ENV_VARS, Settings
 from bus.errors import ConfigError
-from bus.settings import ENV_VARS, Settings
 
 
 def test_defaults_apply_when_no_variable_is_set(

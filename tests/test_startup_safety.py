@@ -20,11 +20,11 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-import bus.connection
+import bus.store.connection
 from bus.client import Bus
-from bus.connection import connect, connect_sync
+from bus.config.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from bus.errors import RedisSetupError
-from bus.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
+from bus.store.connection import connect, connect_sync
 from tests.procs.runner import Proc, processes
 from tests.redis_server import MakeRedisServer, RedisServer
 
@@ -41,7 +41,7 @@ ORDER = {
 
 @pytest.fixture
 def warnings_logged(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """What bus.connection logs."""
+    """What bus.store.connection logs."""
     capture = LogCapture()
     logger = structlog.wrap_logger(
         None,
@@ -49,7 +49,7 @@ def warnings_logged(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=False,
     )
-    monkeypatch.setattr(bus.connection, "log", logger)
+    monkeypatch.setattr(bus.store.connection, "log", logger)
     return capture.entries
 
 

@@ -3,7 +3,7 @@
 Each command group lives in its own module with a ``register(subparsers)``
 function; every leaf command sets ``handler(args, settings) -> int``. This
 module builds the parser, reads the settings once, configures logging and maps
-taskbus's errors, and redis-py's (through ``bus.redis_errors``), to a one-line
+taskbus's errors, and redis-py's (through ``bus.store.redis_errors``), to a one-line
 message and exit status 2 (bad input or setup) instead of a traceback.
 """
 
@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from bus.config.settings import Settings
 from bus.errors import BusError
 from bus.logs import configure_logging
-from bus.redis_errors import redis_errors
-from bus.settings import Settings
+from bus.store.redis_errors import redis_errors
 from bus.text import emit_block
 
 __all__ = ["build_parser", "main", "package_version"]

@@ -16,7 +16,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bus import clock
 from bus.cli.ops import (
     InputError,
     app_arg,
@@ -28,6 +27,8 @@ from bus.cli.ops import (
     with_redis,
 )
 from bus.cli.status_cmd import print_task
+from bus.config.settings import Settings
+from bus.core import clock
 from bus.inspect.deadletters import (
     DEFAULT_BATCH,
     DeadLetterError,
@@ -42,8 +43,7 @@ from bus.inspect.deadletters import (
 )
 from bus.inspect.lineage import TaskSnapshot, read_tasks
 from bus.inspect.status import require_apps
-from bus.keys import AppKeys
-from bus.settings import Settings
+from bus.store.keys import AppKeys
 from bus.text import emit
 
 __all__ = ["parse_rate", "register"]

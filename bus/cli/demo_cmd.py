@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from bus.cli.ops import InputError
+from bus.config.settings import Settings
 from bus.demo import APPS, DEFAULT_EVENTS, DEMO_PREFIX, MAX_EVENTS, SHORT_EVENTS
-from bus.settings import Settings
 
 __all__ = ["register"]
 

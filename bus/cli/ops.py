@@ -19,10 +19,10 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from bus.connection import check_server, connect, warn_if_not_persistent
+from bus.config.settings import Settings
 from bus.errors import BusError, RedisSetupError
-from bus.keys import validate_app_name
-from bus.settings import Settings
+from bus.store.connection import check_server, connect, warn_if_not_persistent
+from bus.store.keys import validate_app_name
 from bus.text import escape
 
 log = structlog.get_logger("bus.cli")
@@ -159,7 +159,7 @@ def with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
     """Connect, run ``work(client)`` in a fresh event loop, close the client.
 
     Redis errors propagate as redis-py raised them; :func:`bus.cli.main` turns
-    them into one line and exit status 2 (:mod:`bus.redis_errors`).
+    them into one line and exit status 2 (:mod:`bus.store.redis_errors`).
     """
 
     async def go() -> T:

@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 
 from bus.client import Bus
+from bus.config.settings import Settings
 from bus.errors import BusError
-from bus.publish import PublishReport
-from bus.settings import Settings
+from bus.events.publish import PublishReport
 from bus.text import emit
 
 __all__ = ["register"]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from bus.config.settings import Settings
 from bus.local.embedded import embedded_status, ensure_embedded, stop_embedded
-from bus.settings import Settings
 from bus.text import emit
 
 __all__ = ["EXIT_NOT_RUNNING", "register"]

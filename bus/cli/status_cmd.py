@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from bus import clock
 from bus.cli.ops import (
     app_arg,
     fmt_age,
@@ -25,6 +24,8 @@ from bus.cli.ops import (
     print_table,
     with_redis,
 )
+from bus.config.settings import Settings
+from bus.core import clock
 from bus.inspect.lineage import EventLineage, TaskSnapshot, event_lineage, read_task
 from bus.inspect.status import (
     LIVE_AFTER_MS,
@@ -34,7 +35,6 @@ from bus.inspect.status import (
     health_problems,
     overdue_pending,
 )
-from bus.settings import Settings
 from bus.text import emit, emit_block
 
 __all__ = ["print_task", "register"]

@@ -8,12 +8,12 @@ import sys
 
 import orjson
 
-from bus.apps import load_app_config_named, subscription_specs, task_specs
 from bus.cli.ops import InputError, print_table
-from bus.connection import connect
-from bus.keys import BusKeys, validate_app_name
-from bus.registry import load_registry, sync_subscriptions, unregister_app
-from bus.settings import Settings
+from bus.config.apps import load_app_config_named, subscription_specs, task_specs
+from bus.config.settings import Settings
+from bus.events.registry import load_registry, sync_subscriptions, unregister_app
+from bus.store.connection import connect
+from bus.store.keys import BusKeys, validate_app_name
 from bus.text import emit
 
 __all__ = ["register"]

@@ -27,15 +27,15 @@ from types import FrameType
 
 import structlog
 
-from bus.apps import load_app_config_named, subscription_specs, task_specs
 from bus.client import Bus
-from bus.connection import connect
+from bus.config.apps import load_app_config_named, subscription_specs, task_specs
+from bus.config.settings import Settings
 from bus.demo.events import PlannedEvent, plan_events
 from bus.errors import BusError
-from bus.keys import BusKeys
+from bus.events.registry import sync_subscriptions
 from bus.logs import configure_logging
-from bus.registry import sync_subscriptions
-from bus.settings import Settings
+from bus.store.connection import connect
+from bus.store.keys import BusKeys
 
 __all__ = ["build_parser", "main", "rounds"]
 

@@ -1,7 +1,7 @@
 """The demo's child processes: app workers started with the demo's settings, ended by pid.
 
 Each worker is ``python -m bus.worker --app NAME`` with the demo's settings
-passed as ``BUS_*`` variables (every field of :class:`~bus.settings.Settings`,
+passed as ``BUS_*`` variables (every field of :class:`~bus.config.settings.Settings`,
 paths made absolute), so a child uses the same Redis and key prefix as the
 demo whatever its working directory. Its output goes to ``<log_dir>/<app>.log``
 (appended to across restarts), or to the demo's terminal when no log dir is
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus.settings import ENV_VARS, Settings
+from bus.config.settings import ENV_VARS, Settings
 
 __all__ = ["Child", "Children", "worker_env"]
 

@@ -38,9 +38,10 @@ from typing import Any, TextIO
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bus import clock
 from bus.client import Bus
-from bus.connection import check_server, connect
+from bus.config.settings import Settings
+from bus.core import clock
+from bus.core.task import TaskState
 from bus.demo import APPS, DEFAULT_EVENTS, DEMO_PREFIX, MAX_EVENTS, SHORT_EVENTS
 from bus.demo.events import PlannedEvent, plan_events
 from bus.demo.procs import Child, Children, worker_env
@@ -57,13 +58,12 @@ from bus.demo.state import (
     worker_pids,
 )
 from bus.errors import BusError, RedisCommandError, RedisSetupError, RedisUnavailable
+from bus.events.publish import EventSpec
+from bus.events.registry import load_registry
+from bus.events.router import task_id_for
 from bus.inspect.deadletters import DeadTask, get_dead, replay
-from bus.keys import BusKeys
-from bus.publish import EventSpec
-from bus.registry import load_registry
-from bus.router import task_id_for
-from bus.settings import Settings
-from bus.task import TaskState
+from bus.store.connection import check_server, connect
+from bus.store.keys import BusKeys
 
 __all__ = [
     "APPS",

@@ -26,13 +26,13 @@ from typing import cast
 import orjson
 from redis.asyncio import Redis
 
-from bus.apps import load_app_config_named, subscription_specs, task_specs
+from bus.config.apps import load_app_config_named, subscription_specs, task_specs
+from bus.config.settings import Settings
+from bus.core.task import TaskState
+from bus.events.registry import load_registry, sync_subscriptions
+from bus.events.router import task_id_for
 from bus.inspect.lineage import read_tasks
-from bus.keys import AppKeys, BusKeys
-from bus.registry import load_registry, sync_subscriptions
-from bus.router import task_id_for
-from bus.settings import Settings
-from bus.task import TaskState
+from bus.store.keys import AppKeys, BusKeys
 
 __all__ = [
     "AppCounts",
@@ -129,7 +129,7 @@ class _Tally:
 async def clear_prefix(client: Redis, prefix: str, *, batch: int = 500) -> int:
     """Delete every key of ``prefix`` (``SCAN`` + ``UNLINK``); return how many.
 
-    Every key of the layout in :mod:`bus.keys` starts with ``<prefix>:``, and
+    Every key of the layout in :mod:`bus.store.keys` starts with ``<prefix>:``, and
     only keys that do are deleted.
     """
     pattern = _glob_escape(prefix) + ":*"

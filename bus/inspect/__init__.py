@@ -7,6 +7,6 @@
 - :mod:`bus.inspect.deadletters`: list, show, replay and purge dead tasks.
 
 Each function takes the caller's client and the key prefix, raises taskbus's
-errors only (:mod:`bus.redis_errors`), and returns objects with ``to_doc()``
+errors only (:mod:`bus.store.redis_errors`), and returns objects with ``to_doc()``
 for JSON. Damaged entries are returned flagged, never raised.
 """

@@ -2,7 +2,7 @@
 
 The engine dead-letters a task, per app, when it exhausts its attempts (also
 when its lease expires on the last one), when its handler raises
-:class:`~bus.context.Fail`, when an event fails the consumer-side schema check
+:class:`~bus.core.context.Fail`, when an event fails the consumer-side schema check
 or its envelope cannot be decoded (the payload adapter fails it), when its
 record cannot be decoded, or when no handler is declared for it. The dead set
 is the zset :attr:`AppKeys.dead` (id -> dead time); the record, state and
@@ -16,7 +16,7 @@ batches at a chosen rate. Purge deletes dead tasks for good (``purge.lua``).
 Selecting tasks: explicit ids, or filters on type (the task name, or the event
 type for an event's task) and on the dead time (``since_ms <= dead_ms <=
 until_ms``), or every dead task. A type filter is a pattern of the bus's one
-matching language (:mod:`bus.matching`: ``order.*``, ``*.failed``), the same
+matching language (:mod:`bus.events.matching`: ``order.*``, ``*.failed``), the same
 as in subscriptions; a task name outside that grammar is matched exactly.
 """
 
@@ -29,12 +29,13 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from bus import clock, scripts
+from bus.core import clock
 from bus.errors import BusError
+from bus.events.matching import PatternError, compile_pattern
 from bus.inspect.lineage import TaskSnapshot, read_tasks
-from bus.keys import AppKeys, validate_app_name, validate_queue_name
-from bus.matching import PatternError, compile_pattern
-from bus.redis_errors import maps_client_errors
+from bus.store import scripts
+from bus.store.keys import AppKeys, validate_app_name, validate_queue_name
+from bus.store.redis_errors import maps_client_errors
 
 __all__ = [
     "DEFAULT_BATCH",

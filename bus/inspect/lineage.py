@@ -1,7 +1,7 @@
 """What happened to a task, and to every task an event became: read-only views.
 
 A task's history is not logged as it happens; it is reconstructed from what the
-engine stores (see :mod:`bus.keys` and :mod:`bus.task`): the created time
+engine stores (see :mod:`bus.store.keys` and :mod:`bus.core.task`): the created time
 ``tc``, one error per failed attempt (time, worker, type, message), the start
 ``ts`` of the latest attempt, the finish ``tf`` and dead reason ``why``, and
 for replayed tasks the replay count ``rp`` and the last replays ``rh`` (each:
@@ -9,7 +9,7 @@ when it was replayed, when and why it had died; written by ``replay.lua``).
 
 An event's lineage follows its key: the envelope in the event log, then, for
 every registered subscription, the task ``<event key>.<subscription>`` in that
-app's state hash (see :func:`bus.router.task_id_for`).
+app's state hash (see :func:`bus.events.router.task_id_for`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from bus.core.task import AttemptError, TaskInfo, TaskRecord, TaskState
 from bus.errors import BusError
-from bus.keys import AppKeys, BusKeys, validate_app_name
-from bus.redis_errors import maps_client_errors
-from bus.registry import load_registry
-from bus.router import task_id_for
-from bus.task import AttemptError, TaskInfo, TaskRecord, TaskState
+from bus.events.registry import load_registry
+from bus.events.router import task_id_for
+from bus.store.keys import AppKeys, BusKeys, validate_app_name
+from bus.store.redis_errors import maps_client_errors
 
 __all__ = [
     "Delivery",

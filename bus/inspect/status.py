@@ -22,8 +22,8 @@ import orjson
 from redis.asyncio import Redis
 
 from bus.errors import BusError
-from bus.keys import AppKeys, BusKeys, validate_app_name
-from bus.redis_errors import maps_client_errors
+from bus.store.keys import AppKeys, BusKeys, validate_app_name
+from bus.store.redis_errors import maps_client_errors
 
 __all__ = [
     "LIVE_AFTER_MS",
@@ -79,7 +79,7 @@ async def app_names(client: Redis, prefix: str) -> tuple[list[str], list[str]]:
     """Return the registered apps and the apps that have queues, each sorted.
 
     The key pattern is derived from :class:`AppKeys`, so the layout stays
-    defined in :mod:`bus.keys` alone.
+    defined in :mod:`bus.store.keys` alone.
     """
     registered = sorted(_text(a) for a in await client.hkeys(BusKeys(prefix).subs))
     head, tail = AppKeys(prefix, "\0").queues.split("\0")

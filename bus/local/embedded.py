@@ -46,9 +46,9 @@ from urllib.parse import quote
 
 import redis
 
-from bus import clock
+from bus.config.settings import Settings
+from bus.core import clock
 from bus.errors import RedisSetupError
-from bus.settings import Settings
 
 __all__ = [
     "MIN_REDIS_VERSION",

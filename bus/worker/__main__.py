@@ -6,7 +6,7 @@ is not up yet (``redis_unavailable`` with back-off, for ever unless
 ``--connect-timeout-s``), checks it, syncs
 the app's subscriptions to the registry and its recurring tasks' chains (the
 boot check, see ``bus.recurring``; both again if Redis comes back without
-the registry, see ``bus.registry_watch``), and works the app's queues until
+the registry, see ``bus.events.registry_watch``), and works the app's queues until
 SIGTERM or SIGINT (then: no new claims, running tasks get the grace period,
 unfinished ones are handed back at once).
 """
@@ -24,30 +24,30 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bus import clock
-from bus.apps import (
+from bus.cli import package_version
+from bus.client import Bus
+from bus.config.apps import (
     build_app,
     event_adapter,
     load_app_config_named,
     subscription_specs,
     task_specs,
 )
-from bus.cli import package_version
-from bus.client import Bus
-from bus.clock import now_ms
-from bus.connection import connect
+from bus.config.settings import Settings
+from bus.core import clock
+from bus.core.clock import now_ms
+from bus.core.options import MAX_PREFETCH
 from bus.errors import BusError, RedisUnavailable
 from bus.eventloop import LOOP_CHOICES
 from bus.eventloop import run as run_loop
-from bus.keys import BusKeys
+from bus.events.registry import SyncResult, sync_subscriptions
+from bus.events.registry_watch import RegistryWatch
+from bus.events.router import PendingSweep
 from bus.logs import configure_logging
-from bus.options import MAX_PREFETCH
 from bus.recurring import recurring_from_config
-from bus.redis_errors import ServerRef, redis_errors, translate
-from bus.registry import SyncResult, sync_subscriptions
-from bus.registry_watch import RegistryWatch
-from bus.router import PendingSweep
-from bus.settings import Settings
+from bus.store.connection import connect
+from bus.store.keys import BusKeys
+from bus.store.redis_errors import ServerRef, redis_errors, translate
 from bus.worker.loop import Worker
 from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S
 

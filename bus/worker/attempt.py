@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bus import clock
-from bus.context import TaskContext
+from bus.core import clock
+from bus.core.context import TaskContext
+from bus.core.task import TaskRecord
 from bus.nodes import is_node_queue
-from bus.scripts import ClaimedTask, Outcome
-from bus.task import TaskRecord
+from bus.store.scripts import ClaimedTask, Outcome
 from bus.worker.execute import OK, Verdict, call_handler, error_text, judge, reason_doc
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """Running one attempt of one task: calling the handler and judging the outcome.
 
 This module decides what an attempt's end means: success; a retry with back-off
-(an exception, a timeout, or the handler's own :class:`~bus.context.Retry`);
-or death (the last attempt failed, the handler raised :class:`~bus.context.Fail`,
+(an exception, a timeout, or the handler's own :class:`~bus.core.context.Retry`);
+or death (the last attempt failed, the handler raised :class:`~bus.core.context.Fail`,
 the record could not be decoded, or no handler is declared for the task name).
 It knows nothing of Redis; the worker loop turns verdicts into settle calls.
 
@@ -37,11 +37,11 @@ from typing import Any
 import orjson
 import structlog
 
-from bus import clock
-from bus.app import TaskDef
-from bus.context import Fail, Retry, TaskContext
-from bus.options import Backoff
-from bus.task import clip
+from bus.core import clock
+from bus.core.app import TaskDef
+from bus.core.context import Fail, Retry, TaskContext
+from bus.core.options import Backoff
+from bus.core.task import clip
 
 __all__ = [
     "MESSAGE_CHARS",
@@ -317,7 +317,7 @@ def retry_delay_s(spec: Any, attempt: int, rng: random.Random | None = None) -> 
 
     Args:
         spec: The task's back-off in its stored form (see
-            :meth:`bus.options.Backoff.from_doc`); None is the default policy.
+            :meth:`bus.core.options.Backoff.from_doc`); None is the default policy.
             A spec that cannot be read falls back to the default policy rather
             than losing the retry.
         attempt: The number of the attempt that just failed, from 1.

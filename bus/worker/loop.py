@@ -36,16 +36,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bus import clock, scripts
-from bus.app import App
-from bus.context import TaskContext
-from bus.ids import new_id
-from bus.keys import AppKeys, validate_queue_name
+from bus.core import clock
+from bus.core.app import App
+from bus.core.context import TaskContext
+from bus.core.ids import new_id
+from bus.core.options import MAX_PREFETCH
+from bus.core.task import TaskRecord
 from bus.nodes import Node, default_node, is_node_queue
-from bus.options import MAX_PREFETCH
 from bus.recurring import Recurring, RecurringChains
-from bus.scripts import ClaimedTask, Held, Outcome
-from bus.task import TaskRecord
+from bus.store import scripts
+from bus.store.keys import AppKeys, validate_queue_name
+from bus.store.scripts import ClaimedTask, Held, Outcome
 from bus.worker.attempt import run_attempt
 from bus.worker.execute import OK, HandlerThreads, Verdict, judge
 from bus.worker.upkeep import heartbeat_loop, shutdown, status_record
@@ -640,7 +641,7 @@ class Worker:
             self._trouble_delay = 0.05
             # Beat at once: the server may have come back empty, and the beat
             # re-registers the node and runs the hooks that notice a lost
-            # registry (bus.registry_watch) and recurring chains.
+            # registry (bus.events.registry_watch) and recurring chains.
             self._beat_soon.set()
 
     # -- shutdown ------------------------------------------------------------

@@ -16,8 +16,9 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
-from bus import clock, scripts
-from bus.scripts import Held
+from bus.core import clock
+from bus.store import scripts
+from bus.store.scripts import Held
 
 if TYPE_CHECKING:
     from bus.worker.loop import Worker

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from bus import clock
+from bus.core import clock
 
 __all__ = ["DEFAULT_BLOCK_WARN_S", "LoopWatchdog", "stack_summary"]
 

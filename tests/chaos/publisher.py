@@ -26,7 +26,7 @@ import orjson
 import redis.exceptions
 
 from bus import Bus, EventSpec, Settings
-from bus.schemas import SchemaError
+from bus.events.schemas import SchemaError
 from tests.chaos.world import EVENT_TYPES, KINDS
 
 # The errors after which a publish may or may not have taken effect.

@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import redis
 
-from bus.keys import AppKeys, BusKeys
-from bus.task import TaskInfo, TaskState
+from bus.core.task import TaskInfo, TaskState
+from bus.store.keys import AppKeys, BusKeys
 from tests.chaos.history import Report, check, read_handled, read_published
 from tests.chaos.world import APPS, MAX_ATTEMPTS, write_world
 from tests.procs.runner import Proc

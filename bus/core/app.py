@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bus import clock
-from bus.context import TaskContext
-from bus.ids import new_id
-from bus.keys import validate_app_name, validate_queue_name
+from bus.core import clock
+from bus.core.context import TaskContext
+from bus.core.ids import new_id
+from bus.store.keys import validate_app_name, validate_queue_name
 
 __all__ = ["App", "TaskDef"]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bus.schemas import SchemaError
+from bus.events.schemas import SchemaError
 
 __all__ = [
     "Event",
@@ -40,7 +40,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 class InvalidEventAttribute(SchemaError, ValueError):
     """A caller-given ``id``, ``correlation_id`` or ``source`` is not valid.
 
-    A :class:`~bus.schemas.SchemaError` like every other bad input of a
+    A :class:`~bus.events.schemas.SchemaError` like every other bad input of a
     publish (nothing is written), and a ``ValueError`` as before.
 
     Attributes:

@@ -55,7 +55,7 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 
 from bus.errors import BusError
-from bus.matching import MAX_EVENT_TYPE_LENGTH, is_event_type
+from bus.events.matching import MAX_EVENT_TYPE_LENGTH, is_event_type
 
 __all__ = [
     "CHECKED_FORMATS",

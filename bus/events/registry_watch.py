@@ -14,7 +14,7 @@ script may only touch the keys of one Redis Cluster slot.
 An entry can also be missing because an operator removed the app
 (``subscriptions unregister``), which a worker must not undo. The version
 tells the two apart: every registry change increments it, and a registry made
-afresh starts from a new epoch (the time, see ``bus.registry``), so a loss
+afresh starts from a new epoch (the time, see ``bus.events.registry``), so a loss
 shows as no version, a version that went down, or one of another epoch. One
 of the same epoch that went up is a removal, logged once as
 ``app_unregistered`` and left alone.
@@ -33,8 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 from redis.asyncio import Redis
 
-from bus.keys import BusKeys
-from bus.registry import SyncResult, version_epoch
+from bus.events.registry import SyncResult, version_epoch
+from bus.store.keys import BusKeys
 
 __all__ = ["RegistryWatch"]
 
@@ -164,7 +164,7 @@ class RegistryWatch:
         seen = self._seen_version
         if seen is None:
             return False
-        # A new epoch: the registry was made afresh since (bus.registry).
+        # A new epoch: the registry was made afresh since (bus.events.registry).
         return version < seen or version_epoch(version) != version_epoch(seen)
 
 

@@ -22,8 +22,8 @@ fan-out error), and the redis-py exception stays chained as ``__cause__``.
 
 A NOPERM reply does not say which key was refused, so the message names the
 command and its keys from a note attached where the command was sent
-(:func:`note_command`): by the clients :mod:`bus.connection` builds, by the
-script runner of :mod:`bus.scripts`, or from redis-py's own annotation of a
+(:func:`note_command`): by the clients :mod:`bus.store.connection` builds, by the
+script runner of :mod:`bus.store.scripts`, or from redis-py's own annotation of a
 failed pipeline command.
 """
 
@@ -52,6 +52,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bus.config.settings import Settings, redact_url
 from bus.errors import (
     BusError,
     RedisAuthError,
@@ -60,7 +61,6 @@ from bus.errors import (
     RedisTLSError,
     RedisUnavailable,
 )
-from bus.settings import Settings, redact_url
 
 __all__ = [
     "Client",
@@ -383,7 +383,7 @@ def maps_client_errors(
 
 
 class Client(redis.asyncio.Redis):
-    """The asyncio client :mod:`bus.connection` builds: notes the refused command.
+    """The asyncio client :mod:`bus.store.connection` builds: notes the refused command.
 
     An exception costs nothing until it is raised, so a command that succeeds
     pays one frame more and nothing else.

@@ -2,7 +2,7 @@
 
 Each ``*.lua`` file beside this module is one atomic state change of an app's
 keys; its header lists its KEYS and ARGV. Every key a script touches is passed
-in ``KEYS`` and built by :mod:`bus.keys`; the caller passes the time in. Scripts
+in ``KEYS`` and built by :mod:`bus.store.keys`; the caller passes the time in. Scripts
 are called by EVALSHA and loaded on a NOSCRIPT reply (a restarted server or a
 fresh replica has an empty script cache).
 
@@ -19,7 +19,7 @@ whose retry policy then applies as before. Two idle connections per asyncio
 pool are kept here between calls, because taking one from redis-py's pool and
 giving it back (a lock and metrics hooks each way) cost about 15% of a
 one-task enqueue. Synchronous calls take connections from a free list of
-their own beside the pool for the same reason (:mod:`bus.scripts.own`).
+their own beside the pool for the same reason (:mod:`bus.store.scripts.own`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bus.keys import AppKeys
-from bus.redis_errors import note_command
-from bus.scripts import own
+from bus.store.keys import AppKeys
+from bus.store.redis_errors import note_command
+from bus.store.scripts import own
 
 __all__ = [
     "Call",

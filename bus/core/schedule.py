@@ -113,7 +113,7 @@ def every(period: str | int) -> Schedule:
         ValueError: Not a positive duration.
     """
     if isinstance(period, str):
-        from bus.config import parse_duration
+        from bus.config.apptoml import parse_duration
 
         try:
             period = parse_duration(period)

@@ -74,7 +74,7 @@ def follow_up_id(app: str, task_id: str, ordinal: int) -> str:
         ordinal: Which ``ctx.publish`` call of the attempt it is, from 1.
 
     Returns:
-        A valid event id (see :func:`bus.events.validate_event_id`):
+        A valid event id (see :func:`bus.events.envelope.validate_event_id`):
         ``<app>:<task id>/<ordinal>`` when it fits, else ``fu-`` and a digest
         of app and task id, then ``/<ordinal>`` (no ``:``, so the two forms
         never meet). Distinct (app, task id) pairs give distinct ids.

@@ -4,7 +4,7 @@ A producer often lives in another service, without the app's code: it calls
 ``bus.enqueue("support", "digest", ...)`` with the app's name. The options
 that app.toml declares for ``digest`` (queue, max_attempts, backoff,
 timeout_s, scope) reach it through the registry: every sync stores the app's
-task declarations beside its subscriptions (``bus.registry``), and a
+task declarations beside its subscriptions (``bus.events.registry``), and a
 :class:`Declarations` cache per :class:`~bus.client.Bus` resolves them here.
 
 The cache keeps the last registry snapshot and checks its version (one
@@ -34,11 +34,11 @@ import redis
 import structlog
 from redis.asyncio import Redis
 
-from bus import clock
+from bus.core import clock
 from bus.errors import BusError
-from bus.keys import BusKeys
-from bus.registry import Registry, load_registry, load_registry_sync
-from bus.registry_specs import TaskSpec
+from bus.events.registry import Registry, load_registry, load_registry_sync
+from bus.events.registry_specs import TaskSpec
+from bus.store.keys import BusKeys
 
 if TYPE_CHECKING:
     from bus.enqueue import EnqueueItem

@@ -14,7 +14,7 @@ process that writes tasks or events.
 
 Connections and replies time out after ``BUS_REDIS_TIMEOUT_S`` (default 5 s).
 The clients built here note which command a server refused, for the message
-of :class:`bus.errors.RedisPermissionError` (see :mod:`bus.redis_errors`).
+of :class:`bus.errors.RedisPermissionError` (see :mod:`bus.store.redis_errors`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import redis.asyncio
 import structlog
 from redis.exceptions import ResponseError
 
+from bus.config.settings import Settings
 from bus.errors import RedisSetupError
 from bus.local.embedded import MIN_REDIS_VERSION, ensure_embedded, parse_version
-from bus.redis_errors import Client, SyncClient
-from bus.settings import Settings
+from bus.store.redis_errors import Client, SyncClient
 
 __all__ = [
     "ServerInfo",

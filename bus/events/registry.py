@@ -6,12 +6,12 @@ subscriptions sync --app NAME``) and at every worker start, so events are routed
 to an app's queue whether or not any of its workers runs. The same sync stores
 the app's task declarations (``[[tasks]]`` and ``[[recurring]]``), so that a
 producer without the app's code enqueues a task by name with the declared
-queue and options (``bus.declarations``).
+queue and options (``bus.events.declarations``).
 
 The registry is two hashes, app -> JSON list (``subs``: subscriptions;
-``tasks``: task declarations, see ``bus.registry_specs`` for the stored
+``tasks``: task declarations, see ``bus.events.registry_specs`` for the stored
 forms), plus a version counter bumped on every change; publishers cache a
-snapshot and learn from the version that it is stale (see ``bus.router``).
+snapshot and learn from the version that it is stale (see ``bus.events.router``).
 The declarations live in a hash of their own so that the ``subs`` entries keep
 the form every earlier version reads and writes: a registry written by an
 earlier version still parses (its apps just declare no tasks yet), and an
@@ -37,11 +37,10 @@ import redis
 import structlog
 from redis.asyncio import Redis
 
-from bus import clock
+from bus.core import clock
 from bus.errors import BusError
-from bus.keys import BusKeys, validate_app_name
-from bus.matching import FilterError, PatternError, compile_filter, compile_pattern
-from bus.registry_specs import (
+from bus.events.matching import FilterError, PatternError, compile_filter, compile_pattern
+from bus.events.registry_specs import (
     EntryDamaged,
     SubscriptionSpec,
     TaskSpec,
@@ -49,6 +48,7 @@ from bus.registry_specs import (
     read_subscriptions,
     read_tasks,
 )
+from bus.store.keys import BusKeys, validate_app_name
 
 log = structlog.get_logger("bus.registry")
 
@@ -104,7 +104,7 @@ class Registry:
         damage: Why each app in ``damaged`` is.
         tasks: Per app whose entry has them, its task declarations by name.
             An app missing here declared none through the registry (it was
-            synced by an earlier version, or never); see ``bus.declarations``.
+            synced by an earlier version, or never); see ``bus.events.declarations``.
         task_damage: Apps whose task declarations entry is damaged, and why.
     """
 
@@ -351,7 +351,7 @@ async def sync_subscriptions(
         keys: The bus keys.
         app: The app.
         specs: Its subscriptions.
-        tasks: Its task declarations (``bus.apps.task_specs``); None leaves
+        tasks: Its task declarations (``bus.config.apps.task_specs``); None leaves
             the stored declarations as they are.
         allow_removal: Allow dropping subscriptions.
         dry_run: Compute the diff, write nothing.
@@ -408,7 +408,7 @@ async def sync_subscriptions(
 # (first sync, or after Redis lost its data) starts from the time in ms, and
 # every change adds 1. So a version never comes back after a loss (a
 # publisher's cached snapshot from before it can never look current), and a
-# change of epoch tells a lost registry from an app removed (bus.registry_watch).
+# change of epoch tells a lost registry from an app removed (bus.events.registry_watch).
 VERSION_EPOCH = 1_000_000
 
 

@@ -22,7 +22,7 @@ handlers it names. Format (keys optional unless marked)::
     events = "order.placed"           # required: a pattern or a list (docs/matching.md)
     handler = "handlers:charge_order" # required: "module:function" or "function"
     where = { currency = "EUR" }      # payload filter (docs/matching.md)
-    queue = "default"                 # task options (bus.options.TaskOptions) ...
+    queue = "default"                 # task options (bus.core.options.TaskOptions) ...
     max_attempts = 5
     backoff = { base_s = 1.0, max_s = 300.0, jitter = 0.2 }   # or a list: [1, 5, 30]
     timeout_s = 60
@@ -74,10 +74,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from bus.core.options import MAX_PREFETCH, Backoff, OptionError, TaskOptions
 from bus.errors import ConfigError
-from bus.keys import validate_app_name, validate_queue_name
-from bus.matching import FilterError, PatternError, compile_filter, compile_pattern
-from bus.options import MAX_PREFETCH, Backoff, OptionError, TaskOptions
+from bus.events.matching import FilterError, PatternError, compile_filter, compile_pattern
+from bus.store.keys import validate_app_name, validate_queue_name
 
 __all__ = [
     "AppConfig",

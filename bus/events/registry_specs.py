@@ -1,7 +1,7 @@
 """The registry's entries: what one subscription or task declaration says, and
 the checks that tell a damaged entry from a sound one.
 
-The registry (``bus.registry``) keeps two hashes, app -> JSON list: the app's
+The registry (``bus.events.registry``) keeps two hashes, app -> JSON list: the app's
 subscriptions (``subs``) and its task declarations (``tasks``, the ``[[tasks]]``
 and ``[[recurring]]`` of its app.toml, for producers that enqueue by app name
 without the app's code). Anything can be in Redis: an entry written by hand,
@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
+from bus.core.options import Backoff, OptionError, TaskOptions
 from bus.errors import BusError
-from bus.keys import validate_app_name
-from bus.options import Backoff, OptionError, TaskOptions
+from bus.store.keys import validate_app_name
 
 __all__ = [
     "EntryDamaged",
@@ -64,7 +64,7 @@ class TaskSpec:
     """One task declaration as registered: the options a task of this name gets
     when it is enqueued by app name and the caller does not give them.
 
-    The attributes are those of :class:`bus.app.TaskDef` that enqueue reads, so
+    The attributes are those of :class:`bus.core.app.TaskDef` that enqueue reads, so
     either serves as a declaration.
     """
 

@@ -1,9 +1,9 @@
 """From an app's config to a runnable app: handlers, subscriptions, adapters.
 
-``apps/<app>/app.toml`` (parsed by :mod:`bus.config`) becomes an :class:`App`
+``apps/<app>/app.toml`` (parsed by :mod:`bus.config.apptoml`) becomes an :class:`App`
 whose task table holds its tasks and one entry per subscription (kind
-``event``), and the lists of :class:`~bus.registry.SubscriptionSpec` and
-:class:`~bus.registry.TaskSpec` for the registry. Handlers are imported
+``event``), and the lists of :class:`~bus.events.registry.SubscriptionSpec` and
+:class:`~bus.events.registry.TaskSpec` for the registry. Handlers are imported
 here, at worker start: a handler that cannot be imported stops the start with
 an error naming it, never a silent drop.
 """
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus.app import App, TaskDef
-from bus.config import (
+from bus.config.apptoml import (
     AppConfig,
     RecurringConfig,
     SubscriptionConfig,
@@ -21,13 +20,14 @@ from bus.config import (
     load_app_config,
     resolve_handler,
 )
-from bus.context import Fail, TaskContext
+from bus.config.settings import Settings
+from bus.core.app import App, TaskDef
+from bus.core.context import Fail, TaskContext
+from bus.core.task import TaskRecord
 from bus.errors import ConfigError
-from bus.events import Event
-from bus.registry import SubscriptionSpec, TaskSpec
-from bus.schemas import SchemaError, SchemaRegistry
-from bus.settings import Settings
-from bus.task import TaskRecord
+from bus.events.envelope import Event
+from bus.events.registry import SubscriptionSpec, TaskSpec
+from bus.events.schemas import SchemaError, SchemaRegistry
 
 __all__ = [
     "build_app",
@@ -78,7 +78,7 @@ def task_specs(config: AppConfig) -> list[TaskSpec]:
     """The registry entries of an app's tasks (named and recurring).
 
     They let a producer without the app's code enqueue a task by name with
-    the options app.toml declares (``bus.declarations``).
+    the options app.toml declares (``bus.events.declarations``).
     """
     named: list[TaskConfig | RecurringConfig] = [*config.tasks, *config.recurring]
     return [

@@ -20,13 +20,12 @@ import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from bus import clock, scripts
+from bus.core import clock
+from bus.core.ids import new_id
 from bus.errors import BusError
-from bus.events import build_envelope, validate_event_id, validate_source
-from bus.ids import new_id
-from bus.keys import BusKeys
-from bus.registry import Registry, load_registry, load_registry_sync
-from bus.router import (
+from bus.events.envelope import build_envelope, validate_event_id, validate_source
+from bus.events.registry import Registry, load_registry, load_registry_sync
+from bus.events.router import (
     RoutedEvent,
     Routing,
     RoutingIncomplete,
@@ -34,7 +33,9 @@ from bus.router import (
     route_outcome,
     routing_calls,
 )
-from bus.schemas import SchemaError, SchemaRegistry, encode_payload
+from bus.events.schemas import SchemaError, SchemaRegistry, encode_payload
+from bus.store import scripts
+from bus.store.keys import BusKeys
 
 __all__ = ["EventNotRecorded", "EventSpec", "PublishReport", "Publisher"]
 

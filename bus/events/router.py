@@ -41,11 +41,11 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from bus import scripts
+from bus.core.task import TaskRecord
 from bus.errors import BusError
-from bus.keys import BusKeys, app_keys
-from bus.registry import Registry, SubscriptionSpec, load_registry
-from bus.task import TaskRecord
+from bus.events.registry import Registry, SubscriptionSpec, load_registry
+from bus.store import scripts
+from bus.store.keys import BusKeys, app_keys
 
 log = structlog.get_logger("bus.router")
 

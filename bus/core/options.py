@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from bus.errors import ConfigError
-from bus.keys import validate_queue_name
+from bus.store.keys import validate_queue_name
 
 __all__ = ["MAX_PREFETCH", "SCOPES", "Backoff", "OptionError", "Scope", "TaskOptions"]
 

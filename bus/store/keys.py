@@ -1,7 +1,7 @@
 """The Redis key layout: every key taskbus uses is built here, and only here.
 
 All keys of one application share the hash tag ``{<app>}``, so every multi-key
-operation on an app (the Lua scripts in ``bus/scripts/``) lands in one Redis
+operation on an app (the Lua scripts in ``bus/store/scripts/``) lands in one Redis
 Cluster slot. Bus-wide keys (the event log, the subscription registry) share the
 tag ``{.bus}``; a dot cannot appear in an app name, so the tags never collide.
 
@@ -287,7 +287,7 @@ class BusKeys:
 
     @cached_property
     def task_decls(self) -> str:
-        """Hash: app -> JSON list of its declared tasks (``bus.registry_specs``)."""
+        """Hash: app -> JSON list of its declared tasks (``bus.events.registry_specs``)."""
         return f"{self.base}:tasks"
 
     @cached_property

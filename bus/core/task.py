@@ -1,6 +1,6 @@
 """Task records: what a task is, what state it is in, and how both are encoded.
 
-A task is two entries in its app's hashes (see :mod:`bus.keys`): an immutable
+A task is two entries in its app's hashes (see :mod:`bus.store.keys`): an immutable
 record written once at enqueue (name, queue, payload, options) and a small
 mutable state that the Lua scripts change atomically (state, attempts, claim
 token, worker, times). Errors of failed attempts are kept in a third hash.
@@ -43,7 +43,7 @@ class TaskRecord:
             routed to a subscription (the payload is then the event envelope).
         max_attempts: Attempts before the task is dead.
         timeout_s: Per-attempt timeout.
-        backoff: The back-off spec, as :class:`bus.options.Backoff` encodes it.
+        backoff: The back-off spec, as :class:`bus.core.options.Backoff` encodes it.
         scope: ``"any"`` or ``"all"``.
         created_ms: Enqueue time.
         run_at_ms: When the task was first due (0 means at once).

@@ -1,0 +1,4 @@
+"""The event bus on top of the task engine: the envelope, pattern and filter
+matching, the subscription registry, routing, publishing, schemas and the task
+declarations producers resolve by name (docs/routing.md).
+"""
