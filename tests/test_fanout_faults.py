@@ -14,6 +14,7 @@ from bus.events.router import PendingSweep, sweep_pending, task_id_for
 from bus.store import scripts
 from bus.store.keys import AppKeys, BusKeys, app_keys
 from tests.redis_server import RedisServer
+from tests.test_registry_watch import next_millisecond
 
 USER = {"user_id": "u1", "email": "ada@example.com", "plan": "pro", "country": "DE"}
 ORDER = {
@@ -302,6 +303,7 @@ async def test_a_registry_made_afresh_never_reuses_a_version(aredis: Redis) -> N
     await aredis.flushall()
     seen = set()
     for _ in range(4):
+        await next_millisecond()
         await register_three(aredis)
         seen.add(int(await aredis.get(KEYS.subs_version)))
         await aredis.delete(KEYS.subs)

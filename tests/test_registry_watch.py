@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from redis.asyncio import Redis
 
+from bus.core import clock
 from bus.events.registry import SubscriptionSpec, SyncResult, sync_subscriptions
 from bus.events.registry_watch import RegistryWatch
 from bus.store.keys import BusKeys
@@ -16,6 +19,16 @@ async def register(client: Redis, app: str) -> SyncResult:
     """Register one subscription for ``app``."""
     spec = SubscriptionSpec(app=app, name="on_signup", events=("user.signed_up",))
     return await sync_subscriptions(client, KEYS, app, [spec], allow_removal=True)
+
+
+async def next_millisecond() -> None:
+    """Wait until the clock has moved on: a registry made afresh takes its epoch from it."""
+    start = clock.now_ms()
+    for _ in range(1000):
+        if clock.now_ms() != start:
+            return
+        await asyncio.sleep(0.0005)
+    raise AssertionError("the clock did not move")
 
 
 async def test_a_loss_before_the_first_check_is_a_loss_not_a_removal(aredis: Redis) -> None:
@@ -30,6 +43,7 @@ async def test_a_loss_before_the_first_check_is_a_loss_not_a_removal(aredis: Red
     watch = RegistryWatch(aredis, KEYS, "email", resync=resync)
     await watch.prime()
     await aredis.flushall()
+    await next_millisecond()
     await register(aredis, "billing")  # another app's worker got there first
     with structlog.testing.capture_logs() as logs:
         assert await watch.check() is True
