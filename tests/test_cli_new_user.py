@@ -200,6 +200,24 @@ def test_publish_knows_a_duplicate_made_in_the_same_millisecond(
     assert f"duplicate of {first.strip()}" in err
 
 
+def test_publish_says_a_retried_id_routed_its_stuck_event_again(
+    cli_env: Settings,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After a failed fan-out is repaired, a retry with the same --id says it routed it again."""
+    on_redis(cli_env, lambda client: register(client, APP, SIGNUPS))
+    tasks_key = f"bus:app:{{{APP}}}:tasks"
+    on_redis(cli_env, lambda client: client.set(tasks_key, "notahash"))
+    payload = orjson.dumps(USER).decode()
+    code, _, err = run(capsys, "publish", "user.signed_up", payload, "--id", "stuck-1")
+    assert code == 2
+    assert APP in err
+    on_redis(cli_env, lambda client: client.delete(tasks_key))
+    code, _, err = run(capsys, "publish", "user.signed_up", payload, "--id", "stuck-1")
+    assert code == 0
+    assert f"so it was routed again to {APP}" in err
+
+
 def test_publish_report_names_the_apps_reached(cli_env: Settings) -> None:  # noqa: F811
     """Bus.publish_report: the apps routed to, sorted; a duplicate reached none anew."""
     on_redis(cli_env, lambda client: register(client, APP, SIGNUPS))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 import redis
+import structlog
 from redis.asyncio import Redis
 
 from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings
@@ -344,3 +346,19 @@ async def test_a_sweep_whose_registry_keeps_changing_reports_nothing_routed(
     report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
     assert (report.routed, report.left) == (0, 1)
     assert await pending(aredis) == ["0" * 26]
+
+
+async def test_a_damaged_registry_version_keeps_events_pending_without_looping(
+    bus: Bus, aredis: Redis
+) -> None:
+    """A version key that is not an integer: publish works, logs it, and marks nothing."""
+    await register_three(aredis)
+    await aredis.set(KEYS.subs_version, b"\xff\xfe")
+    with structlog.testing.capture_logs() as logs:
+        key = await asyncio.wait_for(bus.apublish("user.signed_up", USER), 5)
+        report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
+    assert await pending(aredis) == [key]
+    assert (report.routed, report.left) == (0, 1)
+    for app in APPS:
+        assert await tasks_of(aredis, app) == {task_id_for(key, f"on_{app}")}
+    assert [e["event"] for e in logs].count("registry_version_damaged") == 1

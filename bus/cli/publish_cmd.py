@@ -80,6 +80,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _note(args: argparse.Namespace, report: PublishReport) -> str | None:
     """What the user should know about the publish: a duplicate, or no subscriber."""
+    if report.duplicate and report.apps:
+        return (
+            f"duplicate of {report.key}: that event was still pending (its routing had "
+            f"failed), so it was routed again to {', '.join(report.apps)}; no app got a "
+            "second task"
+        )
     if report.duplicate:
         return (
             f"duplicate of {report.key}: source + id {args.id!r} was published before, within "

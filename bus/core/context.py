@@ -18,11 +18,11 @@ import structlog
 
 __all__ = ["Fail", "Retry", "TaskContext", "follow_up_id"]
 
-# A derived follow-up id is readable (``<task id>/<n>``) when that makes a valid
-# event id, else built from a digest of the task id (task ids may be 200
-# characters of any printable text; event ids are 128 of a narrower set). A
-# task id that itself starts with the digest form's ``fu-`` takes the digest
-# form too, so a readable id never equals a digest id.
+# A derived follow-up id is readable (``<app>:<task id>/<n>``) when that makes a
+# valid event id, else ``fu-`` and a digest of app and task id (task ids may be
+# 200 characters of any printable text; event ids are 128 of a narrower set).
+# The readable form always has the ':' after the app name and the digest form
+# never has one, so the two never meet.
 _READABLE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,116}")
 
 

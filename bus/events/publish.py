@@ -98,8 +98,9 @@ class PublishReport:
         key: The event key (for a duplicate, the first event's).
         duplicate: True if ``source`` + ``id`` was published before within the
             dedup window: nothing new was recorded or routed.
-        apps: The apps the event was routed to now, sorted (empty for a
-            duplicate, and for an event no subscription matches).
+        apps: The apps the event was routed to now, sorted: empty for an event
+            no subscription matches, and for a duplicate, unless the first
+            event was still pending (then it was routed again, idempotently).
         held_for: Apps whose registry entry is damaged: the event stays
             pending until they are repaired, since they may subscribe.
     """
@@ -389,10 +390,12 @@ class Publisher:
         key = done.keys[0]
         duplicate = done.new is not None and key not in done.new
         apps: tuple[str, ...] = ()
-        if not duplicate and done.routing is not None:
+        if done.routing is not None:
+            # For a duplicate whose first event was still pending: the apps it
+            # was routed to again now.
             tasks = done.routing.tasks().get(key, [])
             apps = tuple(sorted({app for app, _ in tasks}))
-        return PublishReport(key, duplicate, apps, () if duplicate else done.damaged)
+        return PublishReport(key, duplicate, apps, done.damaged if done.routing else ())
 
     def forget_registry(self) -> None:
         """Drop the cached registry snapshot (it is reloaded on the next publish)."""
@@ -402,14 +405,15 @@ class Publisher:
 class EventNotRecorded(BusError):
     """Recording the events failed, after their tasks were sent in the same round trip.
 
-    One server runs a pipeline's calls one after the other and does not stop
-    at an error, so the subscribers' enqueues ran although the record did
-    not. The apps named got their tasks (whole: a task is complete on its
-    own) and will run them; the events are in neither the event log nor
-    ``pending``. Retrying with the same ``id`` after the cause is fixed
-    records the event again, and since its key is new, those apps get a
-    second task: pass your own ``id`` and make handlers idempotent, or check
-    these apps first.
+    Raised only for a publish without an ``id``: then the record shares one
+    round trip with the enqueues, and one server runs a pipeline's calls one
+    after the other without stopping at an error, so the subscribers'
+    enqueues ran although the record did not. The apps named got their tasks
+    (whole: a task is complete on its own) and will run them; the events are
+    in neither the event log nor ``pending``. A retry records the event anew
+    under a new key, so those apps would get a second task. With an ``id``
+    the record goes first, alone, and a failed record raises
+    :class:`bus.errors.RedisCommandError` with nothing else sent.
 
     Attributes:
         event_keys: The keys the events would have had.
@@ -426,8 +430,9 @@ class EventNotRecorded(BusError):
         )
         super().__init__(
             f"event {self.event_keys[0]}{' and others' if len(self.event_keys) > 1 else ''} "
-            f"could not be recorded (see the cause); {given}. A retry records it anew: the "
-            "apps that got a task would get a second one."
+            f"could not be recorded (see the cause); {given}. A retry records it anew under "
+            "a new key, so the apps that got a task would get a second one; publish with an "
+            "id to make retries safe."
         )
 
 

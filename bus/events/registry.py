@@ -116,6 +116,16 @@ class Registry:
     tasks: Mapping[str, Mapping[str, TaskSpec]] = field(default_factory=dict)
     task_damage: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def holds_events(self) -> bool:
+        """True if no event may leave ``pending`` under this snapshot.
+
+        An app's entry is damaged (that app may subscribe), or the version key
+        is: ``routed.lua`` compares versions byte for byte, and a version that
+        is not the counter's integer could never be matched.
+        """
+        return bool(self.damaged) or not self.version.isdigit()
+
     def route(self, event_type: str, data: Any) -> list[SubscriptionSpec]:
         """Return the subscriptions an event goes to."""
         return [s.spec for s in self.subscriptions if s.matches(event_type, data)]
@@ -134,6 +144,8 @@ class Registry:
         """
         v = version.decode("utf-8", "backslashreplace") if isinstance(version, bytes) else version
         v = v or "0"
+        if not v.isdigit():
+            _DAMAGE_LOG.report_version(v)
         subs: list[CompiledSubscription] = []
         apps: list[str] = []
         damage: dict[str, str] = {}
@@ -207,6 +219,21 @@ class _DamageLog:
                     else "delete this field of the registry hash: no app has this name"
                 ),
             )
+
+    def report_version(self, version: str) -> None:
+        """Log a version key that is not an integer, once per value."""
+        key = (version, "version", "", "")
+        if key in self._seen:
+            return
+        self._seen[key] = None
+        log.error(
+            "registry_version_damaged",
+            registry_version=version,
+            reason="the registry version key does not hold an integer: no event can be "
+            "marked routed (they stay pending) and no sync can bump it",
+            action="delete the version key (DEL <prefix>:bus:{.bus}:subs:version); the next "
+            "sync makes a new one",
+        )
 
     def reset(self) -> None:
         """Forget what was logged (tests)."""

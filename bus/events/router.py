@@ -280,7 +280,7 @@ def routing_calls(keys: BusKeys, registry: Registry, routing: Routing) -> list[s
     (that app may subscribe), so the routed call then only reads the version.
     """
     calls = list(routing.calls)
-    calls.append(routed_call(keys, registry.version, routing, mark=not registry.damaged))
+    calls.append(routed_call(keys, registry.version, routing, mark=not registry.holds_events))
     return calls
 
 
@@ -315,7 +315,7 @@ def route_outcome(routing: Routing, registry: Registry, replies: Sequence[Any]) 
     current = _version(reply[0])
     if current != version:
         return RouteOutcome(current, False, failed, routing.events())
-    left = routing.events() if registry.damaged else int(reply[1])
+    left = routing.events() if registry.holds_events else int(reply[1])
     return RouteOutcome(current, True, failed, left)
 
 
@@ -489,4 +489,6 @@ async def sweep_pending(
 
 
 def _version(raw: bytes | str | int) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    # Decoded as Registry.parse decodes it, so a damaged version compares equal
+    # to itself (Registry.holds_events keeps such events pending).
+    return raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
