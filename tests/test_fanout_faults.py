@@ -11,6 +11,7 @@ import structlog
 from redis.asyncio import Redis
 
 from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings
+from bus.core import clock
 from bus.events.registry import SubscriptionSpec, sync_subscriptions
 from bus.events.router import PendingSweep, sweep_pending, task_id_for
 from bus.store import scripts
@@ -362,3 +363,52 @@ async def test_a_damaged_registry_version_keeps_events_pending_without_looping(
     for app in APPS:
         assert await tasks_of(aredis, app) == {task_id_for(key, f"on_{app}")}
     assert [e["event"] for e in logs].count("registry_version_damaged") == 1
+
+
+async def prune(client: Redis, app: str, task_id: str) -> None:
+    """Remove a task as retention does once it finished: record, state, queue entry."""
+    keys = app_keys(PREFIX, app)
+    await client.hdel(keys.tasks, task_id)
+    await client.hdel(keys.state, task_id)
+    await client.lrem(keys.queue("default").ready, 0, task_id)
+
+
+async def test_a_re_route_never_gives_a_second_task_to_an_app_confirmed_before(
+    bus: Bus, aredis: Redis
+) -> None:
+    """Billing's task ran and was pruned while the event waited: sweep and retry skip billing."""
+    await register_three(aredis)
+    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
+    with pytest.raises(RoutingIncomplete) as caught:
+        await bus.apublish("user.signed_up", USER, id="signup-9")
+    [key] = caught.value.event_keys
+    confirmed = await aredis.hget(KEYS.confirmed, key)
+    assert sorted(confirmed.decode().split()) == ["billing", "email"]
+    await prune(aredis, "billing", task_id_for(key, "on_billing"))
+    # The sweep while still broken, a retry with the same id, then the repair.
+    await sweep_pending(aredis, PREFIX, now_ms=10**15, grace_ms=0)
+    with pytest.raises(RoutingIncomplete):
+        await bus.apublish("user.signed_up", USER, id="signup-9")
+    await aredis.delete(app_keys(PREFIX, "analytics").tasks)
+    assert await sweep_pending(aredis, PREFIX, now_ms=10**15, grace_ms=0) == 1
+    assert await tasks_of(aredis, "billing") == set()  # never re-enqueued
+    assert await tasks_of(aredis, "analytics") == {task_id_for(key, "on_analytics")}
+    assert await pending(aredis) == []
+    assert not await aredis.exists(KEYS.confirmed)
+
+
+async def test_a_dedup_entry_outlives_its_window_while_the_event_is_pending(
+    bus: Bus, aredis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry after the dedup window, of an event still pending, finds the first event."""
+    await register_three(aredis)
+    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
+    with pytest.raises(RoutingIncomplete) as caught:
+        await bus.apublish("user.signed_up", USER, id="late-retry")
+    [key] = caught.value.event_keys
+    later = clock.now_ms() + 2 * 86_400_000  # two dedup windows on
+    monkeypatch.setattr(clock, "now_ms", lambda: later)
+    await aredis.delete(app_keys(PREFIX, "analytics").tasks)
+    assert await bus.apublish("user.signed_up", USER, id="late-retry") == key
+    assert await pending(aredis) == []
+    assert await aredis.hlen(app_keys(PREFIX, "billing").state) == 1

@@ -12,7 +12,7 @@ cannot drift apart.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from bus.events.router import (
     RoutedEvent,
     Routing,
     RoutingIncomplete,
+    confirmed_apps,
     route_calls,
     route_outcome,
     routing_calls,
@@ -72,7 +73,7 @@ class _RunCalls:
 
 @dataclass(frozen=True, slots=True)
 class _ReadEnvelopes:
-    """I/O step: read recorded envelopes (HMGET of the event log)."""
+    """I/O step: read recorded envelopes and their confirmed apps (two HMGETs)."""
 
     keys: list[str]
 
@@ -196,10 +197,14 @@ class Publisher:
         )
 
     def _route(
-        self, registry: Registry, events: Sequence[RoutedEvent], now_ms: int
+        self,
+        registry: Registry,
+        events: Sequence[RoutedEvent],
+        now_ms: int,
+        skip: Mapping[str, frozenset[str]] | None = None,
     ) -> tuple[Routing, list[scripts.Call]]:
         """The enqueue calls for ``events``, then the call that marks them routed."""
-        routing = route_calls(self.prefix, registry, events, now_ms)
+        routing = route_calls(self.prefix, registry, events, now_ms, skip)
         return routing, routing_calls(self.keys, registry, routing)
 
     def _flow(self, batch: Sequence[_Prepared], now_ms: int) -> Generator[_Step, Any, _Done]:
@@ -208,6 +213,7 @@ class Publisher:
             registry = yield _LoadRegistry()
         record = self._record_call(batch, now_ms)
         events = [p.event for p in batch]
+        skip: dict[str, frozenset[str]] | None = None
         split = self.crash_after_record or any(p.dedup for p in batch)
         if split:
             # The dedup answer decides which events to route, so it must come
@@ -230,11 +236,15 @@ class Publisher:
                 )
             )
             if stuck:
-                envelopes = yield _ReadEnvelopes(stuck)
+                # Their envelopes, and the apps already confirmed to have
+                # their task (not routed to again: it may have run and been
+                # pruned since).
+                envelopes, confirmed = yield _ReadEnvelopes(stuck)
                 events += _routable(stuck, envelopes)
+                skip = confirmed_apps(stuck, confirmed)
             if not events:
                 return _Done(keys_out, new, None)
-            routing, calls = self._route(registry, events, now_ms)
+            routing, calls = self._route(registry, events, now_ms, skip)
             replies = yield _RunCalls(calls)
         else:
             routing, calls = self._route(registry, events, now_ms)
@@ -252,7 +262,7 @@ class Publisher:
             # The registry changed since our snapshot: route again with the
             # new one (idempotent) before the events may leave ``pending``.
             registry = yield _LoadRegistry()
-            routing, calls = self._route(registry, events, now_ms)
+            routing, calls = self._route(registry, events, now_ms, skip)
             replies = yield _RunCalls(calls)
             outcome = route_outcome(routing, registry, replies)
         self._registry = registry
@@ -278,7 +288,10 @@ class Publisher:
                 if isinstance(step, _LoadRegistry):
                     reply = await load_registry(client, self.keys)
                 elif isinstance(step, _ReadEnvelopes):
-                    reply = await client.hmget(self.keys.events, step.keys)
+                    async with client.pipeline(transaction=False) as pipe:
+                        pipe.hmget(self.keys.events, step.keys)
+                        pipe.hmget(self.keys.confirmed, step.keys)
+                        reply = await pipe.execute()
                 else:
                     reply = await scripts.run_calls(client, step.calls, raise_on_error=False)
         except StopIteration as done:
@@ -294,7 +307,10 @@ class Publisher:
                 if isinstance(step, _LoadRegistry):
                     reply = load_registry_sync(client, self.keys)
                 elif isinstance(step, _ReadEnvelopes):
-                    reply = client.hmget(self.keys.events, step.keys)
+                    with client.pipeline(transaction=False) as pipe:
+                        pipe.hmget(self.keys.events, step.keys)
+                        pipe.hmget(self.keys.confirmed, step.keys)
+                        reply = pipe.execute()
                 else:
                     reply = scripts.run_calls_sync(client, step.calls, raise_on_error=False)
         except StopIteration as done:

@@ -33,7 +33,7 @@ registries of other apps, and a routing repeated by the sweep is still a no-op.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -56,6 +56,7 @@ __all__ = [
     "Routing",
     "RoutingIncomplete",
     "SweepReport",
+    "confirmed_apps",
     "route_calls",
     "route_outcome",
     "routed_call",
@@ -121,11 +122,24 @@ class Routing:
 
 
 def route_calls(
-    prefix: str, registry: Registry, events: Sequence[RoutedEvent], now_ms: int
+    prefix: str,
+    registry: Registry,
+    events: Sequence[RoutedEvent],
+    now_ms: int,
+    skip: Mapping[str, frozenset[str]] | None = None,
 ) -> Routing:
     """Return the enqueue calls that route ``events``, and the tasks each must get.
 
     Tasks of one app and queue are batched into one call.
+
+    Args:
+        prefix: The key prefix.
+        registry: The registry snapshot to route with.
+        events: The events.
+        now_ms: The time the tasks are created at.
+        skip: Per event key, apps already confirmed to have their tasks (a
+            re-route of a pending event, see ``routed.lua``): not routed to
+            again, since their tasks may have run and been pruned since.
     """
     plan = _plan(registry)
     groups: defaultdict[tuple[str, str], list[scripts.NewTask]] = defaultdict(list)
@@ -133,7 +147,10 @@ def route_calls(
     task_of = plan.task
     created = b"%d" % now_ms
     for index, event in enumerate(events, 1):
+        done = skip.get(event.key, frozenset()) if skip else frozenset()
         for spec in plan.route(event.type, event.data):
+            if spec.app in done:
+                continue
             task = task_of(spec, event, now_ms, created)
             groups[(spec.app, spec.queue)].append(task)
             checks[spec.app] += (index, task.id)
@@ -258,17 +275,16 @@ def routed_call(
         keys: The bus-wide keys.
         version: The registry version the routes were computed from.
         routing: What :func:`route_calls` returned.
-        mark: False to mark nothing and only learn the current version (the
-            registry has a damaged entry: nothing may leave pending, but the
-            publisher must still see the registry change once it is repaired).
+        mark: False to mark nothing, only check and record which apps have
+            their tasks, and learn the current version (the registry has a
+            damaged entry: nothing may leave pending, but the publisher must
+            still see the registry change once it is repaired).
     """
-    if not mark:
-        return (scripts.ROUTED, [keys.pending, keys.subs_version], [version, 0])
-    call_keys = [keys.pending, keys.subs_version]
-    args: list[Any] = [version, len(routing.event_keys), *routing.event_keys]
+    call_keys = [keys.pending, keys.subs_version, keys.confirmed]
+    args: list[Any] = [version, 1 if mark else 0, len(routing.event_keys), *routing.event_keys]
     for app, pairs in routing.checks.items():
         call_keys.append(app_keys(keys.prefix, app).state)
-        args.append(len(pairs) >> 1)
+        args += (app, len(pairs) >> 1)
         args += pairs
     return (scripts.ROUTED, call_keys, args)
 
@@ -277,7 +293,7 @@ def routing_calls(keys: BusKeys, registry: Registry, routing: Routing) -> list[s
     """The enqueue calls of ``routing``, then its :func:`routed_call`.
 
     While an app's registry entry is damaged nothing may leave ``pending``
-    (that app may subscribe), so the routed call then only reads the version.
+    (that app may subscribe), so the routed call then marks nothing.
     """
     calls = list(routing.calls)
     calls.append(routed_call(keys, registry.version, routing, mark=not registry.holds_events))
@@ -315,7 +331,9 @@ def route_outcome(routing: Routing, registry: Registry, replies: Sequence[Any]) 
     current = _version(reply[0])
     if current != version:
         return RouteOutcome(current, False, failed, routing.events())
-    left = routing.events() if registry.holds_events else int(reply[1])
+    # A damaged version never matches byte for byte in routed.lua (which then
+    # checked nothing); Python decodes both alike, so say so here.
+    left = routing.events() if not registry.version.isdigit() else int(reply[1])
     return RouteOutcome(current, True, failed, left)
 
 
@@ -393,13 +411,14 @@ class PendingSweep:
             stale = await self._page(client, now_ms)
         if not stale:
             return SweepReport(0, 0)
-        events, orphans = await _load_pending(client, keys, stale)
+        events, orphans, skip = await _load_pending(client, keys, stale)
         if orphans:
             await client.zrem(keys.pending, *orphans)
+            await client.hdel(keys.confirmed, *orphans)
         outcome = None
         for _ in range(5):
             registry = await load_registry(client, keys)
-            routing = route_calls(self.prefix, registry, events, now_ms)
+            routing = route_calls(self.prefix, registry, events, now_ms, skip)
             calls = routing_calls(keys, registry, routing)
             replies = await scripts.run_calls(client, calls, raise_on_error=False)
             outcome = route_outcome(routing, registry, replies)
@@ -447,11 +466,25 @@ class PendingSweep:
         )
 
 
+def confirmed_apps(keys: Sequence[str], raw: Sequence[bytes | None]) -> dict[str, frozenset[str]]:
+    """Parse ``HMGET confirmed`` for ``keys``: the apps to skip per event."""
+    out: dict[str, frozenset[str]] = {}
+    for key, value in zip(keys, raw, strict=True):
+        if value:
+            out[key] = frozenset(value.decode("utf-8", "replace").split())
+    return out
+
+
 async def _load_pending(
     client: Redis, keys: BusKeys, stale: Sequence[bytes]
-) -> tuple[list[RoutedEvent], list[bytes]]:
-    """The routable events among ``stale``, and the pending entries to drop."""
-    envelopes = cast("list[bytes | None]", await client.hmget(keys.events, list(stale)))
+) -> tuple[list[RoutedEvent], list[bytes], dict[str, frozenset[str]]]:
+    """The routable events among ``stale``, the pending entries to drop, and the
+    apps already confirmed for each event."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hmget(keys.events, list(stale))
+        pipe.hmget(keys.confirmed, list(stale))
+        envelopes, confirmed = await pipe.execute()
+    skip = confirmed_apps([k.decode("utf-8", "replace") for k in stale], confirmed)
     events: list[RoutedEvent] = []
     orphans: list[bytes] = []
     for raw_key, raw in zip(stale, envelopes, strict=True):
@@ -473,7 +506,7 @@ async def _load_pending(
             # It stays in the event log for `python -m bus event show`.
             log.error("event_unroutable", event_key=key, error=f"{type(exc).__name__}: {exc}")
             orphans.append(raw_key)
-    return events, orphans
+    return events, orphans, skip
 
 
 async def sweep_pending(

@@ -53,6 +53,9 @@ Bus-wide keys (tag ``{.bus}``):
 ``P:bus:{.bus}:events:t``           zset     event key -> recorded ms
 ``P:bus:{.bus}:pending``            zset     event key -> recorded ms, until
                                              every subscriber has its task
+``P:bus:{.bus}:confirmed``          hash     pending event key -> the apps
+                                             whose tasks of it exist (space-
+                                             separated); re-routes skip them
 ``P:bus:{.bus}:dedup``              hash     source + id -> event key
 ``P:bus:{.bus}:dedup:t``            zset     source + id -> recorded ms
 ``P:bus:{.bus}:subs``               hash     app -> its subscriptions (JSON)
@@ -269,6 +272,11 @@ class BusKeys:
     def pending(self) -> str:
         """Zset: event key -> recorded time, for events not yet fully routed."""
         return f"{self.base}:pending"
+
+    @cached_property
+    def confirmed(self) -> str:
+        """Hash: pending event key -> the apps whose tasks of it were seen to exist."""
+        return f"{self.base}:confirmed"
 
     @cached_property
     def dedup(self) -> str:

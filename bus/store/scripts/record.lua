@@ -28,10 +28,24 @@ local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
 
+-- Dedup entries past the window go, unless their event is still pending: a
+-- publisher retrying after RoutingIncomplete must still find the first event
+-- (the entry is looked at again a window later).
 local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - window, 'LIMIT', 0, 100)
 if #old > 0 then
-  redis.call('ZREM', KEYS[5], unpack(old))
-  redis.call('HDEL', KEYS[4], unpack(old))
+  local drop = {}
+  for _, field in ipairs(old) do
+    local first = redis.call('HGET', KEYS[4], field)
+    if first and redis.call('ZSCORE', KEYS[3], first) then
+      redis.call('ZADD', KEYS[5], now, field)
+    else
+      drop[#drop + 1] = field
+    end
+  end
+  if #drop > 0 then
+    redis.call('ZREM', KEYS[5], unpack(drop))
+    redis.call('HDEL', KEYS[4], unpack(drop))
+  end
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - retention, 'LIMIT', 0, 100)
 for _, key in ipairs(expired) do

@@ -15,41 +15,94 @@ On a Redis Cluster the state hashes live in other slots than KEYS[1]; there
 this check must become a second round trip after the enqueue replies.
 
 KEYS[1]  pending zset       KEYS[2]  registry version
-KEYS[3..] the state hash of each app the events were routed to
+KEYS[3]  confirmed hash     (pending event key -> apps whose tasks exist)
+KEYS[4..] the state hash of each app the events were routed to
 ARGV[1]  the registry version the events were routed with
-ARGV[2]  the number of events E, then ARGV[3 .. E+2] their keys
-then, for each app in KEYS order: its number of tasks n, then n pairs: the
-index of the task's event (1 .. E), the task id
+ARGV[2]  1 to mark events routed, 0 to only check (a damaged registry entry
+         holds every event pending) and record what exists
+ARGV[3]  the number of events E, then ARGV[4 .. E+3] their keys
+then, for each app in KEYS order: its name, its number of tasks n, then n
+pairs: the index of the task's event (1 .. E), the task id
 
-Returns {current registry version, events left pending for a missing task}.
-Nothing is marked routed unless the version equals ARGV[1]. The tasks of one
-app are checked with one HMGET, not one call per task.
+For an event that stays pending, the apps all of whose tasks of it exist are
+added to its entry in KEYS[3]: a later re-route (the sweep, a retry with the
+same id) skips them, so an app whose task already ran and was pruned after
+its retention never gets a second one. A routed event's entry is deleted.
+
+Returns {current registry version, events left pending}. Nothing is checked
+or marked unless the version equals ARGV[1]. The tasks of one app are checked
+with one HMGET, not one call per task.
 ]]
 local version = redis.call('GET', KEYS[2]) or '0'
 if version ~= ARGV[1] then return {version, 0} end
-local events = tonumber(ARGV[2])
+local mark = ARGV[2] == '1'
+local events = tonumber(ARGV[3])
 local missing = {}  -- event index (as in ARGV, a string) -> true
-local i = events + 3
-for k = 3, #KEYS do
-  local n = tonumber(ARGV[i])
+local groups = {}   -- per app: {name, ARGV index of its n, n, found[j]}
+local i = events + 4
+for k = 4, #KEYS do
+  local n = tonumber(ARGV[i + 1])
   local ids = {}
-  for j = 1, n do ids[j] = ARGV[i + 2 * j] end
+  for j = 1, n do ids[j] = ARGV[i + 1 + 2 * j] end
+  local ok = {}
   -- unpack is bounded by Lua's C stack: ask in chunks.
   for c = 1, n, 4000 do
     local last = math.min(c + 3999, n)
     local found = redis.pcall('HMGET', KEYS[k], unpack(ids, c, last))
     local damaged = type(found) == 'table' and found.err ~= nil
     for j = c, last do
-      if damaged or not found[j - c + 1] then missing[ARGV[i + 2 * j - 1]] = true end
+      if damaged or not found[j - c + 1] then
+        missing[ARGV[i + 2 * j]] = true
+      else
+        ok[j] = true
+      end
     end
   end
-  i = i + 1 + 2 * n
+  groups[#groups + 1] = {ARGV[i], i, n, ok}
+  i = i + 2 + 2 * n
 end
 local done = {}
+local stays = {}  -- event index -> key, for the events left pending
+local left = 0
 for j = 1, events do
-  if not missing[tostring(j)] then done[#done + 1] = ARGV[j + 2] end
+  local e = tostring(j)
+  if mark and not missing[e] then
+    done[#done + 1] = ARGV[j + 3]
+  else
+    stays[e] = ARGV[j + 3]
+    left = left + 1
+  end
+end
+if left > 0 then
+  -- Per event left pending: the apps all of whose tasks of it exist.
+  local whole = {}  -- event index -> {app -> true | false}
+  for _, g in ipairs(groups) do
+    local app, at, n, ok = g[1], g[2], g[3], g[4]
+    for j = 1, n do
+      local e = ARGV[at + 2 * j]
+      if stays[e] then
+        whole[e] = whole[e] or {}
+        whole[e][app] = (whole[e][app] ~= false) and ok[j] == true
+      end
+    end
+  end
+  for e, key in pairs(stays) do
+    local seen, list = {}, {}
+    local old = redis.call('HGET', KEYS[3], key)
+    if old then
+      for app in string.gmatch(old, '%S+') do
+        if not seen[app] then seen[app] = true; list[#list + 1] = app end
+      end
+    end
+    for app, all in pairs(whole[e] or {}) do
+      if all and not seen[app] then seen[app] = true; list[#list + 1] = app end
+    end
+    if #list > 0 then redis.call('HSET', KEYS[3], key, table.concat(list, ' ')) end
+  end
 end
 for k = 1, #done, 1000 do
-  redis.call('ZREM', KEYS[1], unpack(done, k, math.min(k + 999, #done)))
+  local part = {unpack(done, k, math.min(k + 999, #done))}
+  redis.call('ZREM', KEYS[1], unpack(part))
+  redis.call('HDEL', KEYS[3], unpack(part))
 end
-return {version, events - #done}
+return {version, left}
