@@ -65,9 +65,10 @@ from engine_support import Children, RedisServer, percentile
 from redis.asyncio import Redis
 
 import bus
+from bus.events.payload import encode_payload
 from bus.events.publish import EventSpec
 from bus.events.registry import SubscriptionSpec, sync_subscriptions
-from bus.events.schemas import DRAFT_2020_12, encode_payload
+from bus.events.schemas import DRAFT_2020_12
 from bus.store import scripts
 from bus.store.keys import AppKeys, BusKeys
 

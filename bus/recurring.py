@@ -47,7 +47,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from bus.config.apptoml import AppConfig
+from bus.config.model import AppConfig
 from bus.core.app import App
 from bus.core.schedule import Schedule, next_slot, plan_next
 from bus.enqueue import EnqueueItem, prepare

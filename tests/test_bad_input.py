@@ -41,11 +41,10 @@ from bus.cli import main
 from bus.config.apptoml import load_app_config
 from bus.errors import ConfigError
 from bus.events.envelope import InvalidEventAttribute
+from bus.events.payload import PayloadNotSerializable, PayloadTooLarge
 from bus.events.registry import SubscriptionSpec, sync_subscriptions
 from bus.events.schemas import (
     PayloadInvalid,
-    PayloadNotSerializable,
-    PayloadTooLarge,
     SchemaError,
     SchemaRegistry,
     UnknownEventType,

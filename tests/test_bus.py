@@ -23,12 +23,11 @@ from bus import (
 from bus.config.apps import event_adapter
 from bus.core.context import follow_up_id
 from bus.events.envelope import validate_event_id
+from bus.events.payload import PayloadNotSerializable, PayloadTooLarge
 from bus.events.registry import RemovalRefused, SubscriptionSpec, sync_subscriptions, unregister_app
 from bus.events.router import sweep_pending
 from bus.events.schemas import (
     PayloadInvalid,
-    PayloadNotSerializable,
-    PayloadTooLarge,
     SchemaRegistry,
     UnknownEventType,
 )

@@ -1,4 +1,4 @@
-"""Tests of bus.config.apptoml: app.toml parsing, every error path, handler resolution."""
+"""Tests of bus.config (apptoml, model, handlers): app.toml parsing, every error path, handlers."""
 
 from __future__ import annotations
 
@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from bus.config.apptoml import (
+from bus.config.apptoml import load_all_apps, load_app_config, parse_duration
+from bus.config.handlers import HandlerImportError, resolve_handler
+from bus.config.model import (
     AppConfig,
-    HandlerImportError,
     RecurringConfig,
     SubscriptionConfig,
     TaskConfig,
     WorkerConfig,
-    load_all_apps,
-    load_app_config,
-    parse_duration,
-    resolve_handler,
 )
 from bus.core.options import Backoff, TaskOptions
 from bus.errors import ConfigError

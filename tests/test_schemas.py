@@ -1,4 +1,4 @@
-"""Tests of bus.events.schemas: loading schema files, validating payloads, encoding payloads."""
+"""Tests of bus.events.schemas and payload: loading schema files, validating, encoding payloads."""
 
 from __future__ import annotations
 
@@ -16,17 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bus.events.payload import PayloadNotSerializable, PayloadTooLarge, encode_payload
 from bus.events.schemas import (
     DRAFT_2020_12,
     InvalidEventType,
     PayloadInvalid,
-    PayloadNotSerializable,
-    PayloadTooLarge,
     SchemaError,
     SchemaLoadError,
     SchemaRegistry,
     UnknownEventType,
-    encode_payload,
     validate_event_type,
 )
 

@@ -12,14 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus.config.apptoml import (
-    AppConfig,
-    RecurringConfig,
-    SubscriptionConfig,
-    TaskConfig,
-    load_app_config,
-    resolve_handler,
-)
+from bus.config.apptoml import load_app_config
+from bus.config.handlers import resolve_handler
+from bus.config.model import AppConfig, RecurringConfig, SubscriptionConfig, TaskConfig
 from bus.config.settings import Settings
 from bus.core.app import App, TaskDef
 from bus.core.context import Fail, TaskContext

@@ -24,6 +24,7 @@ from bus.core import clock
 from bus.core.ids import new_id
 from bus.errors import BusError
 from bus.events.envelope import build_envelope, validate_event_id, validate_source
+from bus.events.payload import encode_payload
 from bus.events.registry import Registry, load_registry, load_registry_sync
 from bus.events.router import (
     RoutedEvent,
@@ -34,7 +35,7 @@ from bus.events.router import (
     route_outcome,
     routing_calls,
 )
-from bus.events.schemas import SchemaError, SchemaRegistry, encode_payload
+from bus.events.schemas import SchemaError, SchemaRegistry
 from bus.store import scripts
 from bus.store.keys import BusKeys
 

@@ -1,7 +1,10 @@
 """Event schemas: one JSON Schema (draft 2020-12) per event type, in ``schemas/``.
 
 This module owns the schema registry (loading, checking and compiling the files
-once per process), payload validation, and the payload's JSON encoding.
+once per process), payload validation, and the schema errors. The validators it
+compiles each schema into (checked formats, ECMA 262 patterns, the compiled
+fast path) are built by :mod:`bus.events.schema_validators`; the payload's JSON
+encoding is :mod:`bus.events.payload`.
 
 Schema files:
 
@@ -17,75 +20,62 @@ Schema files:
   not resolve is a load error, not a validation-time surprise.
 
 Formats are *checked*, not just annotations, but only those that work without
-extra packages: ``date``, ``date-time`` (RFC 3339, checked here), ``email`` and
+extra packages: ``date``, ``date-time`` (RFC 3339, checked by taskbus), ``email`` and
 ``idn-email`` (an ``@`` is present), ``ipv4``, ``ipv6``, ``regex``, ``uuid``
-(:data:`CHECKED_FORMATS`). A schema that uses any other format is a load error,
-so no author believes a format is checked when it is not.
+(:data:`~bus.events.schema_validators.CHECKED_FORMATS`). A schema that uses any
+other format is a load error, so no author believes a format is checked when it
+is not.
 
 ``pattern`` is matched with ECMA 262 semantics, as JSON Schema specifies (``$``
 is the end of the string, ``\\d`` is ``[0-9]``), by both validators. The keys of
 ``patternProperties`` are not: the pure-Python validator matches them with ``re``.
 
 Validation never touches Redis: :class:`PayloadInvalid`,
-:class:`UnknownEventType`, :class:`PayloadTooLarge` and
-:class:`PayloadNotSerializable` are raised before a publish writes anything.
+:class:`UnknownEventType`, :class:`~bus.events.payload.PayloadTooLarge` and
+:class:`~bus.events.payload.PayloadNotSerializable` are raised before a
+publish writes anything.
 """
 
 from __future__ import annotations
 
-import datetime
 import difflib
-import functools
-import math
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urljoin
 
-import jsonschema_rs
 import orjson
 import referencing.exceptions
 import referencing.jsonschema
-import structlog
-from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
+from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 
 from bus.errors import BusError
 from bus.events.matching import MAX_EVENT_TYPE_LENGTH, is_event_type
+from bus.events.schema_validators import (
+    CHECKED_FORMATS,
+    SchemaValidator,
+    fast_validator,
+    format_checker,
+)
 
 __all__ = [
-    "CHECKED_FORMATS",
     "DRAFT_2020_12",
     "InvalidEventType",
     "PayloadInvalid",
-    "PayloadNotSerializable",
-    "PayloadTooLarge",
     "SchemaError",
     "SchemaInfo",
     "SchemaLoadError",
     "SchemaRegistry",
     "UnknownEventType",
-    "encode_payload",
+    "json_path",
     "validate_event_type",
 ]
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
-
-# jsonschema checks these without optional dependencies; "date-time" needs
-# rfc3339-validator there, so it is checked by _is_date_time below instead.
-log = structlog.get_logger("bus.schemas")
-
-_BUILTIN_FORMATS = ("date", "email", "idn-email", "ipv4", "ipv6", "regex", "uuid")
-CHECKED_FORMATS: tuple[str, ...] = tuple(
-    sorted(
-        {f for f in _BUILTIN_FORMATS if f in Draft202012Validator.FORMAT_CHECKER.checkers}
-        | {"date-time"}
-    )
-)
 
 # Keywords whose values are instance data, not subschemas (never walked), and
 # keywords that map arbitrary names to subschemas (names are not keywords).
@@ -93,13 +83,6 @@ _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
 _NAMED_SCHEMAS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
 )
-
-_DATE_TIME_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?"
-    r"(?:[Zz]|[+-]([0-9]{2}):([0-9]{2}))"
-)
-_JSON_INT_MIN, _JSON_INT_MAX = -(2**63), 2**64 - 1  # what orjson can encode
-_MAX_DEPTH = 254  # orjson's nesting limit
 
 
 class SchemaError(BusError):
@@ -166,37 +149,6 @@ class PayloadInvalid(SchemaError):
         self.violations = violations
 
 
-class PayloadTooLarge(SchemaError):
-    """The encoded payload is over the size limit.
-
-    Attributes:
-        size: Encoded size in bytes.
-        limit: The limit in bytes.
-    """
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"the payload is {size} bytes encoded, over the limit of {limit} "
-            "(BUS_MAX_PAYLOAD_BYTES); store large data elsewhere and publish a reference"
-        )
-        self.size = size
-        self.limit = limit
-
-
-class PayloadNotSerializable(SchemaError):
-    """The payload cannot be carried faithfully as JSON.
-
-    Attributes:
-        path: JSON path of the offending value (``$`` for the payload itself).
-        type_name: The offending value's type name.
-    """
-
-    def __init__(self, path: str, type_name: str, problem: str) -> None:
-        super().__init__(f"the payload is not JSON-serialisable: {path} {problem}")
-        self.path = path
-        self.type_name = type_name
-
-
 def validate_event_type(name: str) -> str:
     """Return ``name`` if it is a valid event type name.
 
@@ -235,7 +187,7 @@ class SchemaInfo:
     path: Path
 
 
-def _json_path(parts: Iterator[Any] | Any) -> str:
+def json_path(parts: Iterator[Any] | Any) -> str:
     """Format a sequence of keys and indexes as a JSON path: ``$.items[0].sku``."""
     out = "$"
     for part in parts:
@@ -246,94 +198,6 @@ def _json_path(parts: Iterator[Any] | Any) -> str:
         else:
             out += f"[{part!r}]"
     return out
-
-
-def _is_date_time(value: object) -> bool:
-    """RFC 3339 ``date-time``; formats apply to strings only."""
-    if not isinstance(value, str):
-        return True
-    match = _DATE_TIME_RE.fullmatch(value)
-    if match is None:
-        return False
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    try:
-        datetime.date(year, month, day)
-    except ValueError:
-        return False
-    offset_h, offset_m = match.group(7), match.group(8)
-    offset_ok = offset_h is None or (int(offset_h) <= 23 and int(offset_m) <= 59)
-    return hour <= 23 and minute <= 59 and second <= 60 and offset_ok  # 60: leap second
-
-
-@functools.lru_cache(maxsize=1024)
-def _ecma_search(pattern: str) -> Callable[[str], bool] | None:
-    """Return a search for ``pattern`` in ECMA 262 regex semantics, as JSON Schema says.
-
-    Python's ``re`` differs: its ``$`` also matches before a final newline (so
-    ``"DE\\n"`` would match ``^[A-Z]{2}$``), its ``\\d`` and ``\\w`` match any
-    Unicode digit or letter. The compiled validator follows ECMA 262, and the two
-    validators must give one verdict, so the pure-Python one asks it per pattern.
-    None when it cannot compile the pattern (``re`` decides then).
-    """
-    try:
-        search: Callable[[str], bool] = jsonschema_rs.validator_for({"pattern": pattern}).is_valid
-    except Exception:  # a pattern only Python's re understands
-        return None
-    return search
-
-
-def _pattern(
-    validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
-) -> Iterator[ValidationError]:
-    """The ``pattern`` keyword, with ECMA 262 semantics (see :func:`_ecma_search`)."""
-    if not validator.is_type(instance, "string"):
-        return
-    search = _ecma_search(pattern)
-    if not (search(instance) if search is not None else re.search(pattern, instance)):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-def _is_array(checker: Any, instance: Any) -> bool:
-    # encode_payload sends a tuple as an array and the compiled validator takes
-    # it as one; a "not of type 'array'" here would be a false violation.
-    return isinstance(instance, list) or type(instance) is tuple
-
-
-# The stubs leave validators.extend untyped.
-_extend: Callable[..., type[Validator]] = validators.extend
-_Validator = _extend(
-    Draft202012Validator,
-    validators={"pattern": _pattern},
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("array", _is_array),
-)
-
-
-def _fast_validator(doc: dict[str, Any], docs: list[dict[str, Any]], checker: FormatChecker) -> Any:
-    """Compile ``doc`` with jsonschema-rs, checking the same formats the same way.
-
-    Returns None (the pure-Python validator alone is used) if it cannot.
-    """
-    formats: dict[str, Callable[..., bool]] = {
-        name: functools.partial(checker.conforms, format=name) for name in CHECKED_FORMATS
-    }
-    try:
-        registry = jsonschema_rs.Registry([(d["$id"], d) for d in docs])
-        return jsonschema_rs.validator_for(
-            doc, formats=formats, validate_formats=True, registry=registry
-        )
-    except Exception as exc:
-        log.warning("schema_fast_path_unavailable", schema=doc.get("$id"), error=str(exc))
-        return None
-
-
-def _format_checker() -> FormatChecker:
-    checker = FormatChecker(formats=())
-    builtin = Draft202012Validator.FORMAT_CHECKER.checkers
-    for name in CHECKED_FORMATS:
-        if name != "date-time":
-            checker.checkers[name] = builtin[name]
-    checker.checks("date-time")(_is_date_time)
-    return checker
 
 
 def _subschemas(node: Any, base: str, where: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -401,7 +265,7 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
     except JsonSchemaError as exc:
         raise SchemaLoadError(
             path,
-            f"not a valid draft 2020-12 schema at {_json_path(exc.absolute_path)}: {exc.message}",
+            f"not a valid draft 2020-12 schema at {json_path(exc.absolute_path)}: {exc.message}",
         ) from exc
     return event_type, doc
 
@@ -486,12 +350,12 @@ class SchemaRegistry:
             )
             .crawl()
         )
-        checker = _format_checker()
+        checker = format_checker()
         entries: dict[str, _Entry] = {}
         for event_type, (path, doc) in docs.items():
             _check_references(path, doc, registry)
-            validator = _Validator(doc, registry=registry, format_checker=checker)
-            fast = _fast_validator(doc, [d for _, d in docs.values()], checker)
+            validator = SchemaValidator(doc, registry=registry, format_checker=checker)
+            fast = fast_validator(doc, [d for _, d in docs.values()], checker)
             entries[event_type] = _Entry(
                 SchemaInfo(event_type, doc["$id"], doc["version"], path), validator, fast
             )
@@ -546,84 +410,10 @@ class SchemaRegistry:
         if errors:
             errors.sort(key=_violation_order)
             raise PayloadInvalid(
-                event_type, [f"{_json_path(e.absolute_path)}: {e.message}" for e in errors]
+                event_type, [f"{json_path(e.absolute_path)}: {e.message}" for e in errors]
             )
         return entry.info
 
     def _unknown(self, event_type: str) -> NoReturn:
         close = difflib.get_close_matches(str(event_type), self._entries, n=3)
         raise UnknownEventType(event_type, self.directory, close)
-
-
-def _find_unfaithful(payload: Any) -> tuple[str, str, str] | None:
-    """Return ``(path, type name, problem)`` of the first value JSON cannot carry."""
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(payload, ())]
-    while stack:
-        value, where = stack.pop()
-        if value is None or isinstance(value, bool):
-            continue
-        if isinstance(value, str):
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    return _json_path(where), "str", "is a string with lone surrogates (not UTF-8)"
-            continue
-        if isinstance(value, int):
-            if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
-                return _json_path(where), "int", "is an integer outside the 64-bit range"
-            continue
-        if type(value) is float:  # subclasses (numpy.float64, ...) are refused below
-            if not math.isfinite(value):
-                return _json_path(where), "float", f"is {value!r} (JSON has no NaN or infinity)"
-            continue
-        if len(where) >= _MAX_DEPTH:
-            problem = f"is nested deeper than {_MAX_DEPTH} levels (or is part of a cycle)"
-            return _json_path(where), type(value).__name__, problem
-        if isinstance(value, dict):
-            for key in value:
-                if type(key) is not str:  # orjson refuses str subclasses as keys
-                    problem = f"has a key {key!r} of type {type(key).__name__}; keys must be str"
-                    return _json_path(where), type(key).__name__, problem
-            # Reversed, so the first bad value in document order is the one reported.
-            stack.extend((item, (*where, key)) for key, item in reversed(value.items()))
-        elif isinstance(value, list) or type(value) is tuple:  # not namedtuples
-            stack.extend((item, (*where, i)) for i, item in reversed(list(enumerate(value))))
-        else:
-            name = type(value).__name__
-            problem = f"is a {name}; use str, int, float, bool, None, list or dict"
-            return _json_path(where), name, problem
-    return None
-
-
-def encode_payload(payload: Any, max_bytes: int) -> bytes:
-    """Encode a payload as JSON, refusing what JSON cannot carry faithfully.
-
-    Only ``dict`` (with ``str`` keys), ``list``/``tuple``, ``str``, ``int``,
-    finite ``float``, ``bool`` and ``None`` are accepted, so the payload a
-    handler decodes equals the one published (no silent ``NaN`` -> ``null``,
-    no datetime or UUID turned into strings behind the schema's back).
-
-    Args:
-        payload: The payload.
-        max_bytes: Largest accepted encoding (``BUS_MAX_PAYLOAD_BYTES``).
-
-    Returns:
-        The JSON encoding.
-
-    Raises:
-        PayloadNotSerializable: A value JSON cannot carry, with its path and
-            type: NaN, infinity, non-string keys, sets, bytes, datetimes,
-            objects, integers beyond 64 bits, nesting past 254 levels.
-        PayloadTooLarge: The encoding is over ``max_bytes`` (with both sizes).
-    """
-    found = _find_unfaithful(payload)
-    if found is not None:
-        raise PayloadNotSerializable(*found)
-    try:
-        data = orjson.dumps(payload)
-    except orjson.JSONEncodeError as exc:  # a type the walk above let through
-        raise PayloadNotSerializable("$", type(payload).__name__, f"holds a value {exc}") from exc
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(len(data), max_bytes)
-    return data
