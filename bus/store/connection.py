@@ -31,7 +31,8 @@ from redis.exceptions import ResponseError
 
 from bus.config.settings import Settings
 from bus.errors import RedisSetupError
-from bus.local.embedded import MIN_REDIS_VERSION, ensure_embedded, parse_version
+from bus.local.binaries import MIN_REDIS_VERSION, parse_version
+from bus.local.embedded import ensure_embedded
 from bus.store.redis_errors import Client, SyncClient
 
 __all__ = [
@@ -149,7 +150,7 @@ def warn_if_not_persistent(info: ServerInfo) -> None:
 
 
 def require_min_version(version: tuple[int, int, int], where: str) -> None:
-    """Refuse a Redis older than :data:`~bus.local.embedded.MIN_REDIS_VERSION`.
+    """Refuse a Redis older than :data:`~bus.local.binaries.MIN_REDIS_VERSION`.
 
     Args:
         version: The server's version.
