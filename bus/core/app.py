@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from bus.core import clock
 from bus.core.context import TaskContext
 from bus.core.ids import new_id
-from bus.store.keys import validate_app_name, validate_queue_name
+from bus.core.names import validate_app_name, validate_queue_name
 
 __all__ = ["App", "TaskDef"]
 

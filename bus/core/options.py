@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from bus.core.names import validate_queue_name
 from bus.errors import ConfigError
-from bus.store.keys import validate_queue_name
 
 __all__ = ["MAX_PREFETCH", "SCOPES", "Backoff", "OptionError", "Scope", "TaskOptions"]
 
