@@ -34,7 +34,7 @@ from bus.events.router import (
     routing_calls,
 )
 from bus.events.schemas import SchemaError, SchemaRegistry, encode_payload
-from bus.store import scripts
+from bus.store import scripts, transport
 from bus.store.keys import BusKeys
 
 __all__ = ["EventNotRecorded", "EventSpec", "PublishReport", "Publisher"]
@@ -279,7 +279,7 @@ class Publisher:
                 elif isinstance(step, _ReadEnvelopes):
                     reply = await client.hmget(self.keys.events, step.keys)
                 else:
-                    reply = await scripts.run_calls(client, step.calls, raise_on_error=False)
+                    reply = await transport.run_calls(client, step.calls, raise_on_error=False)
         except StopIteration as done:
             result: _Done = done.value
             return result
@@ -295,7 +295,7 @@ class Publisher:
                 elif isinstance(step, _ReadEnvelopes):
                     reply = client.hmget(self.keys.events, step.keys)
                 else:
-                    reply = scripts.run_calls_sync(client, step.calls, raise_on_error=False)
+                    reply = transport.run_calls_sync(client, step.calls, raise_on_error=False)
         except StopIteration as done:
             result: _Done = done.value
             return result
