@@ -28,7 +28,7 @@ schema directory with one of the benchmark's own, ``bench.probe`` (a
   breakdown  where the time per event goes, in apublish one by one and in
              publish_many: the real publish path with timers around
              SchemaRegistry.validate, Publisher.prepare, route_calls (one task
-             record per route) and scripts.run_calls (the pipelined round
+             record per route) and transport.run_calls (the pipelined round
              trip), plus the redis-server CPU per event (INFO cpu)
   latency    publish-to-handler-start latency at 200 events/s for 10 s (quick:
              3 s): one worker process (bench/bus_worker.py) of the one app
@@ -69,7 +69,7 @@ from bus.events.payload import encode_payload
 from bus.events.publish import EventSpec
 from bus.events.registry import SubscriptionSpec, sync_subscriptions
 from bus.events.schemas import DRAFT_2020_12
-from bus.store import scripts
+from bus.store import transport
 from bus.store.keys import AppKeys, BusKeys
 
 _BENCH_DIR = Path(__file__).resolve().parent
@@ -255,7 +255,7 @@ BREAKDOWN_PARTS = {
     "prepare_rest": "rest of prepare (new_id, checks)",
     "task_records": f"task records, {len(SUBSCRIBERS)} routes (build, encode)",
     "route_rest": "rest of route_calls (match, enqueue calls)",
-    "round_trip": f"scripts.run_calls: round trip of {2 + len(SUBSCRIBERS)} script calls",
+    "round_trip": f"transport.run_calls: round trip of {2 + len(SUBSCRIBERS)} script calls",
     "redis_cpu": "  of which redis-server CPU (INFO cpu)",
     "floor": f"  floor: asyncio pipeline of {2 + len(SUBSCRIBERS)} PINGs",
     "floor_sync": f"  floor: sync pipeline of {2 + len(SUBSCRIBERS)} PINGs",
@@ -270,7 +270,7 @@ class Timers:
     Wraps, on the given Bus's instances, ``SchemaRegistry.validate`` and
     ``Publisher.prepare``; where ``bus.publish`` looks them up,
     ``encode_payload``, ``build_envelope``, ``route_calls`` and
-    ``scripts.run_calls`` (and ``run_calls_sync``); and where ``route_calls``
+    ``transport.run_calls`` (and ``run_calls_sync``); and where ``route_calls``
     looks it up, the function that builds and encodes one task record per
     route. Each wrapper costs two clock reads (well under a microsecond), which
     land in the "other" part.
@@ -290,8 +290,8 @@ class Timers:
             (publish_module, "build_envelope", "envelope", False),
             (publish_module, "route_calls", "route", False),
             (router_module._Plan, "task", "task_records", False),
-            (scripts, "run_calls", "round_trip", True),
-            (scripts, "run_calls_sync", "round_trip", False),
+            (transport, "run_calls", "round_trip", True),
+            (transport, "run_calls_sync", "round_trip", False),
         ]
         self.ns: dict[str, int] = {part: 0 for _, _, part, _ in self._targets}
 

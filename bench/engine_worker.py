@@ -15,7 +15,7 @@ formatting and writing every per-task line but not for a terminal. With
 SIGTERM. Either way it then writes its measurements to ``--out`` as JSON: clock
 readings of this process (``time.perf_counter``) for the first task start, the
 last task end, the return of the last settle call (the engine's
-``bus.store.scripts.settle`` is wrapped to note it), task number ``EARLY_MARK`` and
+``bus.store.engine.settle`` is wrapped to note it), task number ``EARLY_MARK`` and
 every ``MARK_EVERY`` tasks; the samples of ``probe`` and ``due`` in
 nanoseconds; and the process's CPU seconds spent in the worker.
 """
@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-import bus.store.scripts
+import bus.store.engine
 from bus import App, Worker
 from bus.logs import configure_logging
 from bus.store.scripts import ALL_SCRIPTS
@@ -90,14 +90,14 @@ def build_app(evidence: Evidence | None = None) -> App:
 
 def _note_settles(evidence: Evidence) -> None:
     """Wrap the engine's settle call to note when the last outcome became durable."""
-    settle = bus.store.scripts.settle
+    settle = bus.store.engine.settle
 
     async def timed_settle(*args: Any, **kwargs: Any) -> list[str]:
         rejected = await settle(*args, **kwargs)
         evidence.last_settled = time.perf_counter()
         return rejected
 
-    bus.store.scripts.settle = timed_settle  # type: ignore[assignment]
+    bus.store.engine.settle = timed_settle  # type: ignore[assignment]
 
 
 def _cpu_s() -> float:

@@ -112,8 +112,13 @@ def main() -> int:
 
 def _python_only(bus: Any, events: int, rounds: int, modules: Any) -> list[float]:
     """us per publish with the script calls answered by canned replies."""
-    # Module paths of this tree, or of one from before the issue-14 moves.
-    scripts = modules.get("bus.store.scripts") or modules["bus.scripts"]
+    # Where publish looks up run_calls_sync: this tree's transport, or the
+    # scripts module of a tree from before the issue-14 moves.
+    transport = (
+        modules.get("bus.store.transport")
+        or modules.get("bus.store.scripts")
+        or modules["bus.scripts"]
+    )
     router = modules.get("bus.events.router") or modules["bus.router"]
     version = bus.publisher._registry.version.encode()
     # Trees from before issue 13 answer routed.lua with the version alone.
@@ -130,8 +135,8 @@ def _python_only(bus: Any, events: int, rounds: int, modules: Any) -> list[float
                 out.append([1] * ((len(call_args) - 2) // 4))
         return out
 
-    real = scripts.run_calls_sync
-    scripts.run_calls_sync = canned
+    real = transport.run_calls_sync
+    transport.run_calls_sync = canned
     try:
         result = []
         for _ in range(rounds):
@@ -141,7 +146,7 @@ def _python_only(bus: Any, events: int, rounds: int, modules: Any) -> list[float
             result.append((time.perf_counter() - start) / events * 1e6)
         return result
     finally:
-        scripts.run_calls_sync = real
+        transport.run_calls_sync = real
 
 
 if __name__ == "__main__":

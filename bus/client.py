@@ -26,10 +26,10 @@ from bus.core.task import TaskInfo
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
 from bus.events.declarations import Declarations
 from bus.events.registry_specs import TaskSpec
+from bus.store import own
 from bus.store.connection import connect, connect_sync
 from bus.store.keys import BusKeys, app_keys, validate_app_name
 from bus.store.redis_errors import maps_redis_errors
-from bus.store.scripts import own
 
 if TYPE_CHECKING:
     from bus.events.publish import EventSpec, Publisher, PublishReport

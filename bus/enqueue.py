@@ -22,7 +22,7 @@ from bus.core import clock
 from bus.core.app import App
 from bus.core.ids import new_id
 from bus.core.task import encode_record
-from bus.store import scripts
+from bus.store import engine, scripts, transport
 from bus.store.keys import app_keys, validate_app_name, validate_queue_name
 
 __all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "enqueue_items_sync", "prepare"]
@@ -104,7 +104,7 @@ def prepare(
     app_name: str | None = None,
     queues: dict[str, str] | None = None,
     declarations: Mapping[str, Declared] | None = None,
-) -> tuple[str, scripts.NewTask]:
+) -> tuple[str, engine.NewTask]:
     """Resolve options and encode one task; return its queue and the script input.
 
     Args:
@@ -169,7 +169,7 @@ def prepare(
         )
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"task {item.name!r}: payload is not JSON-serialisable: {exc}") from exc
-    return queue, scripts.NewTask(task_id, encoded, max_attempts, run_at)
+    return queue, engine.NewTask(task_id, encoded, max_attempts, run_at)
 
 
 def _plan(
@@ -177,7 +177,7 @@ def _plan(
     app: App | str,
     items: Sequence[EnqueueItem],
     declarations: Mapping[str, Declared] | None,
-) -> tuple[str, list[tuple[list[int], list[scripts.NewTask]]], list[scripts.Call]]:
+) -> tuple[str, list[tuple[list[int], list[engine.NewTask]]], list[scripts.Call]]:
     """Validate and encode every item, then group them into script calls.
 
     Returns the app's name, per call the item indexes and tasks it carries,
@@ -189,29 +189,29 @@ def _plan(
     if len(items) == 1:
         # One task (``Bus.enqueue``): one script call, no grouping.
         queue, task = prepare(app, items[0], now, app_name=app_name, declarations=declarations)
-        return app_name, [([0], [task])], [scripts.enqueue_call(keys, queue, now, [task])]
-    by_queue: dict[str, list[tuple[int, scripts.NewTask]]] = defaultdict(list)
+        return app_name, [([0], [task])], [engine.enqueue_call(keys, queue, now, [task])]
+    by_queue: dict[str, list[tuple[int, engine.NewTask]]] = defaultdict(list)
     queues: dict[str, str] = {}
     for index, item in enumerate(items):
         queue, task = prepare(
             app, item, now, app_name=app_name, queues=queues, declarations=declarations
         )
         by_queue[queue].append((index, task))
-    groups: list[tuple[list[int], list[scripts.NewTask]]] = []
+    groups: list[tuple[list[int], list[engine.NewTask]]] = []
     calls: list[scripts.Call] = []
     for queue, entries in by_queue.items():
         for start in range(0, len(entries), MAX_BATCH):
             chunk = entries[start : start + MAX_BATCH]
             tasks = [t for _, t in chunk]
             groups.append(([i for i, _ in chunk], tasks))
-            calls.append(scripts.enqueue_call(keys, queue, now, tasks))
+            calls.append(engine.enqueue_call(keys, queue, now, tasks))
     return app_name, groups, calls
 
 
 def _refs(
     app_name: str,
     count: int,
-    groups: list[tuple[list[int], list[scripts.NewTask]]],
+    groups: list[tuple[list[int], list[engine.NewTask]]],
     results: list[Any],
 ) -> list[TaskRef]:
     """Turn the scripts' added-flags into one :class:`TaskRef` per item, in order."""
@@ -242,7 +242,7 @@ async def enqueue_items(
     declared tasks of an app given by name (``bus.events.declarations``).
     """
     app_name, groups, calls = _plan(prefix, app, items, declarations)
-    results = await scripts.run_calls(redis, calls)
+    results = await transport.run_calls(redis, calls)
     return _refs(app_name, len(items), groups, results)
 
 
@@ -256,5 +256,5 @@ def enqueue_items_sync(
 ) -> list[TaskRef]:
     """:func:`enqueue_items` for synchronous callers (one blocking round trip)."""
     app_name, groups, calls = _plan(prefix, app, items, declarations)
-    results = scripts.run_calls_sync(redis, calls)
+    results = transport.run_calls_sync(redis, calls)
     return _refs(app_name, len(items), groups, results)

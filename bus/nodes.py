@@ -35,7 +35,7 @@ import structlog
 from redis.asyncio import Redis
 
 from bus.core.task import TaskRecord
-from bus.store import scripts
+from bus.store import engine, features, transport
 from bus.store.keys import AppKeys
 
 __all__ = [
@@ -118,7 +118,7 @@ class Node:
         Returns:
             The nodes dropped by this call, with how many copies each lost.
         """
-        gone = await scripts.node_beat(
+        gone = await features.node_beat(
             self.redis,
             self.keys,
             self.name,
@@ -129,10 +129,10 @@ class Node:
         if not gone:
             return {}
         calls = [
-            scripts.node_drop_call(self.keys, node, node_queue(node), now_ms=now_ms, force=False)
+            features.node_drop_call(self.keys, node, node_queue(node), now_ms=now_ms, force=False)
             for node in gone
         ]
-        results = await scripts.run_calls(self.redis, calls)
+        results = await transport.run_calls(self.redis, calls)
         dropped = {node: int(n) for node, n in zip(gone, results, strict=True) if int(n) >= 0}
         if dropped:
             log.warning(
@@ -147,8 +147,8 @@ class Node:
         """Leave the registry at a clean stop, unless other processes share the node."""
         if self.shared:
             return
-        call = scripts.node_drop_call(self.keys, self.name, self.queue, now_ms=now_ms, force=True)
-        (deleted,) = await scripts.run_calls(self.redis, [call])
+        call = features.node_drop_call(self.keys, self.name, self.queue, now_ms=now_ms, force=True)
+        (deleted,) = await transport.run_calls(self.redis, [call])
         log.info("node_left", app=self.keys.app, node=self.name, copies_deleted=int(deleted))
 
     async def live(self, *, now_ms: int, joined_by_ms: int) -> list[str]:
@@ -182,8 +182,8 @@ class Node:
                 created_ms=now_ms,
                 run_at_ms=0,
             )
-            task = scripts.NewTask(copy.id, copy.encode(), copy.max_attempts, 0)
-            calls.append(scripts.enqueue_call(self.keys, copy.queue, now_ms, [task]))
+            task = engine.NewTask(copy.id, copy.encode(), copy.max_attempts, 0)
+            calls.append(engine.enqueue_call(self.keys, copy.queue, now_ms, [task]))
         if calls:
-            await scripts.run_calls(self.redis, calls)
+            await transport.run_calls(self.redis, calls)
         return nodes

@@ -51,7 +51,7 @@ from bus.config.model import AppConfig
 from bus.core.app import App
 from bus.core.schedule import Schedule, next_slot, plan_next
 from bus.enqueue import EnqueueItem, prepare
-from bus.store import scripts
+from bus.store import engine, features, scripts, transport
 from bus.store.keys import AppKeys
 
 __all__ = [
@@ -197,7 +197,7 @@ class RecurringChains:
             self._fp[item.name] = self._fingerprint(item)
         self.synced = False
 
-    def _prepare(self, item: Recurring, slot_ms: int, now_ms: int) -> tuple[str, scripts.NewTask]:
+    def _prepare(self, item: Recurring, slot_ms: int, now_ms: int) -> tuple[str, engine.NewTask]:
         payload = {**(item.payload or {}), "slot_ms": slot_ms}
         task = EnqueueItem(
             item.name, payload, id=occurrence_id(item.name, slot_ms), run_at_ms=slot_ms
@@ -223,14 +223,14 @@ class RecurringChains:
     ) -> scripts.Call:
         """A ``recur.lua`` call: from ``seen`` to the occurrence at ``slot_ms``
         (None: remove the chain)."""
-        task: scripts.NewTask | None = None
+        task: engine.NewTask | None = None
         entry = b""
         queue = seen.queue if seen else "default"
         if slot_ms is not None:
             item = self.by_name[name]
             queue, task = self._prepare(item, slot_ms, now_ms)
             entry = _Entry(slot_ms, task.id, self._fp[name], queue).encode()
-        return scripts.recur_call(
+        return features.recur_call(
             self.keys,
             now_ms=now_ms,
             name=name,
@@ -317,7 +317,7 @@ class RecurringChains:
                         moves.append((name, "removed", call))
             if not moves:
                 break
-            results = await scripts.run_calls(self.redis, [call for _, _, call in moves])
+            results = await transport.run_calls(self.redis, [call for _, _, call in moves])
             for (name, why, _), result in zip(moves, results, strict=True):
                 if int(result[0]) == 1:
                     changed.setdefault(why, []).append(name)
@@ -330,7 +330,7 @@ class RecurringChains:
             log.info("recurring_synced", app=self.app.name, full=full, **changed)
         return changed
 
-    async def after_settled(self, outcomes: Sequence[scripts.Outcome], now_ms: int) -> int:
+    async def after_settled(self, outcomes: Sequence[engine.Outcome], now_ms: int) -> int:
         """Add the next occurrence of every occurrence that just finished.
 
         Args:
@@ -352,5 +352,5 @@ class RecurringChains:
             calls.append(self._move(name, seen, after, now_ms, seen_fp=seen.fp))
         if not calls:
             return 0
-        results = await scripts.run_calls(self.redis, calls)
+        results = await transport.run_calls(self.redis, calls)
         return sum(int(result[0]) for result in results)

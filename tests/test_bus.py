@@ -31,7 +31,7 @@ from bus.events.schemas import (
     SchemaRegistry,
     UnknownEventType,
 )
-from bus.store import scripts
+from bus.store import transport
 from bus.store.keys import AppKeys, BusKeys
 
 USER = {"user_id": "u1", "email": "ada@example.com", "plan": "pro", "country": "DE"}
@@ -363,7 +363,7 @@ async def test_sweep_routes_events_a_publisher_recorded_but_never_routed(
     await register(aredis, "email", ("welcome", "user.signed_up", None))
     publisher = bus.publisher
     prepared = publisher.prepare("user.signed_up", USER, now_ms=1_000)
-    await scripts.run_calls(aredis, [publisher._record_call([prepared], 1_000)])
+    await transport.run_calls(aredis, [publisher._record_call([prepared], 1_000)])
     assert await task_ids(aredis, "email") == set()
     routed = await asyncio.gather(
         *(sweep_pending(aredis, "bus", now_ms=10_000, grace_ms=5_000) for _ in range(3))
@@ -382,6 +382,6 @@ async def test_sweep_leaves_recent_pending_events_to_their_publisher(
     """Events younger than the grace period are not swept."""
     publisher = bus.publisher
     prepared = publisher.prepare("user.signed_up", USER, now_ms=9_000)
-    await scripts.run_calls(aredis, [publisher._record_call([prepared], 9_000)])
+    await transport.run_calls(aredis, [publisher._record_call([prepared], 9_000)])
     assert await sweep_pending(aredis, "bus", now_ms=10_000, grace_ms=5_000) == 0
     assert await aredis.zcard(BusKeys("bus").pending) == 1

@@ -27,7 +27,7 @@ from bus.core import clock
 from bus.core.task import TaskRecord
 from bus.events.registry import SubscriptionSpec
 from bus.logs import configure_logging
-from bus.store import scripts
+from bus.store import engine
 from bus.store.keys import AppKeys, BusKeys
 from bus.text import escape, escape_lines
 from tests.test_cli_ops import cli_env, on_redis, run
@@ -96,8 +96,8 @@ def plant_dead(settings: Settings) -> str:
         raise Fail(f"cannot handle {payload['note']}")
 
     async def go(client: Redis) -> None:
-        new = scripts.NewTask(task_id, record.encode(), 1, 0)
-        await scripts.enqueue(client, KEYS, "default", clock.now_ms(), [new])
+        new = engine.NewTask(task_id, record.encode(), 1, 0)
+        await engine.enqueue(client, KEYS, "default", clock.now_ms(), [new])
         await Worker(app, client, burst=True).run()
 
     on_redis(settings, go)

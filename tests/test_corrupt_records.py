@@ -28,7 +28,7 @@ from bus.core.task import TaskRecord
 from bus.events.router import sweep_pending
 from bus.inspect.deadletters import get_dead, list_dead, replay
 from bus.logs import CurrentStderr
-from bus.store import scripts
+from bus.store import engine, features
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.execute import reason_doc
 from tests.engine_helpers import eventually, running_worker
@@ -207,8 +207,8 @@ async def test_event_task_whose_payload_is_no_envelope_is_dead_lettered(
     record = TaskRecord(
         id=task_id, app=APP, name="on-event", queue="default", payload="garbage", kind="event"
     )
-    new = scripts.NewTask(task_id, record.encode(), 3, 0)
-    await scripts.enqueue(aredis, KEYS, "default", clock.now_ms(), [new])
+    new = engine.NewTask(task_id, record.encode(), 3, 0)
+    await engine.enqueue(aredis, KEYS, "default", clock.now_ms(), [new])
     async with running_worker(shop(done), aredis, payload_adapter=event_adapter()):
         dead = await state_is(bus, task_id, TaskState.DEAD)
     assert done == []
@@ -253,7 +253,7 @@ async def test_queued_id_whose_record_is_missing_is_dead_lettered(bus: Bus, ared
     """A ready-list id with a state but no record ends dead with a reason, not silently queued."""
     ref = await bus.enqueue(APP, "job", 1)
     await aredis.hdel(KEYS.tasks, ref.id)
-    await scripts.claim(
+    await engine.claim(
         aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=1, worker_id="w"
     )
     assert await aredis.zscore(KEYS.dead, ref.id) is not None
@@ -267,7 +267,7 @@ async def test_claim_dead_letters_a_task_whose_state_is_corrupt(bus: Bus, aredis
     first = await bus.enqueue(APP, "job", 1)
     bad = await bus.enqueue(APP, "job", 2)
     await aredis.hset(KEYS.state, bad.id, b"{garbage")
-    result = await scripts.claim(
+    result = await engine.claim(
         aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=2, worker_id="w"
     )
     assert [t.id for t in result.tasks] == [first.id]
@@ -282,16 +282,16 @@ async def test_settle_records_a_failure_when_the_error_list_is_corrupt(
     good = await bus.enqueue(APP, "job", 2)
     await aredis.hset(KEYS.errors, bad.id, b"{garbage")
     now = clock.now_ms()
-    claimed = await scripts.claim(
+    claimed = await engine.claim(
         aredis, KEYS, ["default"], now_ms=now, lease_ms=1000, max_tasks=2, worker_id="w"
     )
     tokens = {t.id: t.token for t in claimed.tasks}
     error = reason_doc("ValueError", "boom", attempt=1, at_ms=now, worker="w")
     outcomes = [
-        scripts.Outcome(bad.id, tokens[bad.id], "default", "dead", b"attempts exhausted|" + error),
-        scripts.Outcome(good.id, tokens[good.id], "default", "ok"),
+        engine.Outcome(bad.id, tokens[bad.id], "default", "dead", b"attempts exhausted|" + error),
+        engine.Outcome(good.id, tokens[good.id], "default", "ok"),
     ]
-    assert await scripts.settle(aredis, KEYS, outcomes, now_ms=now, retention_ms=60_000) == []
+    assert await engine.settle(aredis, KEYS, outcomes, now_ms=now, retention_ms=60_000) == []
     assert await aredis.zscore(KEYS.dead, bad.id) is not None
     info = await bus.get_task(APP, good.id)
     assert info is not None
@@ -330,7 +330,7 @@ async def test_dead_list_show_and_task_show_survive_a_non_utf8_state_buried_by_c
     other = await bus.enqueue(APP, "job", 2)
     await aredis.hset(KEYS.state, bad.id, b"\xff\xfe{\xc3 not json")
     await aredis.hset(KEYS.state, other.id, b"{garbage")
-    await scripts.claim(
+    await engine.claim(
         aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
     )
     assert await asyncio.to_thread(cli, "dead", "list", "--app", APP) == 0
@@ -400,7 +400,7 @@ async def test_claim_dead_letters_a_queued_id_with_neither_state_nor_record(
     """An id in the ready list with nothing stored is dead-lettered and reported, not dropped."""
     good = await bus.enqueue(APP, "job", 1)
     await aredis.lpush(QUEUE.ready, "ghost")
-    result = await scripts.claim(
+    result = await engine.claim(
         aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
     )
     assert [t.id for t in result.tasks] == [good.id]
@@ -423,7 +423,7 @@ async def test_claim_dead_letters_a_queued_id_that_is_not_utf8_under_a_readable_
     await aredis.lpush(QUEUE.ready, raw_id)
     # A valid non-ASCII id is claimed as usual.
     accented = await bus.enqueue(APP, "job", 3, id="café-1")
-    result = await scripts.claim(
+    result = await engine.claim(
         aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1000, max_tasks=5, worker_id="w"
     )
     assert {t.id for t in result.tasks} == {good.id, ref.id, accented.id}
@@ -523,25 +523,25 @@ async def test_a_state_damaged_while_the_task_runs_costs_that_task_in_every_batc
     bad = await bus.enqueue(APP, "job", 1)
     good = await bus.enqueue(APP, "job", 2)
     now = clock.now_ms()
-    claimed = await scripts.claim(
+    claimed = await engine.claim(
         aredis, KEYS, ["default"], now_ms=now, lease_ms=60_000, max_tasks=2, worker_id="w"
     )
     tokens = {t.id: t.token for t in claimed.tasks}
     await aredis.hset(KEYS.state, bad.id, b"\xff{garbage")
-    held = [scripts.Held(i, tokens[i], "default") for i in (bad.id, good.id)]
-    assert await scripts.renew(aredis, KEYS, held, now_ms=now, lease_ms=60_000) == [bad.id]
-    assert await scripts.release(aredis, KEYS, held, now_ms=now) == 1
+    held = [engine.Held(i, tokens[i], "default") for i in (bad.id, good.id)]
+    assert await engine.renew(aredis, KEYS, held, now_ms=now, lease_ms=60_000) == [bad.id]
+    assert await engine.release(aredis, KEYS, held, now_ms=now) == 1
     await aredis.zadd(KEYS.dead, {bad.id: now})
-    assert await scripts.replay(aredis, KEYS, "default", now, [bad.id]) == [False]
-    assert await scripts.purge(aredis, KEYS, [bad.id]) == [True]
+    assert await features.replay(aredis, KEYS, "default", now, [bad.id]) == [False]
+    assert await features.purge(aredis, KEYS, [bad.id]) == [True]
     again = await bus.enqueue(APP, "job", 3)
-    claimed = await scripts.claim(
+    claimed = await engine.claim(
         aredis, KEYS, ["default"], now_ms=now, lease_ms=60_000, max_tasks=2, worker_id="w"
     )
     tokens = {t.id: t.token for t in claimed.tasks}
     await aredis.hset(KEYS.state, again.id, b"[1, 2]")
-    outcomes = [scripts.Outcome(i, tokens[i], "default", "ok") for i in (again.id, good.id)]
-    rejected = await scripts.settle(aredis, KEYS, outcomes, now_ms=now, retention_ms=60_000)
+    outcomes = [engine.Outcome(i, tokens[i], "default", "ok") for i in (again.id, good.id)]
+    rejected = await engine.settle(aredis, KEYS, outcomes, now_ms=now, retention_ms=60_000)
     assert rejected == [again.id]
     info = await bus.get_task(APP, good.id)
     assert info is not None

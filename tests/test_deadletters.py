@@ -19,7 +19,7 @@ from bus.core.task import TaskRecord
 from bus.enqueue import EnqueueItem
 from bus.events.schemas import SchemaRegistry
 from bus.inspect.deadletters import batch_size, get_dead, list_dead, purge, replay, select_dead
-from bus.store import scripts
+from bus.store import engine, features
 from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 
@@ -65,8 +65,8 @@ async def enqueue_event_task(
         id=task_id, app=APP, name="on-event", queue="default", payload=doc, kind="event"
     )
     now = clock.now_ms()
-    await scripts.enqueue(
-        aredis, KEYS, "default", now, [scripts.NewTask(task_id, record.encode(), 5, 0)]
+    await engine.enqueue(
+        aredis, KEYS, "default", now, [engine.NewTask(task_id, record.encode(), 5, 0)]
     )
 
 
@@ -102,7 +102,7 @@ async def test_lease_expiring_on_the_last_attempt_dead_letters_the_task(
 ) -> None:
     """A worker that vanished holding the last attempt leaves the task dead, not stuck."""
     ref = await bus.enqueue(APP, "job", 1, max_attempts=1)
-    claimed = await scripts.claim(
+    claimed = await engine.claim(
         aredis, KEYS, ["default"], now_ms=clock.now_ms(), lease_ms=1, max_tasks=1, worker_id="gone"
     )
     assert [t.id for t in claimed.tasks] == [ref.id]
@@ -367,8 +367,8 @@ async def test_replay_script_skips_a_task_that_is_no_longer_dead(bus: Bus, aredi
     """The atomic step itself refuses a task already replayed: it moves, never copies."""
     [task_id] = await kill(bus, aredis, [EnqueueItem("job", 1)])
     now = clock.now_ms()
-    assert await scripts.replay(aredis, KEYS, "default", now, [task_id]) == [True]
-    assert await scripts.replay(aredis, KEYS, "default", now, [task_id]) == [False]
+    assert await features.replay(aredis, KEYS, "default", now, [task_id]) == [True]
+    assert await features.replay(aredis, KEYS, "default", now, [task_id]) == [False]
     assert await aredis.llen(KEYS.queue("default").ready) == 1
     assert (await state_of(aredis, task_id))["rp"] == 1
 

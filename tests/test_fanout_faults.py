@@ -14,7 +14,7 @@ from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings
 from bus.core import clock
 from bus.events.registry import SubscriptionSpec, sync_subscriptions
 from bus.events.router import PendingSweep, sweep_pending, task_id_for
-from bus.store import scripts
+from bus.store import engine, scripts, transport
 from bus.store.keys import AppKeys, BusKeys, app_keys
 from tests.redis_server import RedisServer
 from tests.test_registry_watch import next_millisecond
@@ -146,7 +146,7 @@ async def test_a_failed_record_of_a_batch_undoes_every_event_of_it(aredis: Redis
         [1_000, 86_400_000, 86_400_000, "k1", b"{}", "", "k2", b"{}", "src\x1fid"],
     )
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        await scripts.run_calls(aredis, [call])
+        await transport.run_calls(aredis, [call])
     assert await aredis.hlen(KEYS.events) == 0
     assert await aredis.zcard(KEYS.pending) == 0
     assert await aredis.zcard(KEYS.events_t) == 0
@@ -182,11 +182,11 @@ async def test_enqueue_writes_nothing_when_a_later_write_fails(aredis: Redis, da
     target = {"delayed": q.delayed, "wake": q.wake, "app_wake": keys.wake, "queues": keys.queues}
     await aredis.set(target[damaged], "damaged")
     tasks = [
-        scripts.NewTask("t-now", b'{"id":"t-now"}', 3, 0),
-        scripts.NewTask("t-later", b'{"id":"t-later"}', 3, 10**15),
+        engine.NewTask("t-now", b'{"id":"t-now"}', 3, 0),
+        engine.NewTask("t-later", b'{"id":"t-later"}', 3, 10**15),
     ]
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        await scripts.run_calls(aredis, [scripts.enqueue_call(keys, "default", 1_000, tasks)])
+        await transport.run_calls(aredis, [engine.enqueue_call(keys, "default", 1_000, tasks)])
     assert await aredis.hlen(keys.state) == 0
     assert await aredis.hlen(keys.tasks) == 0
     assert await aredis.llen(q.ready) == 0
@@ -196,7 +196,9 @@ async def test_enqueue_writes_nothing_when_a_later_write_fails(aredis: Redis, da
         assert await aredis.scard(keys.queues) == 0
     # Repaired, the same call adds both tasks: nothing was left "already known".
     await aredis.delete(target[damaged])
-    replies = await scripts.run_calls(aredis, [scripts.enqueue_call(keys, "default", 1_000, tasks)])
+    replies = await transport.run_calls(
+        aredis, [engine.enqueue_call(keys, "default", 1_000, tasks)]
+    )
     assert replies == [[1, 1]]
     assert await aredis.lrange(q.ready, 0, -1) == [b"t-now"]
     assert await aredis.zrange(q.delayed, 0, -1) == [b"t-later"]
@@ -337,13 +339,13 @@ async def test_a_sweep_whose_registry_keeps_changing_reports_nothing_routed(
     await register_three(aredis)
     await aredis.zadd(KEYS.pending, {"0" * 26: 1})
     await aredis.hset(KEYS.events, "0" * 26, b'{"type": "user.signed_up", "data": {}}')
-    real = scripts.run_calls
+    real = transport.run_calls
 
     async def moving(client: Any, calls: Any, **kwargs: Any) -> Any:
         await aredis.incr(KEYS.subs_version)  # another sync lands each time
         return await real(client, calls, **kwargs)
 
-    monkeypatch.setattr(scripts, "run_calls", moving)
+    monkeypatch.setattr(transport, "run_calls", moving)
     report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
     assert (report.routed, report.left) == (0, 1)
     assert await pending(aredis) == ["0" * 26]

@@ -14,7 +14,7 @@ from bus.events.registry import SubscriptionSpec, sync_subscriptions
 from bus.events.schemas import SchemaRegistry
 from bus.inspect.lineage import EventNotFound, TaskNotFound, event_lineage, read_task
 from bus.inspect.status import app_names, bus_status
-from bus.store import scripts
+from bus.store import engine, features
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.execute import error_doc
 from tests.conftest import REPO_ROOT
@@ -23,17 +23,17 @@ T0 = 1_800_000_000_000  # a fixed "now" for every script call here
 SHOP = AppKeys("bus", "shop")
 
 
-def new_task(task_id: str, *, queue: str = "default", max_attempts: int = 5) -> scripts.NewTask:
+def new_task(task_id: str, *, queue: str = "default", max_attempts: int = 5) -> engine.NewTask:
     record = TaskRecord(id=task_id, app="shop", name="job", queue=queue, payload={"n": task_id})
-    return scripts.NewTask(task_id, record.encode(), max_attempts, 0)
+    return engine.NewTask(task_id, record.encode(), max_attempts, 0)
 
 
 def failure(message: str, *, attempt: int, at_ms: int, worker: str) -> bytes:
     return error_doc(ValueError(message), kind=None, attempt=attempt, at_ms=at_ms, worker=worker)
 
 
-async def claim_one(aredis: Redis, queue: str, now_ms: int, worker: str) -> scripts.ClaimedTask:
-    result = await scripts.claim(
+async def claim_one(aredis: Redis, queue: str, now_ms: int, worker: str) -> engine.ClaimedTask:
+    result = await engine.claim(
         aredis, SHOP, [queue], now_ms=now_ms, lease_ms=60_000, max_tasks=1, worker_id=worker
     )
     [task] = result.tasks
@@ -43,7 +43,7 @@ async def claim_one(aredis: Redis, queue: str, now_ms: int, worker: str) -> scri
 async def beat(aredis: Redis, app: str, worker: str, at_ms: int, **fields: Any) -> None:
     status = {"id": worker, "host": "h1", "pid": 42, "queues": ["*"], "running_count": 1}
     status.update(processed=7, failed=2, **fields)
-    await scripts.beat(
+    await engine.beat(
         aredis,
         AppKeys("bus", app),
         worker,
@@ -63,15 +63,15 @@ async def register(aredis: Redis, app: str, *specs: SubscriptionSpec) -> None:
 async def test_status_reports_depths_oldest_waiting_dead_and_workers(aredis: Redis) -> None:
     """Ready, delayed, in-flight, oldest waiting age, dead count and live workers are exact."""
     await register(aredis, "shop")
-    await scripts.enqueue(aredis, SHOP, "default", T0, [new_task("a"), new_task("b")])
-    await scripts.enqueue(aredis, SHOP, "default", T0 + 500, [new_task("c")])
-    later = scripts.NewTask("d", new_task("d").record, 5, T0 + 10**9)
-    await scripts.enqueue(aredis, SHOP, "default", T0, [later])
+    await engine.enqueue(aredis, SHOP, "default", T0, [new_task("a"), new_task("b")])
+    await engine.enqueue(aredis, SHOP, "default", T0 + 500, [new_task("c")])
+    later = engine.NewTask("d", new_task("d").record, 5, T0 + 10**9)
+    await engine.enqueue(aredis, SHOP, "default", T0, [later])
     await claim_one(aredis, "default", T0 + 1000, "w1")  # takes "a", the oldest
-    await scripts.enqueue(aredis, SHOP, "low", T0, [new_task("e", queue="low", max_attempts=1)])
+    await engine.enqueue(aredis, SHOP, "low", T0, [new_task("e", queue="low", max_attempts=1)])
     e = await claim_one(aredis, "low", T0 + 1000, "w1")
-    dead = scripts.Outcome("e", e.token, "low", "dead", b"failed by handler|" + b"{}")
-    await scripts.settle(aredis, SHOP, [dead], now_ms=T0 + 1100, retention_ms=10**9)
+    dead = engine.Outcome("e", e.token, "low", "dead", b"failed by handler|" + b"{}")
+    await engine.settle(aredis, SHOP, [dead], now_ms=T0 + 1100, retention_ms=10**9)
     await beat(aredis, "shop", "w1", T0 + 9000)
     await beat(aredis, "shop", "w0", T0 - 60_000)
 
@@ -159,10 +159,10 @@ async def test_settled_tasks_count_as_signs_of_a_worker_that_stopped_cleanly(
 ) -> None:
     """A worker that left cleanly removed its record, but the task it finished shows it lived."""
     await register(aredis, "shop")
-    await scripts.enqueue(aredis, SHOP, "default", T0, [new_task("a")])
+    await engine.enqueue(aredis, SHOP, "default", T0, [new_task("a")])
     a = await claim_one(aredis, "default", T0, "w1")
-    ok = scripts.Outcome("a", a.token, "default", "ok")
-    await scripts.settle(aredis, SHOP, [ok], now_ms=T0 + 100, retention_ms=10**9)
+    ok = engine.Outcome("a", a.token, "default", "ok")
+    await engine.settle(aredis, SHOP, [ok], now_ms=T0 + 100, retention_ms=10**9)
 
     [app] = (await bus_status(aredis, "bus", now_ms=T0 + 60_000)).apps
     assert app.last_seen_ms == T0 + 100
@@ -174,9 +174,9 @@ async def test_apps_are_found_by_registry_and_by_their_keys_under_our_prefix_onl
 ) -> None:
     """An app with queues but no registration is listed; another prefix's apps are not."""
     await register(aredis, "billing")
-    await scripts.enqueue(aredis, SHOP, "default", T0, [new_task("a")])
+    await engine.enqueue(aredis, SHOP, "default", T0, [new_task("a")])
     other = AppKeys("b*s", "intruder")
-    await scripts.enqueue(aredis, other, "default", T0, [new_task("x")])
+    await engine.enqueue(aredis, other, "default", T0, [new_task("x")])
     await aredis.set("bus:app:{Not An App}:queues", b"junk")
 
     assert await app_names(aredis, "bus") == (["billing"], ["shop"])
@@ -193,19 +193,19 @@ async def test_apps_are_found_by_registry_and_by_their_keys_under_our_prefix_onl
 
 async def test_task_history_is_reconstructed_across_a_replay(aredis: Redis) -> None:
     """Created, failures with their workers, death, replay, the last start and success, in order."""
-    await scripts.enqueue(aredis, SHOP, "default", T0, [new_task("t", max_attempts=2)])
+    await engine.enqueue(aredis, SHOP, "default", T0, [new_task("t", max_attempts=2)])
     first = await claim_one(aredis, "default", T0 + 100, "w1")
     retry = f"{T0 + 300}|".encode() + failure("boom 1", attempt=1, at_ms=T0 + 200, worker="w1")
-    outcome = scripts.Outcome("t", first.token, "default", "retry", retry)
-    await scripts.settle(aredis, SHOP, [outcome], now_ms=T0 + 200, retention_ms=10**9)
+    outcome = engine.Outcome("t", first.token, "default", "retry", retry)
+    await engine.settle(aredis, SHOP, [outcome], now_ms=T0 + 200, retention_ms=10**9)
     second = await claim_one(aredis, "default", T0 + 300, "w1")
     died = b"attempts exhausted|" + failure("boom 2", attempt=2, at_ms=T0 + 400, worker="w1")
-    outcome = scripts.Outcome("t", second.token, "default", "dead", died)
-    await scripts.settle(aredis, SHOP, [outcome], now_ms=T0 + 400, retention_ms=10**9)
-    assert await scripts.replay(aredis, SHOP, "default", T0 + 1000, ["t"]) == [True]
+    outcome = engine.Outcome("t", second.token, "default", "dead", died)
+    await engine.settle(aredis, SHOP, [outcome], now_ms=T0 + 400, retention_ms=10**9)
+    assert await features.replay(aredis, SHOP, "default", T0 + 1000, ["t"]) == [True]
     third = await claim_one(aredis, "default", T0 + 2000, "w2")
-    ok = scripts.Outcome("t", third.token, "default", "ok")
-    await scripts.settle(aredis, SHOP, [ok], now_ms=T0 + 2100, retention_ms=10**9)
+    ok = engine.Outcome("t", third.token, "default", "ok")
+    await engine.settle(aredis, SHOP, [ok], now_ms=T0 + 2100, retention_ms=10**9)
 
     task = await read_task(aredis, "bus", "shop", "t")
     history = [(e.at_ms - T0, e.event, e.detail) for e in task.history()]
@@ -269,8 +269,8 @@ async def test_event_lineage_shows_each_subscription_and_its_task_state(aredis: 
     await register(aredis, "late", SubscriptionSpec("late", "audit", ("order.*",)))
     task = await claim_one(aredis, "default", T0 + 10, "w1")
     died = b"failed by handler|" + failure("no stock", attempt=1, at_ms=T0 + 20, worker="w1")
-    outcome = scripts.Outcome(task.id, task.token, "default", "dead", died)
-    await scripts.settle(aredis, SHOP, [outcome], now_ms=T0 + 20, retention_ms=10**9)
+    outcome = engine.Outcome(task.id, task.token, "default", "dead", died)
+    await engine.settle(aredis, SHOP, [outcome], now_ms=T0 + 20, retention_ms=10**9)
 
     doc = (await event_lineage(aredis, "bus", key)).to_doc()
     assert (doc["key"], doc["type"], doc["pending"]) == (key, "order.placed", False)

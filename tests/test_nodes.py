@@ -22,7 +22,7 @@ from bus.core.schedule import every
 from bus.enqueue import EnqueueItem
 from bus.nodes import copy_id, node_queue
 from bus.recurring import Recurring
-from bus.store import scripts
+from bus.store import features
 from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 from tests.procs.runner import Proc, processes, wait_until
@@ -155,7 +155,7 @@ async def test_recurring_broadcast_runs_on_every_node_at_each_slot(aredis: Redis
 
 async def test_star_worker_never_serves_another_nodes_queue(aredis: Redis) -> None:
     """A copy for node 'ghost' waits in its queue; a '*' worker of another node leaves it."""
-    await scripts.node_beat(
+    await features.node_beat(
         aredis, KEYS, "ghost", now_ms=_now(), ttl_ms=60_000, queue_prefix="node."
     )
     ref = (
@@ -169,7 +169,7 @@ async def test_star_worker_never_serves_another_nodes_queue(aredis: Redis) -> No
 
 async def test_node_whose_time_ran_out_is_dropped_with_its_waiting_copies(aredis: Redis) -> None:
     """Any worker's beat drops a silent node: registry entry, queue and copies."""
-    await scripts.node_beat(
+    await features.node_beat(
         aredis, KEYS, "gone", now_ms=_now() - 10_000, ttl_ms=1, queue_prefix="node."
     )
     ref = (await Bus(redis=aredis).enqueue_many("fleet", [EnqueueItem("wipe", queue="node.gone")]))[

@@ -27,7 +27,7 @@ from bus.client import Bus
 from bus.core import clock
 from bus.core.options import MAX_PREFETCH
 from bus.enqueue import EnqueueItem, prepare
-from bus.store import scripts
+from bus.store import engine, transport
 from bus.store.keys import AppKeys
 from bus.worker import loop, upkeep
 from tests.engine_helpers import eventually, running_worker
@@ -234,7 +234,7 @@ async def test_prefetch_zero_claims_only_for_free_slots(
 ) -> None:
     """With prefetch 0 the worker never holds more tasks than it runs."""
     asked: list[int] = []
-    claim, claim_when_woken = scripts.claim, scripts.claim_when_woken
+    claim, claim_when_woken = engine.claim, engine.claim_when_woken
 
     async def spy_claim(*args: Any, **kwargs: Any) -> Any:
         asked.append(kwargs["max_tasks"])
@@ -244,8 +244,8 @@ async def test_prefetch_zero_claims_only_for_free_slots(
         asked.append(kwargs["max_tasks"])
         return await claim_when_woken(*args, **kwargs)
 
-    monkeypatch.setattr(scripts, "claim", spy_claim)
-    monkeypatch.setattr(scripts, "claim_when_woken", spy_claim_when_woken)
+    monkeypatch.setattr(engine, "claim", spy_claim)
+    monkeypatch.setattr(engine, "claim_when_woken", spy_claim_when_woken)
     gate = asyncio.Event()
     calls: list[int] = []
     app = gated_app(gate, calls)
@@ -278,7 +278,7 @@ async def test_ready_task_whose_lease_was_lost_never_runs_here(
         assert list(worker._ready) == [stolen]
         # Its lease "expires"; another worker's claim recovers and takes it.
         assert await aredis.zadd(QUEUE.inflight, {stolen: 1}, xx=True, ch=True) == 1
-        result = await scripts.claim(
+        result = await engine.claim(
             aredis,
             KEYS,
             ["default"],
@@ -324,7 +324,7 @@ async def test_heartbeat_renews_the_leases_of_ready_tasks(bus: Bus, aredis: Redi
             what="the first lease deadline to pass",
         )
         # Any other worker's claim would recover expired leases now.
-        probe = await scripts.claim(
+        probe = await engine.claim(
             aredis,
             KEYS,
             ["default"],
@@ -413,7 +413,7 @@ async def test_claim_when_woken_uses_the_server_clock(bus: Bus, aredis: Redis) -
     """The claim behind the wait promotes a task due by the server's clock, not the send time."""
     app = App(APP)
     # Load the claim script so the pipelined EVALSHA finds it.
-    await scripts.claim(
+    await engine.claim(
         aredis,
         KEYS,
         ["default"],
@@ -430,7 +430,7 @@ async def test_claim_when_woken_uses_the_server_clock(bus: Bus, aredis: Redis) -
         await aredis.lpush(wake, "1")
 
     poker = asyncio.create_task(poke())
-    popped, result = await scripts.claim_when_woken(
+    popped, result = await engine.claim_when_woken(
         aredis,
         KEYS,
         ["default"],
@@ -479,7 +479,7 @@ async def test_tasks_arriving_as_an_idle_worker_stops_are_not_lost(
         # The event loop is blocked from here to stop(): the server wakes the
         # worker and runs the claim behind its wait, but the worker reads that
         # reply only after stop() (as when SIGTERM lands in the same instant).
-        scripts.run_calls_sync(sync, [scripts.enqueue_call(KEYS, "default", now, tasks)])
+        transport.run_calls_sync(sync, [engine.enqueue_call(KEYS, "default", now, tasks)])
         deadline = time.monotonic() + 2
         while sync.zcard(QUEUE.inflight) < 5:
             assert time.monotonic() < deadline, "the claim behind the wait did not run"
@@ -498,15 +498,15 @@ async def test_woken_worker_claims_after_the_server_forgot_the_claim_script(
     bus: Bus, aredis: Redis, logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After SCRIPT FLUSH the claim behind the wait gets NOSCRIPT; the worker claims again."""
-    woken: list[tuple[bytes | None, scripts.ClaimResult | None]] = []
-    claim_when_woken = scripts.claim_when_woken
+    woken: list[tuple[bytes | None, engine.ClaimResult | None]] = []
+    claim_when_woken = engine.claim_when_woken
 
     async def spy(*args: Any, **kwargs: Any) -> Any:
         result = await claim_when_woken(*args, **kwargs)
         woken.append(result)
         return result
 
-    monkeypatch.setattr(scripts, "claim_when_woken", spy)
+    monkeypatch.setattr(engine, "claim_when_woken", spy)
     app = App(APP)
     done = asyncio.Event()
 

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from bus import App, Settings, TaskContext
 from bus.core.schedule import Schedule, cron, every
 from bus.recurring import Recurring, RecurringChains, occurrence_id, parse_occurrence_id
-from bus.store import scripts
+from bus.store import engine, features, transport
 from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 from tests.procs.runner import Proc, processes, wait_until
@@ -75,14 +75,14 @@ async def pending(aredis: Redis) -> list[str]:
 
 async def run_occurrence(aredis: Redis, task_id: str, queue: str, now_ms: int) -> None:
     """Claim and settle one occurrence as succeeded, without moving the chain."""
-    claimed = await scripts.claim(
+    claimed = await engine.claim(
         aredis, KEYS, [queue], now_ms=now_ms, lease_ms=5_000, max_tasks=10, worker_id="t"
     )
     (task,) = [t for t in claimed.tasks if t.id == task_id]
-    await scripts.settle(
+    await engine.settle(
         aredis,
         KEYS,
-        [scripts.Outcome(task.id, task.token, queue, "ok")],
+        [engine.Outcome(task.id, task.token, queue, "ok")],
         now_ms=now_ms,
         retention_ms=86_400_000,
     )
@@ -134,11 +134,11 @@ async def test_a_move_from_an_occurrence_that_is_no_longer_current_changes_nothi
     chain = chains(aredis, Recurring("report", every(PERIOD)))
     await chain.sync(T0 - 10, full=True)
     await chain.after_settled(
-        [scripts.Outcome(occurrence_id("report", T0), "", "reports", "ok")], T0
+        [engine.Outcome(occurrence_id("report", T0), "", "reports", "ok")], T0
     )
     before = await aredis.hgetall(KEYS.state)
     current = await aredis.hget(KEYS.recurring, "report")
-    stale = scripts.recur_call(
+    stale = features.recur_call(
         KEYS,
         now_ms=T0,
         name="report",
@@ -146,10 +146,10 @@ async def test_a_move_from_an_occurrence_that_is_no_longer_current_changes_nothi
         seen_fp="",
         seen_queue="reports",
         entry=b'{"slot": 1, "id": "rec.report.1", "fp": "x", "q": "reports"}',
-        task=scripts.NewTask("rec.report.1", b"{}", 1, 1),
+        task=engine.NewTask("rec.report.1", b"{}", 1, 1),
         queue="reports",
     )
-    assert await scripts.run_calls(aredis, [stale]) == [[0, current]]
+    assert await transport.run_calls(aredis, [stale]) == [[0, current]]
     assert await aredis.hgetall(KEYS.state) == before
     assert await aredis.hget(KEYS.recurring, "report") == current
 
@@ -170,7 +170,7 @@ async def test_next_occurrence_follows_the_finished_slot_not_now(aredis: Redis) 
     await chain.sync(T0 - 10, full=True)
     first = occurrence_id("report", T0)
     await run_occurrence(aredis, first, "reports", T0 + 150)
-    moved = await chain.after_settled([scripts.Outcome(first, "", "reports", "ok")], T0 + 150)
+    moved = await chain.after_settled([engine.Outcome(first, "", "reports", "ok")], T0 + 150)
     assert moved == 1
     assert await pending(aredis) == [occurrence_id("report", T0 + PERIOD)]
 
@@ -180,7 +180,7 @@ async def test_a_dead_occurrence_also_moves_the_chain(aredis: Redis) -> None:
     chain = chains(aredis, Recurring("report", every(PERIOD)))
     await chain.sync(T0 - 10, full=True)
     first = occurrence_id("report", T0)
-    await chain.after_settled([scripts.Outcome(first, "", "reports", "dead")], T0 + 5)
+    await chain.after_settled([engine.Outcome(first, "", "reports", "dead")], T0 + 5)
     assert (await entries(aredis))["report"]["slot"] == T0 + PERIOD
 
 
@@ -190,10 +190,10 @@ async def test_retry_outcomes_and_other_tasks_do_not_move_the_chain(aredis: Redi
     await chain.sync(T0 - 10, full=True)
     first = occurrence_id("report", T0)
     outcomes = [
-        scripts.Outcome(first, "", "reports", "retry"),
-        scripts.Outcome("rec.report.123", "", "reports", "ok"),
-        scripts.Outcome(f"{first}@node-1", "", "node.node-1", "ok"),
-        scripts.Outcome("order-7", "", "default", "ok"),
+        engine.Outcome(first, "", "reports", "retry"),
+        engine.Outcome("rec.report.123", "", "reports", "ok"),
+        engine.Outcome(f"{first}@node-1", "", "node.node-1", "ok"),
+        engine.Outcome("order-7", "", "default", "ok"),
     ]
     assert await chain.after_settled(outcomes, T0 + 5) == 0
     assert (await entries(aredis))["report"]["id"] == first
@@ -204,7 +204,7 @@ async def test_long_run_skips_the_slots_it_overran(aredis: Redis) -> None:
     chain = chains(aredis, Recurring("report", every(PERIOD)))
     await chain.sync(T0 - 10, full=True)
     first = occurrence_id("report", T0)
-    await chain.after_settled([scripts.Outcome(first, "", "reports", "ok")], T0 + 1_050)
+    await chain.after_settled([engine.Outcome(first, "", "reports", "ok")], T0 + 1_050)
     assert (await entries(aredis))["report"]["slot"] == T0 + 1_200
 
 
@@ -253,7 +253,7 @@ async def test_running_occurrence_finishes_after_a_change_without_moving_the_cha
     """A change leaves a running occurrence alone; its outcome then moves nothing."""
     await chains(aredis, Recurring("report", every(PERIOD))).sync(T0 - 10, full=True)
     running = occurrence_id("report", T0)
-    claimed = await scripts.claim(
+    claimed = await engine.claim(
         aredis, KEYS, ["reports"], now_ms=T0, lease_ms=5_000, max_tasks=1, worker_id="t"
     )
     assert [t.id for t in claimed.tasks] == [running]
@@ -261,8 +261,8 @@ async def test_running_occurrence_finishes_after_a_change_without_moving_the_cha
     await changed_chain.sync(T0 + 10, full=True)
     assert (await occurrences(aredis))[running] == "running"
     next_id = (await entries(aredis))["report"]["id"]
-    outcome = scripts.Outcome(running, claimed.tasks[0].token, "reports", "ok")
-    await scripts.settle(aredis, KEYS, [outcome], now_ms=T0 + 20, retention_ms=60_000)
+    outcome = engine.Outcome(running, claimed.tasks[0].token, "reports", "ok")
+    await engine.settle(aredis, KEYS, [outcome], now_ms=T0 + 20, retention_ms=60_000)
     assert await changed_chain.after_settled([outcome], T0 + 20) == 0
     assert (await entries(aredis))["report"]["id"] == next_id
 
@@ -323,7 +323,7 @@ async def test_catch_up_runs_stop_at_the_present(aredis: Redis) -> None:
     for _ in range(4):
         (current,) = await pending(aredis)
         slots.append(parse_occurrence_id(current)[1])  # type: ignore[index]
-        await chain.after_settled([scripts.Outcome(current, "", "reports", "ok")], now)
+        await chain.after_settled([engine.Outcome(current, "", "reports", "ok")], now)
     assert slots == [now - 400, now - 200, now, now + 200]
 
 

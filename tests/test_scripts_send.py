@@ -1,4 +1,4 @@
-"""Tests of how bus.store.scripts sends script calls: packed by hand, with fallbacks."""
+"""Tests of how bus.store.transport sends script calls: packed by hand, with fallbacks."""
 
 from __future__ import annotations
 
@@ -15,24 +15,23 @@ from redis.credentials import UsernamePasswordCredentialProvider
 from redis.exceptions import ResponseError
 
 from bus.client import Bus
-from bus.store import scripts
+from bus.store import engine, own, scripts, transport
 from bus.store.keys import AppKeys
-from bus.store.scripts import own
 from tests.redis_server import MakeRedisServer
 
 KEYS = AppKeys("bus", "shop")
 T0 = 1_700_000_000_000
 
 
-def _task(task_id: str) -> scripts.NewTask:
-    return scripts.NewTask(task_id, b'{"id":"%s"}' % task_id.encode(), 3, 0)
+def _task(task_id: str) -> engine.NewTask:
+    return engine.NewTask(task_id, b'{"id":"%s"}' % task_id.encode(), 3, 0)
 
 
 async def test_a_flushed_script_cache_is_loaded_again(aredis: redis.asyncio.Redis) -> None:
     """After SCRIPT FLUSH (a restarted server) a call loads its script and runs once."""
-    await scripts.enqueue(aredis, KEYS, "default", T0, [_task("a")])
+    await engine.enqueue(aredis, KEYS, "default", T0, [_task("a")])
     await aredis.script_flush()
-    assert await scripts.enqueue(aredis, KEYS, "default", T0, [_task("b")]) == [True]
+    assert await engine.enqueue(aredis, KEYS, "default", T0, [_task("b")]) == [True]
     assert await aredis.lrange(KEYS.queue("default").ready, 0, -1) == [b"b", b"a"]
 
 
@@ -42,39 +41,39 @@ async def test_a_script_error_is_raised_and_the_connection_stays_usable(
     """A Lua error comes back as ResponseError; the next calls on the client still work."""
     await aredis.set(KEYS.state, b"not a hash")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await scripts.enqueue(aredis, KEYS, "default", T0, [_task("a")])
+        await engine.enqueue(aredis, KEYS, "default", T0, [_task("a")])
     await aredis.delete(KEYS.state)
-    assert await scripts.enqueue(aredis, KEYS, "default", T0, [_task("a")]) == [True]
+    assert await engine.enqueue(aredis, KEYS, "default", T0, [_task("a")]) == [True]
     assert await aredis.ping()
 
 
 async def test_calls_work_after_the_pool_was_disconnected(aredis: redis.asyncio.Redis) -> None:
     """A kept connection that the pool closed (client closed, server gone) is replaced."""
-    await scripts.enqueue(aredis, KEYS, "default", T0, [_task("a")])
+    await engine.enqueue(aredis, KEYS, "default", T0, [_task("a")])
     await aredis.connection_pool.disconnect()
-    assert await scripts.enqueue(aredis, KEYS, "default", T0, [_task("b")]) == [True]
+    assert await engine.enqueue(aredis, KEYS, "default", T0, [_task("b")]) == [True]
     await aredis.client_kill_filter(_type="normal", skipme=False)
-    assert await scripts.enqueue(aredis, KEYS, "default", T0, [_task("c")]) == [True]
+    assert await engine.enqueue(aredis, KEYS, "default", T0, [_task("c")]) == [True]
 
 
 async def test_pipelined_calls_return_one_reply_each(aredis: redis.asyncio.Redis) -> None:
     """run_calls sends several calls in one write and returns their replies in order."""
     calls = [
-        scripts.enqueue_call(KEYS, "default", T0, [_task("a"), _task("b")]),
-        scripts.enqueue_call(KEYS, "low", T0, [_task("c")]),
-        scripts.enqueue_call(KEYS, "default", T0, [_task("a")]),
+        engine.enqueue_call(KEYS, "default", T0, [_task("a"), _task("b")]),
+        engine.enqueue_call(KEYS, "low", T0, [_task("c")]),
+        engine.enqueue_call(KEYS, "default", T0, [_task("a")]),
     ]
-    assert await scripts.run_calls(aredis, calls) == [[1, 1], [1], [0]]
+    assert await transport.run_calls(aredis, calls) == [[1, 1], [1], [0]]
 
 
 def test_sync_calls_match_async_ones(redis_url: str) -> None:
     """run_calls_sync sends the same protocol and survives a killed connection."""
     client = redis.Redis.from_url(redis_url)
     try:
-        call = scripts.enqueue_call(KEYS, "default", T0, [_task("a")])
-        assert scripts.run_calls_sync(client, [call]) == [[1]]
+        call = engine.enqueue_call(KEYS, "default", T0, [_task("a")])
+        assert transport.run_calls_sync(client, [call]) == [[1]]
         client.client_kill_filter(_type="normal", skipme=False)
-        assert scripts.run_calls_sync(client, [call]) == [[0]]
+        assert transport.run_calls_sync(client, [call]) == [[0]]
     finally:
         client.close()
 
@@ -100,8 +99,8 @@ def _connections_received(client: redis.Redis) -> int:
 
 
 def _enqueue_one(client: redis.Redis, task_id: str) -> None:
-    call = scripts.enqueue_call(KEYS, "default", T0, [_task(task_id)])
-    assert scripts.run_calls_sync(client, [call]) == [[1]]
+    call = engine.enqueue_call(KEYS, "default", T0, [_task(task_id)])
+    assert transport.run_calls_sync(client, [call]) == [[1]]
 
 
 def test_sync_calls_reuse_one_connection_beside_the_pool(redis_url: str) -> None:
@@ -235,8 +234,8 @@ def test_clients_whose_connections_redis_py_manages_keep_the_pool(
         ):
             pytest.skip("redis-py gave this client no maintenance-notification handler")
         assert own.take(client) is None
-        call = scripts.enqueue_call(KEYS, "default", T0, [_task("a")])
-        assert scripts.run_calls_sync(client, [call]) == [[1]]
-        assert scripts.run_calls_sync(client, [call]) == [[0]]
+        call = engine.enqueue_call(KEYS, "default", T0, [_task("a")])
+        assert transport.run_calls_sync(client, [call]) == [[1]]
+        assert transport.run_calls_sync(client, [call]) == [[0]]
     finally:
         client.close()

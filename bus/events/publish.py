@@ -36,7 +36,7 @@ from bus.events.router import (
     routing_calls,
 )
 from bus.events.schemas import SchemaError, SchemaRegistry
-from bus.store import scripts
+from bus.store import scripts, transport
 from bus.store.keys import BusKeys
 
 __all__ = ["EventNotRecorded", "EventSpec", "PublishReport", "Publisher"]
@@ -294,7 +294,7 @@ class Publisher:
                         pipe.hmget(self.keys.confirmed, step.keys)
                         reply = await pipe.execute()
                 else:
-                    reply = await scripts.run_calls(client, step.calls, raise_on_error=False)
+                    reply = await transport.run_calls(client, step.calls, raise_on_error=False)
         except StopIteration as done:
             result: _Done = done.value
             return result
@@ -313,7 +313,7 @@ class Publisher:
                         pipe.hmget(self.keys.confirmed, step.keys)
                         reply = pipe.execute()
                 else:
-                    reply = scripts.run_calls_sync(client, step.calls, raise_on_error=False)
+                    reply = transport.run_calls_sync(client, step.calls, raise_on_error=False)
         except StopIteration as done:
             result: _Done = done.value
             return result

@@ -44,7 +44,7 @@ from redis.asyncio import Redis
 from bus.core.task import TaskRecord
 from bus.errors import BusError
 from bus.events.registry import Registry, SubscriptionSpec, load_registry
-from bus.store import scripts
+from bus.store import engine, scripts, transport
 from bus.store.keys import BusKeys, app_keys
 
 log = structlog.get_logger("bus.router")
@@ -142,7 +142,7 @@ def route_calls(
             again, since their tasks may have run and been pruned since.
     """
     plan = _plan(registry)
-    groups: defaultdict[tuple[str, str], list[scripts.NewTask]] = defaultdict(list)
+    groups: defaultdict[tuple[str, str], list[engine.NewTask]] = defaultdict(list)
     checks: defaultdict[str, list[Any]] = defaultdict(list)
     task_of = plan.task
     created = b"%d" % now_ms
@@ -158,7 +158,7 @@ def route_calls(
     apps = []
     count = 0
     for (app, queue), group in groups.items():
-        calls.append(scripts.enqueue_call(app_keys(prefix, app), queue, now_ms, group))
+        calls.append(engine.enqueue_call(app_keys(prefix, app), queue, now_ms, group))
         apps.append(app)
         count += len(group)
     return Routing(calls, apps, count, [e.key for e in events], checks)
@@ -197,7 +197,7 @@ class _Plan:
 
     def task(
         self, spec: SubscriptionSpec, event: RoutedEvent, now_ms: int, created: bytes
-    ) -> scripts.NewTask:
+    ) -> engine.NewTask:
         """The task of ``event`` for ``spec``: the bytes ``TaskRecord.encode`` gives."""
         parts = self._records.get(id(spec))
         if parts is None or parts[0] is not spec:
@@ -219,7 +219,7 @@ class _Plan:
                 b"}",
             )
         )
-        return scripts.NewTask(task_id, record, spec.max_attempts, run_at)
+        return engine.NewTask(task_id, record, spec.max_attempts, run_at)
 
 
 # Event types remembered per plan (a flood of distinct types is routed unplanned).
@@ -420,7 +420,7 @@ class PendingSweep:
             registry = await load_registry(client, keys)
             routing = route_calls(self.prefix, registry, events, now_ms, skip)
             calls = routing_calls(keys, registry, routing)
-            replies = await scripts.run_calls(client, calls, raise_on_error=False)
+            replies = await transport.run_calls(client, calls, raise_on_error=False)
             outcome = route_outcome(routing, registry, replies)
             if outcome.current:
                 break

@@ -33,7 +33,7 @@ from bus.core import clock
 from bus.errors import BusError
 from bus.events.matching import PatternError, compile_pattern
 from bus.inspect.lineage import TaskSnapshot, read_tasks
-from bus.store import scripts
+from bus.store import features, transport
 from bus.store.keys import AppKeys, validate_app_name, validate_queue_name
 from bus.store.redis_errors import maps_client_errors
 
@@ -445,8 +445,8 @@ async def replay(
         for task_id, queue in chunk:
             groups.setdefault(queue, []).append(task_id)
         now = clock.now_ms()
-        calls = [scripts.replay_call(keys, q, now, group) for q, group in groups.items()]
-        results = await scripts.run_calls(client, calls)
+        calls = [features.replay_call(keys, q, now, group) for q, group in groups.items()]
+        results = await transport.run_calls(client, calls)
         for (queue, group), flags in zip(groups.items(), results, strict=True):
             for task_id, flag in zip(group, flags, strict=True):
                 if flag:
@@ -512,6 +512,6 @@ async def purge(
         targets = [t.id for t in selection.tasks]
     purged = 0
     for start in range(0, len(targets), max(1, batch)):
-        flags = await scripts.purge(client, keys, targets[start : start + max(1, batch)])
+        flags = await features.purge(client, keys, targets[start : start + max(1, batch)])
         purged += sum(flags)
     return purged

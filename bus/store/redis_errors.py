@@ -23,7 +23,7 @@ fan-out error), and the redis-py exception stays chained as ``__cause__``.
 A NOPERM reply does not say which key was refused, so the message names the
 command and its keys from a note attached where the command was sent
 (:func:`note_command`): by the clients :mod:`bus.store.connection` builds, by the
-script runner of :mod:`bus.store.scripts`, or from redis-py's own annotation of a
+script runner of :mod:`bus.store.transport`, or from redis-py's own annotation of a
 failed pipeline command.
 """
 

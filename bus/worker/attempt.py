@@ -31,7 +31,7 @@ from bus.core import clock
 from bus.core.context import TaskContext
 from bus.core.task import TaskRecord
 from bus.nodes import is_node_queue
-from bus.store.scripts import ClaimedTask, Outcome
+from bus.store.engine import ClaimedTask, Outcome
 from bus.worker.execute import OK, Verdict, call_handler, error_text, judge, reason_doc
 
 if TYPE_CHECKING:

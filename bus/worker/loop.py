@@ -44,9 +44,9 @@ from bus.core.options import MAX_PREFETCH
 from bus.core.task import TaskRecord
 from bus.nodes import Node, default_node, is_node_queue
 from bus.recurring import Recurring, RecurringChains
-from bus.store import scripts
+from bus.store import engine
+from bus.store.engine import ClaimedTask, Held, Outcome
 from bus.store.keys import AppKeys, validate_queue_name
-from bus.store.scripts import ClaimedTask, Held, Outcome
 from bus.worker.attempt import run_attempt
 from bus.worker.execute import OK, HandlerThreads, Verdict, judge
 from bus.worker.upkeep import heartbeat_loop, shutdown, status_record
@@ -260,7 +260,7 @@ class Worker:
                 watchdog.stop()
 
     async def _claim_loop(self) -> None:
-        woken: scripts.ClaimResult | None = None
+        woken: engine.ClaimResult | None = None
         while not self._stopping:
             free = self.concurrency - len(self._running)
             room = free + self.prefetch - len(self._ready)
@@ -280,7 +280,7 @@ class Worker:
                 result, woken = woken, None
             else:
                 try:
-                    result = await scripts.claim(
+                    result = await engine.claim(
                         self.redis,
                         self.keys,
                         queues,
@@ -309,7 +309,7 @@ class Worker:
             elif await self._burst_idle(result, settles_before):
                 return
 
-    def _log_damaged(self, result: scripts.ClaimResult) -> None:
+    def _log_damaged(self, result: engine.ClaimResult) -> None:
         # The claim dead-lettered these in the same step; each is reported by
         # exactly one claim, so this is the one log line per damaged task.
         for task_id, reason in result.damaged:
@@ -327,7 +327,7 @@ class Worker:
             self._ready[task.id] = task  # on stop, handed back at once
         self._start_ready()
 
-    async def _burst_idle(self, result: scripts.ClaimResult, settles_before: int) -> bool:
+    async def _burst_idle(self, result: engine.ClaimResult, settles_before: int) -> bool:
         """In burst mode: True once nothing runs, is due, or awaits settling."""
         if result.tasks or self._settles != settles_before:
             # A settle that completed while this claim was in flight may have
@@ -366,7 +366,7 @@ class Worker:
 
     async def _wait_for_work(
         self, queues: list[str], next_wake_ms: int | None, room: int
-    ) -> scripts.ClaimResult | None:
+    ) -> engine.ClaimResult | None:
         """Block until work may be there; return the claim made on waking, if any."""
         wake_keys = [self.keys.queue(q).wake for q in queues]
         if "*" in self.queues:
@@ -382,7 +382,7 @@ class Worker:
         try:
             # The server-side timeout is only a liveness guard for half-open
             # connections; work and due times wake us through the lists.
-            popped, result = await scripts.claim_when_woken(
+            popped, result = await engine.claim_when_woken(
                 self.redis,
                 self.keys,
                 queues,
@@ -480,7 +480,7 @@ class Worker:
     async def _settle(self, batch: list[Outcome]) -> None:
         while True:
             try:
-                rejected = await scripts.settle(
+                rejected = await engine.settle(
                     self.redis,
                     self.keys,
                     batch,

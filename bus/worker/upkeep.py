@@ -17,8 +17,8 @@ import structlog
 from redis.exceptions import RedisError
 
 from bus.core import clock
-from bus.store import scripts
-from bus.store.scripts import Held
+from bus.store import engine
+from bus.store.engine import Held
 
 if TYPE_CHECKING:
     from bus.worker.loop import Worker
@@ -77,13 +77,13 @@ async def beat(worker: Worker) -> None:
     now = clock.now_ms()
     held = list(worker._unsettled.values())
     if held:
-        lost = await scripts.renew(
+        lost = await engine.renew(
             worker.redis, worker.keys, held, now_ms=now, lease_ms=worker.lease_ms
         )
         tokens = {h.id: h.token for h in held}
         for task_id in lost:
             worker._lose(task_id, tokens[task_id])
-    reaped = await scripts.beat(
+    reaped = await engine.beat(
         worker.redis,
         worker.keys,
         worker.id,
@@ -144,7 +144,7 @@ async def shutdown(worker: Worker, settler: asyncio.Task[None], beater: asyncio.
         log.error("heartbeat_unfinished", app=worker.app.name, worker=worker.id)
     try:
         await worker.node.leave(clock.now_ms())
-        await scripts.beat(
+        await engine.beat(
             worker.redis,
             worker.keys,
             worker.id,
@@ -171,7 +171,7 @@ async def hand_back(worker: Worker, held: list[Held]) -> None:
         worker._forget(unsettled.id, unsettled.token)
     for _ in range(20):
         try:
-            count = await scripts.release(worker.redis, worker.keys, held, now_ms=clock.now_ms())
+            count = await engine.release(worker.redis, worker.keys, held, now_ms=clock.now_ms())
             log.info("tasks_handed_back", app=worker.app.name, count=count)
             return
         except RedisError as exc:
