@@ -71,7 +71,6 @@ OVERSIZED = {
     "bus.events.router",
     "bus.inspect.deadletters",
     "bus.inspect.lineage",
-    "bus.store.scripts",
     "bus.worker.loop",
 }
 
