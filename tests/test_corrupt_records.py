@@ -41,12 +41,6 @@ KEYS = AppKeys("bus", APP)
 QUEUE = KEYS.queue("default")
 
 
-@pytest.fixture
-def bus(aredis: Redis) -> Bus:
-    """A Bus on the test's private Redis."""
-    return Bus(redis=aredis)
-
-
 def shop(done: list[Any]) -> App:
     """An app whose ``job`` records its payload, and whose ``on-event`` records the event."""
     app = App(APP)

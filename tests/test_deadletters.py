@@ -27,12 +27,6 @@ APP = "shop"
 KEYS = AppKeys("bus", APP)
 
 
-@pytest.fixture
-def bus(aredis: Redis) -> Bus:
-    """A Bus on the test's private Redis."""
-    return Bus(redis=aredis)
-
-
 def doomed_app(runs: list[Any] | None = None, *, fail: bool = True) -> App:
     """An app whose ``job`` fails for good (or succeeds when ``fail`` is False)."""
     app = App(APP)

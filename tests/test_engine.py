@@ -18,12 +18,6 @@ from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 
 
-@pytest.fixture
-def bus(aredis: Redis) -> Bus:
-    """A Bus on the test's private Redis."""
-    return Bus(redis=aredis)
-
-
 async def test_enqueue_writes_record_and_state_readable_by_id(bus: Bus) -> None:
     """An enqueued task can be read back by id with its payload and state."""
     ref = await bus.enqueue("shop", "ship", {"order": 7}, max_attempts=3, timeout_s=5)

@@ -35,9 +35,14 @@ def sync_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def bus(aredis: Redis, sync_client: redis.Redis) -> Bus:
-    """A Bus with both clients on the test's private Redis."""
-    return Bus(redis=aredis, sync_redis=sync_client)
+def sync_bus(bus: Bus, aredis: Redis, sync_client: redis.Redis) -> Bus:
+    """conftest's ``bus`` (its settings, its asyncio client) plus a blocking client.
+
+    Not the shared ``bus``: that one would open (and never close) a checked
+    blocking client of its own on the first ``*_sync`` call, and these tests
+    compare the two clients' writes on one server.
+    """
+    return Bus(bus.settings, redis=aredis, sync_redis=sync_client, source="tests")
 
 
 def _record(raw: bytes) -> dict[str, Any]:
@@ -66,12 +71,12 @@ def _declared_app() -> App:
     ids=["explicit-options", "declared-options"],
 )
 async def test_sync_and_async_write_the_same_record_and_state(
-    bus: Bus, aredis: Redis, make_app: Any, options: dict[str, Any]
+    sync_bus: Bus, aredis: Redis, make_app: Any, options: dict[str, Any]
 ) -> None:
     """Same inputs, same stored record and state (apart from id and time)."""
     app = make_app()
-    sync_ref = bus.enqueue_sync(app, "ship", {"order": 7}, **options)
-    async_ref = await bus.enqueue(app, "ship", {"order": 7}, **options)
+    sync_ref = sync_bus.enqueue_sync(app, "ship", {"order": 7}, **options)
+    async_ref = await sync_bus.enqueue(app, "ship", {"order": 7}, **options)
     assert sync_ref.added
     assert sync_ref.app == APP
     records = [await aredis.hget(KEYS.tasks, ref.id) for ref in (sync_ref, async_ref)]
@@ -86,7 +91,7 @@ async def test_sync_and_async_write_the_same_record_and_state(
     ]
 
 
-async def test_a_sync_enqueued_task_runs_on_a_worker(bus: Bus, aredis: Redis) -> None:
+async def test_a_sync_enqueued_task_runs_on_a_worker(sync_bus: Bus, aredis: Redis) -> None:
     """What enqueue_sync writes is a task a worker runs like any other."""
     app = App(APP)
     seen: list[Any] = []
@@ -95,10 +100,10 @@ async def test_a_sync_enqueued_task_runs_on_a_worker(bus: Bus, aredis: Redis) ->
     async def ship(payload: Any) -> None:
         seen.append(payload)
 
-    ref = bus.enqueue_sync(app, "ship", {"order": 1})
+    ref = sync_bus.enqueue_sync(app, "ship", {"order": 1})
 
     async def done() -> bool:
-        info = await bus.get_task(APP, ref.id)
+        info = await sync_bus.get_task(APP, ref.id)
         return info is not None and info.state is TaskState.SUCCEEDED
 
     async with running_worker(app, aredis):
@@ -106,17 +111,17 @@ async def test_a_sync_enqueued_task_runs_on_a_worker(bus: Bus, aredis: Redis) ->
     assert seen == [{"order": 1}]
 
 
-def test_a_known_id_is_a_noop(bus: Bus, sync_client: redis.Redis) -> None:
+def test_a_known_id_is_a_noop(sync_bus: Bus, sync_client: redis.Redis) -> None:
     """The second enqueue of an id changes nothing and says so."""
-    first = bus.enqueue_sync(APP, "ship", {"v": 1}, id="order-7")
-    second = bus.enqueue_sync(APP, "ship", {"v": 2}, id="order-7")
+    first = sync_bus.enqueue_sync(APP, "ship", {"v": 1}, id="order-7")
+    second = sync_bus.enqueue_sync(APP, "ship", {"v": 2}, id="order-7")
     assert (first.added, second.added) == (True, False)
     assert sync_client.llen(KEYS.queue("default").ready) == 1
     stored = orjson.loads(sync_client.hget(KEYS.tasks, "order-7") or b"{}")
     assert stored["payload"] == {"v": 1}
 
 
-def test_many_across_queues_in_one_call(bus: Bus, sync_client: redis.Redis) -> None:
+def test_many_across_queues_in_one_call(sync_bus: Bus, sync_client: redis.Redis) -> None:
     """Items for two queues, delayed and due ones: refs in the items' order."""
     items = [
         EnqueueItem("ship", {"i": 0}, queue="a"),
@@ -124,7 +129,7 @@ def test_many_across_queues_in_one_call(bus: Bus, sync_client: redis.Redis) -> N
         EnqueueItem("ship", {"i": 2}, queue="a", delay_s=60),
         EnqueueItem("ship", {"i": 3}, queue="b", id="fixed"),
     ]
-    refs = bus.enqueue_many_sync(APP, items)
+    refs = sync_bus.enqueue_many_sync(APP, items)
     assert [r.added for r in refs] == [True] * 4
     assert refs[3].id == "fixed"
     payloads = [orjson.loads(sync_client.hget(KEYS.tasks, r.id) or b"{}")["payload"] for r in refs]
@@ -135,13 +140,13 @@ def test_many_across_queues_in_one_call(bus: Bus, sync_client: redis.Redis) -> N
         refs[1].id.encode(),
         b"fixed",
     }
-    again = bus.enqueue_many_sync(APP, [EnqueueItem("ship", {"i": 9}, queue="b", id="fixed")])
+    again = sync_bus.enqueue_many_sync(APP, [EnqueueItem("ship", {"i": 9}, queue="b", id="fixed")])
     assert [r.added for r in again] == [False]
 
 
-def test_delay_puts_the_task_in_the_delayed_set(bus: Bus, sync_client: redis.Redis) -> None:
+def test_delay_puts_the_task_in_the_delayed_set(sync_bus: Bus, sync_client: redis.Redis) -> None:
     """A delayed task waits in the queue's delayed zset, scheduled."""
-    ref = bus.enqueue_sync(APP, "ship", None, delay_s=30)
+    ref = sync_bus.enqueue_sync(APP, "ship", None, delay_s=30)
     assert sync_client.zscore(KEYS.queue("default").delayed, ref.id) is not None
     assert sync_client.llen(KEYS.queue("default").ready) == 0
     state = orjson.loads(sync_client.hget(KEYS.state, ref.id) or b"{}")
@@ -183,7 +188,7 @@ def _many(app: str, items: list[EnqueueItem]) -> tuple[str, tuple[Any, ...], dic
     ],
 )
 async def test_bad_input_raises_like_async_and_writes_nothing(
-    bus: Bus,
+    sync_bus: Bus,
     sync_client: redis.Redis,
     call: tuple[str, tuple[Any, ...], dict[str, Any]],
     error: type[Exception],
@@ -191,10 +196,10 @@ async def test_bad_input_raises_like_async_and_writes_nothing(
 ) -> None:
     """A bad item fails the whole call as the async path does, before anything is written."""
     kind, args, options = call
-    bus.enqueue_sync(APP, "ship", {"before": True})
+    sync_bus.enqueue_sync(APP, "ship", {"before": True})
     before = dump_all(sync_client)
-    sync_call: Any = bus.enqueue_sync if kind == "one" else bus.enqueue_many_sync
-    async_call: Any = bus.enqueue if kind == "one" else bus.enqueue_many
+    sync_call: Any = sync_bus.enqueue_sync if kind == "one" else sync_bus.enqueue_many_sync
+    async_call: Any = sync_bus.enqueue if kind == "one" else sync_bus.enqueue_many
     with pytest.raises(error, match=message) as sync_error:
         sync_call(*args, **options)
     assert_unchanged(before, dump_all(sync_client))

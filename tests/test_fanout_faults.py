@@ -50,12 +50,6 @@ async def pending(client: Redis) -> list[str]:
     return [k.decode() for k in await client.zrange(KEYS.pending, 0, -1)]
 
 
-@pytest.fixture
-def bus(settings: Settings, aredis: Redis) -> Bus:
-    """A Bus on the private server with the repo's schemas."""
-    return Bus(settings, redis=aredis, source="tests")
-
-
 async def test_one_app_failing_leaves_the_event_pending_and_raises_naming_it(
     bus: Bus, aredis: Redis
 ) -> None:

@@ -8,7 +8,6 @@ worker logs what happened.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import threading
 import time
@@ -18,15 +17,12 @@ from typing import Any
 
 import orjson
 import pytest
-import structlog
 from redis.asyncio import Redis
-from structlog.testing import LogCapture
 
 from bus import App, TaskContext, TaskInfo, TaskState, Worker
 from bus.client import Bus
 from bus.config.settings import Settings
 from bus.store.keys import AppKeys
-from bus.worker import attempt, execute, upkeep, watchdog
 from bus.worker.__main__ import main as worker_main
 from bus.worker.execute import MESSAGE_CHARS, TRACEBACK_CHARS
 from bus.worker.watchdog import LoopWatchdog
@@ -37,27 +33,6 @@ APP = "faults"
 KEYS = AppKeys("bus", APP)
 
 Logs = list[dict[str, Any]]
-
-
-@pytest.fixture
-def bus(aredis: Redis) -> Bus:
-    """A Bus on the test's private Redis."""
-    return Bus(redis=aredis)
-
-
-@pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Logs:
-    """What the worker's attempt, handler, upkeep and watchdog modules log, from any thread."""
-    capture = LogCapture()
-    logger = structlog.wrap_logger(
-        None,
-        processors=[structlog.contextvars.merge_contextvars, capture],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    for module in (attempt, execute, watchdog, upkeep):
-        monkeypatch.setattr(module, "log", logger)
-    return capture.entries
 
 
 def events(logs: Logs, name: str) -> Logs:

@@ -9,7 +9,6 @@ wait, runs on the server's clock, and survives a server that forgot the script.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from typing import Any
@@ -18,9 +17,7 @@ import orjson
 import pytest
 import redis
 import redis.asyncio
-import structlog
 from redis.asyncio import Redis
-from structlog.testing import LogCapture
 
 from bus import App, TaskState, Worker
 from bus.client import Bus
@@ -37,27 +34,6 @@ KEYS = AppKeys("bus", APP)
 QUEUE = KEYS.queue("default")
 
 Logs = list[dict[str, Any]]
-
-
-@pytest.fixture
-def bus(aredis: Redis) -> Bus:
-    """A Bus on the test's private Redis."""
-    return Bus(redis=aredis)
-
-
-@pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Logs:
-    """What the worker loop and its upkeep log."""
-    capture = LogCapture()
-    logger = structlog.wrap_logger(
-        None,
-        processors=[structlog.contextvars.merge_contextvars, capture],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    for module in (loop, upkeep):
-        monkeypatch.setattr(module, "log", logger)
-    return capture.entries
 
 
 def events(logs: Logs, name: str) -> Logs:

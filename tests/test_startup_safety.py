@@ -8,7 +8,6 @@ once those connect with ``check=True``, and the marker goes with the fix.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -17,10 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import LogCapture
 
-import bus.store.connection
 from bus.client import Bus
 from bus.config.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from bus.errors import RedisSetupError
@@ -37,20 +33,6 @@ ORDER = {
     "currency": "EUR",
     "items": [{"sku": "book", "quantity": 1}],
 }
-
-
-@pytest.fixture
-def warnings_logged(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """What bus.store.connection logs."""
-    capture = LogCapture()
-    logger = structlog.wrap_logger(
-        None,
-        processors=[capture],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-        cache_logger_on_first_use=False,
-    )
-    monkeypatch.setattr(bus.store.connection, "log", logger)
-    return capture.entries
 
 
 @pytest.fixture
@@ -140,16 +122,16 @@ async def test_connect_with_check_refuses_a_server_that_evicts_keys(
 
 
 async def test_connect_with_check_logs_the_persistence_warning_once_per_client(
-    settings: Settings, make_redis_server: MakeRedisServer, warnings_logged: list[dict[str, Any]]
+    settings: Settings, make_redis_server: MakeRedisServer, logs: list[dict[str, Any]]
 ) -> None:
     """Each checked client of a server that keeps nothing logs redis_not_persistent."""
     volatile = on(settings, make_redis_server(appendonly=False, save='""'))
     client = await connect(volatile, check=True)
     await client.aclose()
     connect_sync(volatile, check=True).close()
-    assert [e["event"] for e in warnings_logged] == ["redis_not_persistent"] * 2
-    assert all(NOT_PERSISTENT in e["detail"] for e in warnings_logged)
-    assert all(e["log_level"] == "warning" for e in warnings_logged)
+    assert [e["event"] for e in logs] == ["redis_not_persistent"] * 2
+    assert all(NOT_PERSISTENT in e["detail"] for e in logs)
+    assert all(e["log_level"] == "warning" for e in logs)
 
 
 async def test_connect_without_check_does_no_io(settings: Settings) -> None:
@@ -194,7 +176,7 @@ def test_sync_publisher_refuses_a_server_that_evicts_keys(
 
 
 async def test_publisher_warns_when_the_server_keeps_nothing(
-    settings: Settings, make_redis_server: MakeRedisServer, warnings_logged: list[dict[str, Any]]
+    settings: Settings, make_redis_server: MakeRedisServer, logs: list[dict[str, Any]]
 ) -> None:
     """The first publish to a server without AOF or snapshots logs redis_not_persistent."""
     publisher = Bus(on(settings, make_redis_server(appendonly=False, save='""')))
@@ -202,8 +184,8 @@ async def test_publisher_warns_when_the_server_keeps_nothing(
         await publisher.apublish("order.placed", ORDER)
     finally:
         await publisher.aclose()
-    assert [e["event"] for e in warnings_logged] == ["redis_not_persistent"]
-    assert NOT_PERSISTENT in warnings_logged[0]["detail"]
+    assert [e["event"] for e in logs] == ["redis_not_persistent"]
+    assert NOT_PERSISTENT in logs[0]["detail"]
 
 
 def test_status_command_warns_when_the_server_keeps_nothing(
