@@ -16,21 +16,8 @@ from bus import Bus, EventSpec, Settings
 from tests.procs.runner import Proc, processes, wait_until
 from tests.redis_server import MakeRedisServer
 
-HANDLERS = '''
-"""Test handlers: count every delivery per app and event key in Redis."""
-import os
-
-import redis.asyncio
-
-_client = None
-
-
-async def record(event, ctx):
-    global _client
-    if _client is None:
-        _client = redis.asyncio.Redis.from_url(os.environ["BUS_REDIS_URL"])
-    await _client.hincrby(f"test:got:{ctx.app}", event.key, 1)
-'''
+# Copied into each temporary app dir as handlers.py; app.toml names handlers:record.
+HANDLERS = Path(__file__).parent / "handlers" / "evidence.py"
 
 APPS = {
     "billing": [("charge", "order.placed", None), ("pro", "user.signed_up", {"plan": "pro"})],
@@ -44,7 +31,7 @@ def write_apps(root: Path) -> Path:
     for app, subs in APPS.items():
         directory = root / app
         directory.mkdir(parents=True)
-        (directory / "handlers.py").write_text(HANDLERS)
+        (directory / "handlers.py").write_bytes(HANDLERS.read_bytes())
         lines = [f'name = "{app}"', ""]
         for name, events, where in subs:
             lines += [
@@ -358,7 +345,7 @@ def test_a_worker_puts_its_recurring_chains_back_after_redis_is_flushed(
     """The lost registry also means lost recurring chains: the worker re-runs their boot check."""
     directory = bus_env.apps_dir / "reports"
     directory.mkdir()
-    (directory / "handlers.py").write_text(HANDLERS)
+    (directory / "handlers.py").write_bytes(HANDLERS.read_bytes())
     (directory / "app.toml").write_text(
         'name = "reports"\n\n[[recurring]]\nname = "hourly"\nhandler = "handlers:record"\n'
         'every = "1h"\n'

@@ -238,25 +238,8 @@ async def _distinct_copies(runs: list[tuple[str, str]], count: int) -> bool:
 
 # -- worker processes -------------------------------------------------------------------
 
-HANDLERS = '''
-"""Test handlers: note every run (task id, queue, pid) in Redis."""
-import asyncio
-import os
-
-import redis.asyncio
-
-_client = None
-
-
-async def note(payload, ctx):
-    global _client
-    if _client is None:
-        _client = redis.asyncio.Redis.from_url(os.environ["BUS_REDIS_URL"])
-    await _client.rpush("test:runs", f"{ctx.task_id}|{ctx.queue}|{os.getpid()}")
-    hold = payload.get("hold") if isinstance(payload, dict) else None
-    if hold == ctx.queue:
-        await asyncio.sleep(60)
-'''
+# Copied into each temporary app dir as handlers.py; app.toml names handlers:note.
+HANDLERS = Path(__file__).parent / "handlers" / "evidence.py"
 
 APP_TOML = """name = "fleet"
 
@@ -285,7 +268,7 @@ def env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """Environment for worker processes: the private server and the app 'fleet'."""
     apps = tmp_path / "apps"
     (apps / "fleet").mkdir(parents=True)
-    (apps / "fleet" / "handlers.py").write_text(HANDLERS)
+    (apps / "fleet" / "handlers.py").write_bytes(HANDLERS.read_bytes())
     (apps / "fleet" / "app.toml").write_text(APP_TOML)
     values = {
         "BUS_REDIS_URL": str(settings.redis_url),

@@ -356,31 +356,15 @@ async def _at_least(items: list[Any], count: int) -> bool:
 
 # -- worker processes --------------------------------------------------------------------
 
-HANDLERS = '''
-"""Test handlers: leave evidence of every run in Redis."""
-import asyncio
-import os
-
-import redis.asyncio
-
-_client = None
-
-
-async def tick(payload, ctx):
-    global _client
-    if _client is None:
-        _client = redis.asyncio.Redis.from_url(os.environ["BUS_REDIS_URL"])
-    await _client.rpush("test:ticks", f"{ctx.task_id}|{ctx.attempt}|{os.getpid()}")
-    if await _client.getdel("test:hold-next"):
-        await asyncio.sleep(60)
-'''
+# Copied into each temporary app dir as handlers.py; app.toml names handlers:tick.
+HANDLERS = Path(__file__).parent / "handlers" / "evidence.py"
 
 
 def write_app(root: Path, schedule: str) -> Path:
     """Write the app 'clock' with one recurring task, 'tick'."""
     directory = root / "clock"
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "handlers.py").write_text(HANDLERS)
+    (directory / "handlers.py").write_bytes(HANDLERS.read_bytes())
     (directory / "app.toml").write_text(
         f'name = "clock"\n\n[[recurring]]\nname = "tick"\nhandler = "handlers:tick"\n{schedule}\n'
     )
