@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +72,7 @@ def _loggers_never_cached() -> Iterator[None]:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """Every event any taskbus logger emits during the test, at any level and from any thread.
 
     structlog's ``capture_logs``, plus ``merge_contextvars`` (so entries carry the
