@@ -41,8 +41,9 @@ REDIS_OUTSIDE_STORE = {
     "bus.events.registry_watch",
     "bus.events.router",
     "bus.inspect.deadletters",
-    "bus.inspect.lineage",
+    "bus.inspect.events",
     "bus.inspect.status",
+    "bus.inspect.tasks",
     "bus.local.embedded",
     "bus.nodes",
     "bus.recurring",
@@ -70,7 +71,6 @@ OVERSIZED = {
     "bus.events.registry",
     "bus.events.router",
     "bus.inspect.deadletters",
-    "bus.inspect.lineage",
     "bus.worker.loop",
 }
 

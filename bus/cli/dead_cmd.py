@@ -41,8 +41,8 @@ from bus.inspect.deadletters import (
     replay,
     select_dead,
 )
-from bus.inspect.lineage import TaskSnapshot, read_tasks
 from bus.inspect.status import require_apps
+from bus.inspect.tasks import TaskSnapshot, read_tasks
 from bus.store.keys import AppKeys
 from bus.text import emit
 

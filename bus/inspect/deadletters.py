@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from bus.core import clock
 from bus.errors import BusError
 from bus.events.matching import PatternError, compile_pattern
-from bus.inspect.lineage import TaskSnapshot, read_tasks
+from bus.inspect.tasks import TaskSnapshot, read_tasks
 from bus.store import features, transport
 from bus.store.keys import AppKeys, validate_app_name, validate_queue_name
 from bus.store.redis_errors import maps_client_errors
