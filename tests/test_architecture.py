@@ -40,8 +40,9 @@ REDIS_OUTSIDE_STORE = {
     "bus.events.registry",
     "bus.events.registry_watch",
     "bus.events.router",
-    "bus.inspect.deadletters",
+    "bus.inspect.deadset",
     "bus.inspect.events",
+    "bus.inspect.replay",
     "bus.inspect.status",
     "bus.inspect.tasks",
     "bus.local.embedded",
@@ -70,7 +71,6 @@ OVERSIZED = {
     "bus.events.publish",
     "bus.events.registry",
     "bus.events.router",
-    "bus.inspect.deadletters",
     "bus.worker.loop",
 }
 
