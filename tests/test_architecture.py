@@ -40,9 +40,11 @@ REDIS_OUTSIDE_STORE = {
     "bus.events.registry",
     "bus.events.registry_watch",
     "bus.events.router",
-    "bus.inspect.deadletters",
-    "bus.inspect.lineage",
+    "bus.inspect.deadset",
+    "bus.inspect.events",
+    "bus.inspect.replay",
     "bus.inspect.status",
+    "bus.inspect.tasks",
     "bus.local.embedded",
     "bus.nodes",
     "bus.recurring",
@@ -69,8 +71,6 @@ OVERSIZED = {
     "bus.events.publish",
     "bus.events.registry",
     "bus.events.router",
-    "bus.inspect.deadletters",
-    "bus.inspect.lineage",
     "bus.worker.loop",
 }
 

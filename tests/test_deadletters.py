@@ -18,7 +18,8 @@ from bus.core import clock
 from bus.core.task import TaskRecord
 from bus.enqueue import EnqueueItem
 from bus.events.schemas import SchemaRegistry
-from bus.inspect.deadletters import batch_size, get_dead, list_dead, purge, replay, select_dead
+from bus.inspect.deadletters import get_dead, list_dead, purge, replay, select_dead
+from bus.inspect.replay import batch_size
 from bus.store import engine, features
 from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker

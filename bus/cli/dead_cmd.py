@@ -29,20 +29,17 @@ from bus.cli.ops import (
 from bus.cli.status_cmd import print_task
 from bus.config.settings import Settings
 from bus.core import clock
-from bus.inspect.deadletters import (
-    DEFAULT_BATCH,
+from bus.inspect.deadset import (
     DeadLetterError,
     DeadTask,
-    ReplayReport,
     Selection,
     count_dead,
     list_dead,
-    purge,
-    replay,
     select_dead,
 )
-from bus.inspect.lineage import TaskSnapshot, read_tasks
+from bus.inspect.replay import DEFAULT_BATCH, ReplayReport, purge, replay
 from bus.inspect.status import require_apps
+from bus.inspect.tasks import TaskSnapshot, read_tasks
 from bus.store.keys import AppKeys
 from bus.text import emit
 

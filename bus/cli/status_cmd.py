@@ -26,7 +26,7 @@ from bus.cli.ops import (
 )
 from bus.config.settings import Settings
 from bus.core import clock
-from bus.inspect.lineage import EventLineage, TaskSnapshot, event_lineage, read_task
+from bus.inspect.events import EventLineage, event_lineage
 from bus.inspect.status import (
     LIVE_AFTER_MS,
     PENDING_AFTER_MS,
@@ -35,6 +35,7 @@ from bus.inspect.status import (
     health_problems,
     overdue_pending,
 )
+from bus.inspect.tasks import TaskSnapshot, read_task
 from bus.text import emit, emit_block
 
 __all__ = ["print_task", "register"]

@@ -72,7 +72,8 @@ from bus.errors import RedisCommandError, RedisSetupError, RedisUnavailable
 from bus.events.publish import EventSpec
 from bus.events.registry import load_registry
 from bus.events.router import task_id_for
-from bus.inspect.deadletters import DeadTask, get_dead, replay
+from bus.inspect.deadset import DeadTask, get_dead
+from bus.inspect.replay import replay
 from bus.store.connection import check_server, connect
 from bus.store.keys import BusKeys
 

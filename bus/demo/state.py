@@ -31,7 +31,7 @@ from bus.config.settings import Settings
 from bus.core.task import TaskState
 from bus.events.registry import load_registry, sync_subscriptions
 from bus.events.router import task_id_for
-from bus.inspect.lineage import read_tasks
+from bus.inspect.tasks import read_tasks
 from bus.store.keys import AppKeys, BusKeys
 
 __all__ = [

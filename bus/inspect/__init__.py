@@ -2,9 +2,11 @@
 
 - :mod:`bus.inspect.status`: per app queue depths, workers, nodes, pending
   events; the health check.
-- :mod:`bus.inspect.lineage`: one task with its history, one event with the
-  task of each subscription.
-- :mod:`bus.inspect.deadletters`: list, show, replay and purge dead tasks.
+- :mod:`bus.inspect.lineage`: one task with its history
+  (:mod:`bus.inspect.tasks`), one event with the task of each subscription
+  (:mod:`bus.inspect.events`).
+- :mod:`bus.inspect.deadletters`: list, show (:mod:`bus.inspect.deadset`),
+  replay and purge (:mod:`bus.inspect.replay`) dead tasks.
 
 Each function takes the caller's client and the key prefix, raises taskbus's
 errors only (:mod:`bus.store.redis_errors`), and returns objects with ``to_doc()``
