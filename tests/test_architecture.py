@@ -39,7 +39,7 @@ REDIS_OUTSIDE_STORE = {
     "bus.events.publish",
     "bus.events.registry",
     "bus.events.registry_watch",
-    "bus.events.router",
+    "bus.events.sweep",
     "bus.inspect.deadletters",
     "bus.inspect.lineage",
     "bus.inspect.status",
@@ -68,7 +68,6 @@ KNOWN_CYCLES = [
 OVERSIZED = {
     "bus.events.publish",
     "bus.events.registry",
-    "bus.events.router",
     "bus.inspect.deadletters",
     "bus.inspect.lineage",
     "bus.worker.loop",
