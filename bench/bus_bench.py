@@ -67,7 +67,12 @@ from redis.asyncio import Redis
 import bus
 from bus.events.payload import encode_payload
 from bus.events.publish import EventSpec
-from bus.events.registry import SubscriptionSpec, sync_subscriptions
+from bus.events.registry import SubscriptionSpec
+
+try:
+    from bus.events.registry_sync import sync_subscriptions
+except ImportError:  # a tree from before the registry split
+    from bus.events.registry import sync_subscriptions  # type: ignore[attr-defined,no-redef]
 from bus.events.schemas import DRAFT_2020_12
 from bus.store import transport
 from bus.store.keys import AppKeys, BusKeys

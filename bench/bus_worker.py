@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from bus import App, Event, TaskDef, Worker
 from bus.config.apps import event_adapter
 from bus.core.clock import now_ms
-from bus.events.router import sweep_pending
+from bus.events.sweep import sweep_pending
 from bus.logs import configure_logging
 from bus.store.scripts import ALL_SCRIPTS
 

@@ -54,7 +54,12 @@ def main() -> int:
 
     import bus as bus_pkg
     from bus import Bus, Settings
-    from bus.events.registry import SubscriptionSpec, sync_subscriptions
+    from bus.events.registry import SubscriptionSpec
+
+    try:
+        from bus.events.registry_sync import sync_subscriptions
+    except ImportError:  # a tree from before the registry split
+        from bus.events.registry import sync_subscriptions  # type: ignore[attr-defined,no-redef]
     from bus.store.keys import BusKeys
     from tests.redis_server import RedisServer
 

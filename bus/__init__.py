@@ -20,7 +20,8 @@ from bus.errors import (
 )
 from bus.events.declarations import TaskNotDeclared
 from bus.events.envelope import Event
-from bus.events.publish import EventNotRecorded, EventSpec
+from bus.events.publish import EventSpec
+from bus.events.publish_results import EventNotRecorded
 from bus.events.router import RoutingIncomplete
 from bus.recurring import Recurring
 from bus.worker import Worker

@@ -32,7 +32,8 @@ from bus.store.keys import BusKeys, app_keys, validate_app_name
 from bus.store.redis_errors import maps_redis_errors
 
 if TYPE_CHECKING:
-    from bus.events.publish import EventSpec, Publisher, PublishReport
+    from bus.events.publish import EventSpec, Publisher
+    from bus.events.publish_results import PublishReport
     from bus.events.schemas import SchemaRegistry
 
 __all__ = ["Bus"]
@@ -188,7 +189,7 @@ class Bus:
         the report comes from the publish itself, not from a second look.
 
         Returns:
-            A :class:`bus.events.publish.PublishReport`: the key, ``duplicate`` and
+            A :class:`bus.events.publish_results.PublishReport`: the key, ``duplicate`` and
             the ``apps`` routed to now.
         """
         return self.publisher.publish_report(

@@ -42,7 +42,8 @@ from bus.config.apptoml import load_app_config
 from bus.errors import ConfigError
 from bus.events.envelope import InvalidEventAttribute
 from bus.events.payload import PayloadNotSerializable, PayloadTooLarge
-from bus.events.registry import SubscriptionSpec, sync_subscriptions
+from bus.events.registry import SubscriptionSpec
+from bus.events.registry_sync import sync_subscriptions
 from bus.events.schemas import (
     PayloadInvalid,
     SchemaError,

@@ -24,13 +24,14 @@ from bus.config.apps import event_adapter
 from bus.core.context import follow_up_id
 from bus.events.envelope import validate_event_id
 from bus.events.payload import PayloadNotSerializable, PayloadTooLarge
-from bus.events.registry import RemovalRefused, SubscriptionSpec, sync_subscriptions, unregister_app
-from bus.events.router import sweep_pending
+from bus.events.registry import SubscriptionSpec
+from bus.events.registry_sync import RemovalRefused, sync_subscriptions, unregister_app
 from bus.events.schemas import (
     PayloadInvalid,
     SchemaRegistry,
     UnknownEventType,
 )
+from bus.events.sweep import sweep_pending
 from bus.store import transport
 from bus.store.keys import AppKeys, BusKeys
 

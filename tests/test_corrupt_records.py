@@ -25,7 +25,7 @@ from bus.config.apps import event_adapter
 from bus.config.settings import Settings
 from bus.core import clock
 from bus.core.task import TaskRecord
-from bus.events.router import sweep_pending
+from bus.events.sweep import sweep_pending
 from bus.inspect.deadletters import get_dead, list_dead, replay
 from bus.logs import CurrentStderr
 from bus.store import engine, features

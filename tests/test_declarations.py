@@ -27,13 +27,8 @@ from bus.config.apptoml import load_app_config
 from bus.core import clock
 from bus.enqueue import EnqueueItem, TaskRef
 from bus.events.declarations import CHECK_EVERY_S, TaskNotDeclared
-from bus.events.registry import (
-    SubscriptionSpec,
-    TaskSpec,
-    load_registry,
-    sync_subscriptions,
-    unregister_app,
-)
+from bus.events.registry import SubscriptionSpec, TaskSpec, load_registry
+from bus.events.registry_sync import sync_subscriptions, unregister_app
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.__main__ import main as worker_main
 from tests.test_cli_ops import cli_env, on_redis

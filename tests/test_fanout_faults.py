@@ -12,8 +12,10 @@ from redis.asyncio import Redis
 
 from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings
 from bus.core import clock
-from bus.events.registry import SubscriptionSpec, sync_subscriptions
-from bus.events.router import PendingSweep, sweep_pending, task_id_for
+from bus.events.registry import SubscriptionSpec
+from bus.events.registry_sync import sync_subscriptions
+from bus.events.router import task_id_for
+from bus.events.sweep import PendingSweep, sweep_pending
 from bus.store import engine, scripts, transport
 from bus.store.keys import AppKeys, BusKeys, app_keys
 from tests.redis_server import RedisServer

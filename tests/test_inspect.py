@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 
 from bus.client import Bus
 from bus.core.task import TaskRecord
-from bus.events.registry import SubscriptionSpec, sync_subscriptions
+from bus.events.registry import SubscriptionSpec
+from bus.events.registry_sync import sync_subscriptions
 from bus.events.schemas import SchemaRegistry
 from bus.inspect.lineage import EventNotFound, TaskNotFound, event_lineage, read_task
 from bus.inspect.status import app_names, bus_status

@@ -19,8 +19,9 @@ from redis.asyncio import Redis
 
 from bus import Bus, Settings
 from bus.cli import main
-from bus.events.registry import Registry, SubscriptionSpec, load_registry, sync_subscriptions
+from bus.events.registry import Registry, SubscriptionSpec, load_registry
 from bus.events.registry_specs import app_name_of
+from bus.events.registry_sync import sync_subscriptions
 from bus.store.keys import AppKeys, BusKeys
 from tests.test_cli_ops import cli_env, on_redis
 

@@ -8,7 +8,8 @@ import structlog
 from redis.asyncio import Redis
 
 from bus.core import clock
-from bus.events.registry import SubscriptionSpec, SyncResult, sync_subscriptions
+from bus.events.registry import SubscriptionSpec
+from bus.events.registry_sync import SyncResult, sync_subscriptions
 from bus.events.registry_watch import RegistryWatch
 from bus.store.keys import BusKeys
 

@@ -16,7 +16,7 @@ import orjson
 from bus.client import Bus
 from bus.config.settings import Settings
 from bus.errors import BusError
-from bus.events.publish import PublishReport
+from bus.events.publish_results import PublishReport
 from bus.text import emit
 
 __all__ = ["register"]

@@ -11,7 +11,8 @@ import orjson
 from bus.cli.ops import InputError, print_table
 from bus.config.apps import load_app_config_named, subscription_specs, task_specs
 from bus.config.settings import Settings
-from bus.events.registry import load_registry, sync_subscriptions, unregister_app
+from bus.events.registry import load_registry
+from bus.events.registry_sync import sync_subscriptions, unregister_app
 from bus.store.connection import connect
 from bus.store.keys import BusKeys, validate_app_name
 from bus.text import emit

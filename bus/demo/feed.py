@@ -32,7 +32,7 @@ from bus.config.apps import load_app_config_named, subscription_specs, task_spec
 from bus.config.settings import Settings
 from bus.demo.events import PlannedEvent, plan_events
 from bus.errors import BusError
-from bus.events.registry import sync_subscriptions
+from bus.events.registry_sync import sync_subscriptions
 from bus.logs import configure_logging
 from bus.store.connection import connect
 from bus.store.keys import BusKeys

@@ -29,7 +29,8 @@ from redis.asyncio import Redis
 from bus.config.apps import load_app_config_named, subscription_specs, task_specs
 from bus.config.settings import Settings
 from bus.core.task import TaskState
-from bus.events.registry import load_registry, sync_subscriptions
+from bus.events.registry import load_registry
+from bus.events.registry_sync import sync_subscriptions
 from bus.events.router import task_id_for
 from bus.inspect.tasks import read_tasks
 from bus.store.keys import AppKeys, BusKeys

@@ -6,7 +6,8 @@ raise before the first byte goes to Redis.
 
 The flow is written once, as a generator of I/O steps (``_flow``), and driven
 by a synchronous or an asynchronous executor, so ``publish`` and ``apublish``
-cannot drift apart.
+cannot drift apart. What a publish reports and the error of a failed record
+are in ``bus.events.publish_results``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from redis.asyncio import Redis
 
 from bus.core import clock
 from bus.core.ids import new_id
-from bus.errors import BusError
 from bus.events.envelope import build_envelope, validate_event_id, validate_source
 from bus.events.payload import encode_payload
+from bus.events.publish_results import EventNotRecorded, PublishReport
 from bus.events.registry import Registry, load_registry, load_registry_sync
 from bus.events.router import (
     RoutedEvent,
@@ -39,7 +40,7 @@ from bus.events.schemas import SchemaError, SchemaRegistry
 from bus.store import scripts, transport
 from bus.store.keys import BusKeys
 
-__all__ = ["EventNotRecorded", "EventSpec", "PublishReport", "Publisher"]
+__all__ = ["EventSpec", "Publisher"]
 
 # Exit status of a publisher stopped by the crash test hook.
 CRASH_EXIT_CODE = 86
@@ -90,27 +91,6 @@ class _Done:
     new: set[str] | None  # None: every event was new (no dedup ids)
     routing: Routing | None  # the last routing sent; None if nothing was routed
     damaged: tuple[str, ...] = ()  # of the registry it was routed with
-
-
-@dataclass(frozen=True, slots=True)
-class PublishReport:
-    """What one publish did, for callers that tell a person (the CLI).
-
-    Attributes:
-        key: The event key (for a duplicate, the first event's).
-        duplicate: True if ``source`` + ``id`` was published before within the
-            dedup window: nothing new was recorded or routed.
-        apps: The apps the event was routed to now, sorted: empty for an event
-            no subscription matches, and for a duplicate, unless the first
-            event was still pending (then it was routed again, idempotently).
-        held_for: Apps whose registry entry is damaged: the event stays
-            pending until they are repaired, since they may subscribe.
-    """
-
-    key: str
-    duplicate: bool
-    apps: tuple[str, ...]
-    held_for: tuple[str, ...] = ()
 
 
 class Publisher:
@@ -417,40 +397,6 @@ class Publisher:
     def forget_registry(self) -> None:
         """Drop the cached registry snapshot (it is reloaded on the next publish)."""
         self._registry = None
-
-
-class EventNotRecorded(BusError):
-    """Recording the events failed, after their tasks were sent in the same round trip.
-
-    Raised only for a publish without an ``id``: then the record shares one
-    round trip with the enqueues, and one server runs a pipeline's calls one
-    after the other without stopping at an error, so the subscribers'
-    enqueues ran although the record did not. The apps named got their tasks
-    (whole: a task is complete on its own) and will run them; the events are
-    in neither the event log nor ``pending``. A retry records the event anew
-    under a new key, so those apps would get a second task. With an ``id``
-    the record goes first, alone, and a failed record raises
-    :class:`bus.errors.RedisCommandError` with nothing else sent.
-
-    Attributes:
-        event_keys: The keys the events would have had.
-        apps: The apps that got a task for at least one of them.
-    """
-
-    def __init__(self, event_keys: Sequence[str], apps: Sequence[str]) -> None:
-        self.event_keys = list(event_keys)
-        self.apps = sorted(apps)
-        given = (
-            f"tasks were created for app(s) {', '.join(self.apps)} and will run"
-            if self.apps
-            else "no task was created"
-        )
-        super().__init__(
-            f"event {self.event_keys[0]}{' and others' if len(self.event_keys) > 1 else ''} "
-            f"could not be recorded (see the cause); {given}. A retry records it anew under "
-            "a new key, so the apps that got a task would get a second one; publish with an "
-            "id to make retries safe."
-        )
 
 
 def _apps_given_tasks(routing: Routing, replies: Sequence[Any]) -> list[str]:

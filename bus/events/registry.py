@@ -12,6 +12,7 @@ The registry is two hashes, app -> JSON list (``subs``: subscriptions;
 ``tasks``: task declarations, see ``bus.events.registry_specs`` for the stored
 forms), plus a version counter bumped on every change; publishers cache a
 snapshot and learn from the version that it is stale (see ``bus.events.router``).
+Syncing and removing apps, and the version epoch, are in ``bus.events.registry_sync``.
 The declarations live in a hash of their own so that the ``subs`` entries keep
 the form every earlier version reads and writes: a registry written by an
 earlier version still parses (its apps just declare no tasks yet), and an
@@ -28,17 +29,14 @@ its entry is repaired (a sync rewrites it).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis
 import structlog
 from redis.asyncio import Redis
 
-from bus.core import clock
-from bus.errors import BusError
 from bus.events.matching import FilterError, PatternError, compile_filter, compile_pattern
 from bus.events.registry_specs import (
     EntryDamaged,
@@ -55,14 +53,10 @@ log = structlog.get_logger("bus.registry")
 __all__ = [
     "CompiledSubscription",
     "Registry",
-    "RemovalRefused",
     "SubscriptionSpec",
-    "SyncResult",
     "TaskSpec",
     "load_registry",
     "load_registry_sync",
-    "sync_subscriptions",
-    "unregister_app",
 ]
 
 
@@ -269,200 +263,3 @@ def load_registry_sync(client: redis.Redis, keys: BusKeys) -> Registry:
         pipe.hgetall(keys.task_decls)
         version, raw, raw_tasks = pipe.execute()
     return Registry.parse(version, raw, raw_tasks)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    """What a sync changed (or would change, when refused or a dry run).
-
-    ``added`` .. ``unchanged`` name subscriptions, ``tasks_*`` task
-    declarations; ``repaired`` says why the stored entries it replaced were
-    damaged.
-    """
-
-    app: str
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    applied: bool = False
-    tasks_added: list[str] = field(default_factory=list)
-    tasks_removed: list[str] = field(default_factory=list)
-    tasks_changed: list[str] = field(default_factory=list)
-    repaired: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        """A short human summary of the diff."""
-        parts = [
-            f"{label}: {', '.join(names)}"
-            for label, names in (
-                ("added", self.added),
-                ("removed", self.removed),
-                ("changed", self.changed),
-                ("tasks added", self.tasks_added),
-                ("tasks removed", self.tasks_removed),
-                ("tasks changed", self.tasks_changed),
-            )
-            if names
-        ]
-        parts += [f"replaced a damaged entry ({reason})" for reason in self.repaired]
-        return f"app {self.app}: " + ("; ".join(parts) if parts else "no changes")
-
-    @property
-    def has_changes(self) -> bool:
-        """True if the sync writes (or would write) anything."""
-        return bool(
-            self.added
-            or self.removed
-            or self.changed
-            or self.tasks_added
-            or self.tasks_removed
-            or self.tasks_changed
-            or self.repaired
-        )
-
-
-class RemovalRefused(BusError):
-    """A sync would drop subscriptions and was not allowed to."""
-
-    def __init__(self, result: SyncResult) -> None:
-        super().__init__(
-            f"syncing app {result.app!r} would remove subscriptions "
-            f"{', '.join(result.removed)}; events of those types would no longer reach it. "
-            f"Re-run with --allow-removal (API: allow_removal=True) if that is intended. "
-            f"Full diff: {result.describe()}"
-        )
-        self.result = result
-
-
-def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], ...]:
-    """Added, removed, changed and unchanged names between two name -> spec maps."""
-    return (
-        sorted(set(new) - set(old)),
-        sorted(set(old) - set(new)),
-        sorted(n for n in set(new) & set(old) if new[n] != old[n]),
-        sorted(n for n in set(new) & set(old) if new[n] == old[n]),
-    )
-
-
-def _stored(raw: bytes | None, read: Any, what: str, repaired: list[str]) -> dict[str, Any] | None:
-    """The stored entry by name; None if there is none; {} (noted) if damaged."""
-    if raw is None:
-        return None
-    try:
-        found = read(raw)
-    except (EntryDamaged, PatternError, FilterError) as exc:
-        repaired.append(f"{what}: {getattr(exc, 'reason', exc)}")
-        return {}
-    return dict(found)
-
-
-async def sync_subscriptions(
-    client: Redis,
-    keys: BusKeys,
-    app: str,
-    specs: Sequence[SubscriptionSpec],
-    *,
-    tasks: Sequence[TaskSpec] | None = None,
-    allow_removal: bool = False,
-    dry_run: bool = False,
-) -> SyncResult:
-    """Make the registry's entries of ``app`` equal ``specs`` (and ``tasks``).
-
-    An app with no subscriptions is still registered (an empty list), so that
-    status can tell it exists. A damaged stored entry is replaced (it routes
-    nothing, so nothing that works is removed) and the result says so.
-
-    Args:
-        client: The client.
-        keys: The bus keys.
-        app: The app.
-        specs: Its subscriptions.
-        tasks: Its task declarations (``bus.config.apps.task_specs``); None leaves
-            the stored declarations as they are.
-        allow_removal: Allow dropping subscriptions.
-        dry_run: Compute the diff, write nothing.
-
-    Raises:
-        RemovalRefused: Subscriptions would be removed and ``allow_removal`` is
-            False. Nothing is written.
-    """
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.subs, app)
-        pipe.hget(keys.task_decls, app)
-        raw, raw_tasks = await pipe.execute()
-    repaired: list[str] = []
-
-    def read_subs(doc: bytes) -> dict[str, SubscriptionSpec]:
-        found = read_subscriptions(app, doc)
-        for spec in found:
-            CompiledSubscription.compile(spec)
-        return {s.name: s for s in found}
-
-    old = _stored(raw, read_subs, "subscriptions", repaired)
-    added, removed, changed, unchanged = _diff(old or {}, {s.name: s for s in specs})
-    tasks_diff: tuple[list[str], ...] = ([], [], [], [])
-    if tasks is not None:
-        old_tasks = _stored(raw_tasks, read_tasks, "tasks", repaired)
-        tasks_diff = _diff(old_tasks or {}, {t.name: t for t in tasks})
-    result = SyncResult(
-        app=app,
-        added=added,
-        removed=removed,
-        changed=changed,
-        unchanged=unchanged,
-        tasks_added=tasks_diff[0],
-        tasks_removed=tasks_diff[1],
-        tasks_changed=tasks_diff[2],
-        repaired=repaired,
-    )
-    if result.removed and not allow_removal:
-        raise RemovalRefused(result)
-    missing = raw is None or (tasks is not None and raw_tasks is None)
-    if dry_run or not (missing or result.has_changes):
-        return result
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.subs, app, _encode(specs))
-        if tasks is not None:
-            pipe.hset(keys.task_decls, app, _encode(tasks))
-        pipe.set(keys.subs_version, fresh_version(clock.now_ms()), nx=True)
-        pipe.incr(keys.subs_version)
-        await pipe.execute()
-    return replace(result, applied=True)
-
-
-# A registry version is EPOCH * VERSION_EPOCH + n: a registry made afresh
-# (first sync, or after Redis lost its data) starts from the time in ms, and
-# every change adds 1. So a version never comes back after a loss (a
-# publisher's cached snapshot from before it can never look current), and a
-# change of epoch tells a lost registry from an app removed (bus.events.registry_watch).
-VERSION_EPOCH = 1_000_000
-
-
-def fresh_version(now_ms: int) -> int:
-    """The version a registry made afresh at ``now_ms`` starts from (before its first +1)."""
-    return now_ms * VERSION_EPOCH
-
-
-def version_epoch(version: int) -> int:
-    """The epoch of a version: when its registry was made (0 for one made by INCR alone)."""
-    return version // VERSION_EPOCH
-
-
-def _encode(specs: Sequence[SubscriptionSpec | TaskSpec]) -> bytes:
-    return orjson.dumps([s.to_doc() for s in sorted(specs, key=lambda s: s.name)])
-
-
-async def unregister_app(client: Redis, keys: BusKeys, app: str) -> bool:
-    """Remove an app, its subscriptions and task declarations; False if unknown.
-
-    Events published afterwards no longer reach the app. Its queues and tasks
-    are left as they are (purge them with the dead-letter and status tools).
-    """
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hdel(keys.subs, app)
-        pipe.hdel(keys.task_decls, app)
-        pipe.set(keys.subs_version, fresh_version(clock.now_ms()), nx=True)
-        pipe.incr(keys.subs_version)
-        removed, removed_tasks, _, _ = await pipe.execute()
-    return bool(removed or removed_tasks)

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 from redis.asyncio import Redis
 
-from bus.events.registry import SyncResult, version_epoch
+from bus.events.registry_sync import SyncResult, version_epoch
 from bus.store.keys import BusKeys
 
 __all__ = ["RegistryWatch"]

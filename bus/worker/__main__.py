@@ -40,9 +40,9 @@ from bus.core.options import MAX_PREFETCH
 from bus.errors import BusError, RedisUnavailable
 from bus.eventloop import LOOP_CHOICES
 from bus.eventloop import run as run_loop
-from bus.events.registry import SyncResult, sync_subscriptions
+from bus.events.registry_sync import SyncResult, sync_subscriptions
 from bus.events.registry_watch import RegistryWatch
-from bus.events.router import PendingSweep
+from bus.events.sweep import PendingSweep
 from bus.logs import configure_logging
 from bus.recurring import recurring_from_config
 from bus.store.connection import connect
