@@ -333,11 +333,24 @@ class Publisher:
             The event key. For a duplicate ``source`` + ``id`` within the dedup
             window, the first event's key (nothing new is routed).
         """
+        done = self._publish_one_sync(client, event_type, payload, id, source, correlation_id)
+        return done.keys[0]
+
+    def _publish_one_sync(
+        self,
+        client: SyncRedis,
+        event_type: str,
+        payload: Any,
+        id: str | None,
+        source: str | None,
+        correlation_id: str | None,
+    ) -> _Done:
+        """Prepare and run one event from sync code: what publish and publish_report share."""
         now = clock.now_ms()
         prepared = self.prepare(
             event_type, payload, now_ms=now, id=id, source=source, correlation_id=correlation_id
         )
-        return self._run_sync(client, [prepared], now).keys[0]
+        return self._run_sync(client, [prepared], now)
 
     def _prepare_many(self, events: Sequence[EventSpec], now_ms: int) -> list[_Prepared]:
         prepared = []
@@ -379,11 +392,7 @@ class Publisher:
         correlation_id: str | None = None,
     ) -> PublishReport:
         """Like :meth:`publish`, and say whether it was a duplicate and where it went."""
-        now = clock.now_ms()
-        prepared = self.prepare(
-            event_type, payload, now_ms=now, id=id, source=source, correlation_id=correlation_id
-        )
-        done = self._run_sync(client, [prepared], now)
+        done = self._publish_one_sync(client, event_type, payload, id, source, correlation_id)
         key = done.keys[0]
         duplicate = done.new is not None and key not in done.new
         apps: tuple[str, ...] = ()

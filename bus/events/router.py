@@ -298,13 +298,12 @@ class RouteOutcome:
     """What one routing pass of some events achieved.
 
     Attributes:
-        version: The registry version current when the events were marked.
-        current: True if that is the version the routes were computed from.
+        current: True if the registry version was still the one the routes
+            were computed from (else the events must be routed again).
         failed: The apps whose enqueue failed, with the error.
         left: The events left pending because one of their tasks is missing.
     """
 
-    version: str
     current: bool
     failed: dict[str, BaseException]
     left: int
@@ -320,14 +319,14 @@ def route_outcome(routing: Routing, registry: Registry, replies: Sequence[Any]) 
             raise reply
         # Refused with the enqueues (NOPERM for a key of a failed app, say):
         # nothing was marked, so every event stays pending.
-        return RouteOutcome(version, True, failed, routing.events())
+        return RouteOutcome(True, failed, routing.events())
     current = _version(reply[0])
     if current != version:
-        return RouteOutcome(current, False, failed, routing.events())
+        return RouteOutcome(False, failed, routing.events())
     # A damaged version never matches byte for byte in routed.lua (which then
     # checked nothing); Python decodes both alike, so say so here.
     left = routing.events() if not registry.version.isdigit() else int(reply[1])
-    return RouteOutcome(current, True, failed, left)
+    return RouteOutcome(True, failed, left)
 
 
 class RoutingIncomplete(BusError):
