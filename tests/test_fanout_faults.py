@@ -52,6 +52,19 @@ async def pending(client: Redis) -> list[str]:
     return [k.decode() for k in await client.zrange(KEYS.pending, 0, -1)]
 
 
+async def publish_with_analytics_broken(bus: Bus, aredis: Redis, **kwargs: Any) -> str:
+    """Register the three apps, damage analytics' tasks hash, publish: the event's key.
+
+    The publish must raise RoutingIncomplete for exactly that one event.
+    """
+    await register_three(aredis)
+    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
+    with pytest.raises(RoutingIncomplete) as caught:
+        await bus.apublish("user.signed_up", USER, **kwargs)
+    [key] = caught.value.event_keys
+    return key
+
+
 async def test_one_app_failing_leaves_the_event_pending_and_raises_naming_it(
     bus: Bus, aredis: Redis
 ) -> None:
@@ -78,11 +91,7 @@ async def test_the_sweep_delivers_the_event_once_the_cause_is_fixed(
     bus: Bus, aredis: Redis
 ) -> None:
     """After the damaged key is repaired, the sweep gives the app its task and clears pending."""
-    await register_three(aredis)
-    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
-    with pytest.raises(RoutingIncomplete) as caught:
-        await bus.apublish("user.signed_up", USER)
-    [key] = caught.value.event_keys
+    key = await publish_with_analytics_broken(bus, aredis)
     far = 10**15
     # Still damaged: the sweep leaves it pending.
     assert await sweep_pending(aredis, PREFIX, now_ms=far, grace_ms=0) == 0
@@ -98,11 +107,7 @@ async def test_the_sweep_delivers_the_event_once_the_cause_is_fixed(
 
 async def test_a_retry_with_the_same_id_makes_no_duplicate(bus: Bus, aredis: Redis) -> None:
     """A retry with the same id fails again while the cause stands, then delivers, once each."""
-    await register_three(aredis)
-    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
-    with pytest.raises(RoutingIncomplete) as caught:
-        await bus.apublish("user.signed_up", USER, id="signup-u1")
-    [key] = caught.value.event_keys
+    key = await publish_with_analytics_broken(bus, aredis, id="signup-u1")
     # Not fixed yet: the retry is no false success.
     with pytest.raises(RoutingIncomplete) as again:
         await bus.apublish("user.signed_up", USER, id="signup-u1")
@@ -375,11 +380,7 @@ async def test_a_re_route_never_gives_a_second_task_to_an_app_confirmed_before(
     bus: Bus, aredis: Redis
 ) -> None:
     """Billing's task ran and was pruned while the event waited: sweep and retry skip billing."""
-    await register_three(aredis)
-    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
-    with pytest.raises(RoutingIncomplete) as caught:
-        await bus.apublish("user.signed_up", USER, id="signup-9")
-    [key] = caught.value.event_keys
+    key = await publish_with_analytics_broken(bus, aredis, id="signup-9")
     confirmed = await aredis.hget(KEYS.confirmed, key)
     assert sorted(confirmed.decode().split()) == ["billing", "email"]
     await prune(aredis, "billing", task_id_for(key, "on_billing"))
@@ -399,11 +400,7 @@ async def test_a_dedup_entry_outlives_its_window_while_the_event_is_pending(
     bus: Bus, aredis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A retry after the dedup window, of an event still pending, finds the first event."""
-    await register_three(aredis)
-    await aredis.set(app_keys(PREFIX, "analytics").tasks, "notahash")
-    with pytest.raises(RoutingIncomplete) as caught:
-        await bus.apublish("user.signed_up", USER, id="late-retry")
-    [key] = caught.value.event_keys
+    key = await publish_with_analytics_broken(bus, aredis, id="late-retry")
     later = clock.now_ms() + 2 * 86_400_000  # two dedup windows on
     monkeypatch.setattr(clock, "now_ms", lambda: later)
     await aredis.delete(app_keys(PREFIX, "analytics").tasks)
