@@ -33,7 +33,7 @@ from bus.config.settings import Settings
 from bus.errors import RedisSetupError
 from bus.local.binaries import MIN_REDIS_VERSION, parse_version
 from bus.local.embedded import ensure_embedded
-from bus.store.redis_errors import Client, SyncClient
+from bus.store.redis_errors import NotingClient, NotingSyncClient
 
 __all__ = [
     "ServerInfo",
@@ -94,7 +94,7 @@ async def connect(settings: Settings, *, check: bool = False) -> redis.asyncio.R
     if url is None:
         # Starting the server blocks for a few milliseconds; keep the loop free.
         url = await asyncio.to_thread(ensure_embedded, settings)
-    client: redis.asyncio.Redis = Client.from_url(
+    client: redis.asyncio.Redis = NotingClient.from_url(
         url,
         decode_responses=False,
         socket_timeout=settings.redis_timeout_s,
@@ -127,7 +127,7 @@ def connect_sync(settings: Settings, *, check: bool = False) -> redis.Redis:
         redis.exceptions.RedisError: With ``check``: the server cannot be reached.
     """
     url = settings.redis_url if settings.redis_url is not None else ensure_embedded(settings)
-    client: redis.Redis = SyncClient.from_url(
+    client: redis.Redis = NotingSyncClient.from_url(
         url,
         decode_responses=False,
         socket_timeout=settings.redis_timeout_s,

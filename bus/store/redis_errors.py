@@ -63,9 +63,9 @@ from bus.errors import (
 )
 
 __all__ = [
-    "Client",
+    "NotingClient",
+    "NotingSyncClient",
     "ServerRef",
-    "SyncClient",
     "maps_client_errors",
     "maps_redis_errors",
     "note_command",
@@ -382,7 +382,7 @@ def maps_client_errors(
     return wrapper
 
 
-class Client(redis.asyncio.Redis):
+class NotingClient(redis.asyncio.Redis):
     """The asyncio client :mod:`bus.store.connection` builds: notes the refused command.
 
     An exception costs nothing until it is raised, so a command that succeeds
@@ -399,8 +399,8 @@ class Client(redis.asyncio.Redis):
             raise
 
 
-class SyncClient(redis.Redis):
-    """The blocking twin of :class:`Client`."""
+class NotingSyncClient(redis.Redis):
+    """The blocking twin of :class:`NotingClient`."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command (see redis-py); a refused one is noted on its error."""
