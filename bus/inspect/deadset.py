@@ -5,8 +5,9 @@ when its lease expires on the last one), when its handler raises
 :class:`~bus.core.context.Fail`, when an event fails the consumer-side schema check
 or its envelope cannot be decoded (the payload adapter fails it), when its
 record cannot be decoded, or when no handler is declared for it. The dead set
-is the zset :attr:`AppKeys.dead` (id -> dead time); the record, state and
-every attempt's error stay until purged.
+is the zset :attr:`AppKeys.dead` (id -> dead time), read in pages with
+:func:`bus.store.reads.dead_page`; the record, state and every attempt's
+error stay until purged.
 
 Selecting tasks: explicit ids, or filters on type (the task name, or the event
 type for an event's task) and on the dead time (``since_ms <= dead_ms <=
@@ -21,15 +22,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-from redis.asyncio import Redis
+from typing import Any
 
 from bus.errors import BusError
 from bus.events.matching import PatternError, compile_pattern
 from bus.inspect.tasks import TaskSnapshot, read_tasks
+from bus.store import reads
 from bus.store.keys import AppKeys, validate_app_name, validate_queue_name
 from bus.store.redis_errors import maps_client_errors
+from bus.store.types import AsyncClient
 
 __all__ = [
     "DeadLetterError",
@@ -43,8 +44,6 @@ __all__ = [
 
 # Dead ids are read from the zset this many at a time.
 PAGE = 500
-
-_Page = list[tuple[bytes, float]]
 
 
 class DeadLetterError(BusError):
@@ -128,7 +127,7 @@ def _bound(value: int | None, default: str) -> int | str:
 
 
 async def _dead_pages(
-    client: Redis,
+    client: AsyncClient,
     keys: AppKeys,
     since_ms: int | None,
     until_ms: int | None,
@@ -146,18 +145,14 @@ async def _dead_pages(
     high: int | str = _bound(until_ms, "+inf")
     ties = 0
     while True:
-        if newest_first:
-            page = await client.zrevrangebyscore(keys.dead, high, low, ties, size, withscores=True)
-        else:
-            page = await client.zrangebyscore(keys.dead, low, high, ties, size, withscores=True)
+        page = await reads.dead_page(
+            client, keys, low, high, offset=ties, size=size, newest_first=newest_first
+        )
         if not page:
             return
         # A member that is not UTF-8 (damage) is shown escaped; it has no
         # task under that text, so it costs its own row only.
-        items = [
-            (member.decode("utf-8", "backslashreplace"), int(score))
-            for member, score in cast(_Page, page)
-        ]
+        items = [(member.decode("utf-8", "backslashreplace"), int(score)) for member, score in page]
         yield items
         if len(items) < size:
             return
@@ -184,7 +179,7 @@ def _type_matches(task: TaskSnapshot, pattern: str | None) -> bool:
 
 @maps_client_errors
 async def list_dead(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     app: str,
     *,
@@ -225,7 +220,7 @@ async def list_dead(
 
 @maps_client_errors
 async def count_dead(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     app: str,
     *,
@@ -234,11 +229,11 @@ async def count_dead(
 ) -> int:
     """Count an app's dead tasks that died within the time range."""
     keys = _keys(prefix, app)
-    return int(await client.zcount(keys.dead, _bound(since_ms, "-inf"), _bound(until_ms, "+inf")))
+    return await reads.count_dead(client, keys, _bound(since_ms, "-inf"), _bound(until_ms, "+inf"))
 
 
 @maps_client_errors
-async def get_dead(client: Redis, prefix: str, app: str, task_id: str) -> DeadTask | None:
+async def get_dead(client: AsyncClient, prefix: str, app: str, task_id: str) -> DeadTask | None:
     """Return one dead task with its errors; None if the app has no dead task of that id."""
     keys = _keys(prefix, app)
     task = (await read_tasks(client, keys, [task_id])).get(task_id)
@@ -249,7 +244,7 @@ async def get_dead(client: Redis, prefix: str, app: str, task_id: str) -> DeadTa
 
 @maps_client_errors
 async def select_dead(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     app: str,
     ids: Sequence[str] | None = None,

@@ -1,8 +1,9 @@
 """An event and every task it became: the event half of the lineage API.
 
-An event's lineage follows its key: the envelope in the event log, then, for
-every registered subscription, the task ``<event key>.<subscription>`` in that
-app's state hash (see :func:`bus.events.router.task_id_for`), read with
+An event's lineage follows its key: the envelope in the event log
+(:func:`bus.store.reads.event_entry`), then, for every registered
+subscription, the task ``<event key>.<subscription>`` in that app's state hash
+(see :func:`bus.events.router.task_id_for`), read with
 :func:`bus.inspect.tasks.read_tasks`. The documented entry point is
 :mod:`bus.inspect.lineage`.
 """
@@ -13,14 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from bus.errors import BusError
 from bus.events.registry import load_registry
 from bus.events.router import task_id_for
 from bus.inspect.tasks import RAW_RECORD_CHARS, TaskSnapshot, error_to_doc, read_tasks
+from bus.store import reads
 from bus.store.keys import AppKeys, BusKeys
 from bus.store.redis_errors import maps_client_errors
+from bus.store.types import AsyncClient
 
 __all__ = [
     "Delivery",
@@ -123,18 +125,14 @@ def _decode_envelope(raw: bytes) -> tuple[dict[str, Any] | None, str | None, str
 
 
 @maps_client_errors
-async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLineage:
+async def event_lineage(client: AsyncClient, prefix: str, event_key: str) -> EventLineage:
     """Read an event from the event log and the task of each registered subscription.
 
     Raises:
         EventNotFound: The event log has no such key.
     """
     keys = BusKeys(prefix)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.events, event_key)
-        pipe.zscore(keys.events_t, event_key)
-        pipe.zscore(keys.pending, event_key)
-        raw, recorded, pending = await pipe.execute()
+    raw, recorded, pending = await reads.event_entry(client, keys, event_key)
     if raw is None:
         raise EventNotFound(
             f"no event {event_key!r} in the event log: check the key (the 'buskey' of the "
@@ -160,7 +158,7 @@ async def event_lineage(client: Redis, prefix: str, event_key: str) -> EventLine
         key=event_key,
         envelope=envelope,
         recorded_ms=None if recorded is None else int(recorded),
-        pending=pending is not None,
+        pending=pending,
         deliveries=deliveries,
         envelope_error=envelope_error,
         envelope_raw=envelope_raw,

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bus.core import clock
 from bus.inspect.deadset import select_dead
 from bus.store import features, transport
 from bus.store.keys import AppKeys, validate_app_name
 from bus.store.redis_errors import maps_client_errors
+from bus.store.types import AsyncClient
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -83,7 +82,7 @@ def batch_size(batch: int, rate_per_s: float | None) -> int:
 
 @maps_client_errors
 async def replay(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     app: str,
     ids: Sequence[str] | None = None,
@@ -178,7 +177,7 @@ async def replay(
 
 @maps_client_errors
 async def purge(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     app: str,
     ids: Sequence[str] | None = None,

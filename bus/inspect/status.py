@@ -1,7 +1,8 @@
 """The state of the bus at a glance: per app, its queues, dead letters and workers.
 
 Apps are those registered in the subscription registry plus those that have
-keys (found with ``SCAN``, never ``KEYS``). Per queue: ready depth, delayed,
+keys (found with ``SCAN``, never ``KEYS``). Every read is a function of
+:mod:`bus.store.reads`; this module judges what they return. Per queue: ready depth, delayed,
 in flight, and the age of the oldest waiting task (the tail of the ready list,
 which workers pop next). Per app: the dead count and the workers' status
 records; a worker is live while its heartbeat is recent (3 leases: 45 s).
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from bus.errors import BusError
+from bus.store import reads
 from bus.store.keys import AppKeys, BusKeys, validate_app_name
 from bus.store.redis_errors import maps_client_errors
+from bus.store.types import AsyncClient
 
 __all__ = [
     "LIVE_AFTER_MS",
@@ -54,13 +56,6 @@ class UnknownApp(BusError):
     """An app named on the command line is neither registered nor has any keys."""
 
 
-_GLOB_SPECIAL = "*?[]\\"
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
-
-
 def _text(value: bytes | str) -> str:
     # A name or id that is not UTF-8 (damage) is shown escaped, never fatal.
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
@@ -75,29 +70,18 @@ def _created_ms(raw: bytes | str | None) -> int | None:
 
 
 @maps_client_errors
-async def app_names(client: Redis, prefix: str) -> tuple[list[str], list[str]]:
+async def app_names(client: AsyncClient, prefix: str) -> tuple[list[str], list[str]]:
     """Return the registered apps and the apps that have queues, each sorted.
 
-    The key pattern is derived from :class:`AppKeys`, so the layout stays
-    defined in :mod:`bus.store.keys` alone.
+    The apps with queues are found with ``SCAN`` (:func:`bus.store.reads.apps_with_queues`).
     """
-    registered = sorted(_text(a) for a in await client.hkeys(BusKeys(prefix).subs))
-    head, tail = AppKeys(prefix, "\0").queues.split("\0")
-    pattern = _glob_escape(head) + "*" + _glob_escape(tail)
-    found: set[str] = set()
-    async for raw in client.scan_iter(match=pattern, count=1000):
-        key = _text(raw)
-        name = key[len(head) : len(key) - len(tail)]
-        try:
-            found.add(validate_app_name(name))
-        except ValueError:
-            continue  # not a key of ours (a foreign key that happens to match)
-    return registered, sorted(found)
+    registered = sorted(_text(a) for a in await reads.registered_apps(client, BusKeys(prefix)))
+    return registered, sorted(await reads.apps_with_queues(client, prefix))
 
 
 @maps_client_errors
 async def require_apps(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     apps: list[str],
     known: tuple[list[str], list[str]] | None = None,
@@ -122,7 +106,7 @@ async def require_apps(
         # Dead letters outlive an app's queues set only if someone deleted it;
         # one EXISTS per unknown name keeps such an app reachable.
         for app in list(missing):
-            if await client.exists(AppKeys(prefix, app).dead):
+            if await reads.has_dead(client, AppKeys(prefix, app)):
                 missing.remove(app)
     if missing:
         listed = ", ".join(sorted(names)) or "none (no app is registered and none has queues)"
@@ -131,20 +115,16 @@ async def require_apps(
 
 @maps_client_errors
 async def overdue_pending(
-    client: Redis, prefix: str, *, now_ms: int, older_than_ms: int
+    client: AsyncClient, prefix: str, *, now_ms: int, older_than_ms: int
 ) -> tuple[int, int | None]:
     """Count events pending (recorded, not fully routed) for longer than ``older_than_ms``.
 
     Returns:
         Their number and the age of the oldest (None when there is none).
     """
-    keys = BusKeys(prefix)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zcount(keys.pending, "-inf", now_ms - older_than_ms)
-        pipe.zrange(keys.pending, 0, 0, withscores=True)
-        count, oldest = await pipe.execute()
-    age = now_ms - int(oldest[0][1]) if count and oldest else None
-    return int(count), age
+    count, oldest = await reads.pending_overdue(client, BusKeys(prefix), now_ms - older_than_ms)
+    age = now_ms - int(oldest) if count and oldest is not None else None
+    return count, age
 
 
 def health_problems(
@@ -310,7 +290,7 @@ def _age_text(ms: int) -> str:
 
 
 async def _app_status(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     app: str,
     registered: bool,
@@ -320,50 +300,34 @@ async def _app_status(
     stale_after_ms: int,
 ) -> AppStatus:
     keys = AppKeys(prefix, app)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.smembers(keys.queues)
-        pipe.zcard(keys.dead)
-        pipe.hgetall(keys.workers)
-        pipe.zrange(keys.beats, 0, -1, withscores=True)
-        pipe.zrange(keys.finished, -1, -1, withscores=True)
-        pipe.zrange(keys.dead, -1, -1, withscores=True)
-        members, dead, records, beats, last_finished, last_dead = await pipe.execute()
-    names = sorted(_text(m) for m in members)
-    async with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            q = keys.queue(name)
-            pipe.llen(q.ready)
-            pipe.zcard(q.delayed)
-            pipe.zcard(q.inflight)
-            # Workers RPOP, so the tail of the ready list is the next to run.
-            pipe.lindex(q.ready, -1)
-        depths = await pipe.execute()
-    oldest_ids = [_text(depths[i * 4 + 3]) for i in range(len(names)) if depths[i * 4 + 3]]
+    entries = await reads.app_entries(client, keys)
+    names = sorted(_text(m) for m in entries.queues)
+    depths = await reads.queue_depths(client, keys, names)
+    oldest_ids = [_text(d.next_id) for d in depths if d.next_id]
     created: dict[str, int] = {}
     if oldest_ids:
         for task_id, raw in zip(
-            oldest_ids, await client.hmget(keys.state, oldest_ids), strict=True
+            oldest_ids, await reads.task_states(client, keys, oldest_ids), strict=True
         ):
             tc = _created_ms(raw)
             if tc is not None:
                 created[task_id] = tc
     queues = []
-    for i, name in enumerate(names):
-        ready, delayed, inflight, tail = depths[i * 4 : i * 4 + 4]
+    for name, (ready, delayed, inflight, tail) in zip(names, depths, strict=True):
         oldest = _text(tail) if tail else None
         queues.append(
             QueueStatus(name, ready, delayed, inflight, oldest, created.get(oldest or ""))
         )
-    by_id = {_text(k): v for k, v in records.items()}
+    by_id = {_text(k): v for k, v in entries.workers.items()}
     workers = [
         _worker(_text(w), by_id.get(_text(w)), int(score), now_ms - int(score) <= live_after_ms)
-        for w, score in beats
+        for w, score in entries.beats
     ]
     workers.sort(key=lambda w: (not w.live, w.id))
     last_seen = _newest(
         max((w.beat_ms for w in workers), default=None),
-        int(last_finished[0][1]) if last_finished else None,
-        int(last_dead[0][1]) if last_dead else None,
+        entries.last_finished_ms,
+        entries.last_dead_ms,
     )
     stale, warning = False, None
     if registered and not any(w.live for w in workers):
@@ -372,12 +336,12 @@ async def _app_status(
         elif now_ms - last_seen > stale_after_ms:
             stale = True
             warning = f"no live worker for {_age_text(now_ms - last_seen)}"
-    return AppStatus(app, registered, queues, int(dead), workers, last_seen, stale, warning)
+    return AppStatus(app, registered, queues, entries.dead, workers, last_seen, stale, warning)
 
 
 @maps_client_errors
 async def bus_status(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     *,
     now_ms: int,

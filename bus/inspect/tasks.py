@@ -7,9 +7,10 @@ engine stores (see :mod:`bus.store.keys` and :mod:`bus.core.task`): the created 
 for replayed tasks the replay count ``rp`` and the last replays ``rh`` (each:
 when it was replayed, when and why it had died; written by ``replay.lua``).
 
-:func:`read_tasks` is the one read of tasks that the event lineage
-(:mod:`bus.inspect.events`) and the dead letters (:mod:`bus.inspect.deadset`)
-build on; the documented entry point is :mod:`bus.inspect.lineage`.
+:func:`read_tasks` (on :func:`bus.store.reads.tasks`) is the one read of tasks
+that the event lineage (:mod:`bus.inspect.events`) and the dead letters
+(:mod:`bus.inspect.deadset`) build on; the documented entry point is
+:mod:`bus.inspect.lineage`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from bus.core.task import AttemptError, TaskInfo, TaskRecord, TaskState
 from bus.errors import BusError
+from bus.store import reads
 from bus.store.keys import AppKeys, validate_app_name
 from bus.store.redis_errors import maps_client_errors
+from bus.store.types import AsyncClient
 
 __all__ = [
     "HistoryEntry",
@@ -289,9 +291,10 @@ def _record_doc(record: TaskRecord | None) -> dict[str, Any] | None:
 
 
 async def read_tasks(
-    client: Redis, keys: AppKeys, ids: Sequence[str], *, errors: bool = True
+    client: AsyncClient, keys: AppKeys, ids: Sequence[str], *, errors: bool = True
 ) -> dict[str, TaskSnapshot]:
-    """Read tasks of one app in one round trip; unknown ids are left out.
+    """Read tasks of one app in one round trip (:func:`bus.store.reads.tasks`); unknown
+    ids are left out.
 
     Args:
         client: Redis client.
@@ -301,27 +304,17 @@ async def read_tasks(
     """
     if not ids:
         return {}
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hmget(keys.state, list(ids))
-        pipe.hmget(keys.tasks, list(ids))
-        if errors:
-            pipe.hmget(keys.errors, list(ids))
-        pipe.zmscore(keys.dead, list(ids))
-        replies = await pipe.execute()
-    states, records = replies[0], replies[1]
-    errs = replies[2] if errors else [None] * len(ids)
-    scores = replies[-1]
     out: dict[str, TaskSnapshot] = {}
-    for i, task_id in enumerate(ids):
-        if states[i] is not None:
-            out[task_id] = TaskSnapshot.from_raw(
-                keys.app, task_id, states[i], records[i], errs[i], scores[i]
-            )
+    for task_id, stored in zip(
+        ids, await reads.tasks(client, keys, ids, errors=errors), strict=True
+    ):
+        if stored is not None:
+            out[task_id] = TaskSnapshot.from_raw(keys.app, task_id, *stored)
     return out
 
 
 @maps_client_errors
-async def read_task(client: Redis, prefix: str, app: str, task_id: str) -> TaskSnapshot:
+async def read_task(client: AsyncClient, prefix: str, app: str, task_id: str) -> TaskSnapshot:
     """Read one task with its errors and dead-letter entry.
 
     Raises:
