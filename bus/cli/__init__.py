@@ -5,6 +5,12 @@ function; every leaf command sets ``handler(args, settings) -> int``. This
 module builds the parser, reads the settings once, configures logging and maps
 taskbus's errors, and redis-py's (through ``bus.store.redis_errors``), to a one-line
 message and exit status 2 (bad input or setup) instead of a traceback.
+
+No command sends a Redis command of its own: ``status``, ``task``, ``event``
+and ``dead`` call the inspection API (:mod:`bus.inspect`, which a dashboard
+shares), ``subscriptions`` the registry (:mod:`bus.events`), ``redis`` the
+embedded server (:mod:`bus.local`); the reads under them are
+:mod:`bus.store.reads`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ import re
 import sys
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bus.cli.ops import (
     InputError,
     app_arg,
@@ -41,6 +39,7 @@ from bus.inspect.replay import DEFAULT_BATCH, ReplayReport, purge, replay
 from bus.inspect.status import require_apps
 from bus.inspect.tasks import TaskSnapshot, read_tasks
 from bus.store.keys import AppKeys
+from bus.store.types import AsyncClient
 from bus.text import emit
 
 __all__ = ["parse_rate", "register"]
@@ -199,7 +198,7 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
 
-    async def read(client: Redis) -> tuple[list[DeadTask], int]:
+    async def read(client: AsyncClient) -> tuple[list[DeadTask], int]:
         await require_apps(client, settings.prefix, [app])
         tasks = await list_dead(client, settings.prefix, app, limit=args.limit, **filters)
         total = await count_dead(
@@ -226,7 +225,7 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
     """Show one dead task with its errors and history."""
     app = app_arg(args.app)
 
-    async def read(client: Redis) -> TaskSnapshot | None:
+    async def read(client: AsyncClient) -> TaskSnapshot | None:
         return (await read_tasks(client, AppKeys(settings.prefix, app), [args.id])).get(args.id)
 
     task = with_redis(settings, read)
@@ -253,7 +252,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch < 1:
         raise InputError(f"--batch must be >= 1, got {args.batch}")
 
-    async def work(client: Redis) -> ReplayReport:
+    async def work(client: AsyncClient) -> ReplayReport:
         await require_apps(client, settings.prefix, [app])
         if "ids" in selector:
             _check_ids(await select_dead(client, settings.prefix, app, selector["ids"]), app)
@@ -291,7 +290,7 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     app = app_arg(args.app)
     selector = _selector(args, clock.now_ms())
 
-    async def select(client: Redis) -> Selection:
+    async def select(client: AsyncClient) -> Selection:
         await require_apps(client, settings.prefix, [app])
         selection = await select_dead(client, settings.prefix, app, **selector)
         if "ids" in selector:
@@ -319,7 +318,7 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
             emit("nothing purged")
             return 1
 
-    async def delete(client: Redis) -> int:
+    async def delete(client: AsyncClient) -> int:
         return await purge(client, settings.prefix, app, ids)
 
     purged = with_redis(settings, delete)

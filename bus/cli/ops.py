@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 
 from bus.config.settings import Settings
 from bus.errors import BusError, RedisSetupError
 from bus.store.connection import check_server, connect, warn_if_not_persistent
 from bus.store.keys import validate_app_name
+from bus.store.types import AsyncClient
 from bus.text import escape
 
 log = structlog.get_logger("bus.cli")
@@ -144,7 +144,7 @@ def print_table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
         print((indent + "  ".join(cells)).rstrip())
 
 
-async def _warn_if_unsafe(client: Redis, settings: Settings) -> None:
+async def _warn_if_unsafe(client: AsyncClient, settings: Settings) -> None:
     # Operator commands warn rather than refuse: on a server that evicts keys
     # or keeps nothing, looking (status, dead list) is exactly what is needed.
     try:
@@ -155,11 +155,14 @@ async def _warn_if_unsafe(client: Redis, settings: Settings) -> None:
     warn_if_not_persistent(info)
 
 
-def with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
+def with_redis(settings: Settings, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
     """Connect, run ``work(client)`` in a fresh event loop, close the client.
 
-    Redis errors propagate as redis-py raised them; :func:`bus.cli.main` turns
-    them into one line and exit status 2 (:mod:`bus.store.redis_errors`).
+    ``work`` reads and acts through :mod:`bus.inspect` (or the store's
+    functions), never with commands of its own. The store's errors
+    (:data:`bus.store.types.STORE_ERRORS`) propagate as raised;
+    :func:`bus.cli.main` turns them into one line and exit status 2
+    (:mod:`bus.store.redis_errors`).
     """
 
     async def go() -> T:

@@ -13,7 +13,6 @@ import argparse
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from bus.cli.ops import (
     app_arg,
@@ -36,6 +35,7 @@ from bus.inspect.status import (
     overdue_pending,
 )
 from bus.inspect.tasks import TaskSnapshot, read_task
+from bus.store.types import AsyncClient
 from bus.text import emit, emit_block
 
 __all__ = ["print_task", "register"]
@@ -125,7 +125,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     pending_ms = parse_duration_ms(args.pending_after, "--pending-after")
     apps = [app_arg(a) for a in args.app] if args.app else None
 
-    async def read(client: Redis) -> tuple[BusStatus, tuple[int, int | None] | None]:
+    async def read(client: AsyncClient) -> tuple[BusStatus, tuple[int, int | None] | None]:
         now = clock.now_ms()
         status = await bus_status(
             client,
@@ -216,7 +216,7 @@ def run_task_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print one task with its history."""
     app = app_arg(args.app)
 
-    async def read(client: Redis) -> TaskSnapshot:
+    async def read(client: AsyncClient) -> TaskSnapshot:
         return await read_task(client, settings.prefix, app, args.id)
 
     task = with_redis(settings, read)
@@ -287,7 +287,7 @@ def _clip(text: str) -> str:
 def run_event_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print an event and the state of its task in every subscribing app."""
 
-    async def read(client: Redis) -> EventLineage:
+    async def read(client: AsyncClient) -> EventLineage:
         return await event_lineage(client, settings.prefix, args.key)
 
     lineage = with_redis(settings, read)
