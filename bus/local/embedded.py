@@ -6,7 +6,9 @@ listens on a unix socket only, keeps an AOF, never evicts keys, and is
 daemonized, so it outlives the process that started it and is shared by every
 process using the same data dir. This module starts it, stops it and reports
 its status; the files it keeps in the data dir (config, pidfile, lock, socket
-record) are :mod:`bus.local.datadir`'s.
+record) are :mod:`bus.local.datadir`'s. PING and SHUTDOWN go over the socket
+as raw inline commands (no client needed while the server starts or stops);
+the status's ``INFO`` is the store's read (:func:`bus.store.reads.server_info_sync`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
-
-import redis
 
 from bus.config.settings import Settings
 from bus.core import clock
@@ -39,6 +39,7 @@ from bus.local.datadir import (
     socket_path,
     write_config,
 )
+from bus.store.reads import server_info_sync
 
 __all__ = [
     "EmbeddedStatus",
@@ -144,21 +145,17 @@ def embedded_status(settings: Settings) -> EmbeddedStatus:
     pid = read_pid(data_dir / PID_FILE)
     live_pid = pid if pid is not None and is_our_server(pid, data_dir) else None
     reply = _ping(sock)
-    if reply is not None:
-        with (
-            contextlib.suppress(redis.RedisError),
-            redis.Redis(unix_socket_path=str(sock), socket_timeout=2.0) as client,
-        ):
-            info = client.info("server")
-            executable = info.get("executable")
-            return EmbeddedStatus(
-                running=True,
-                pid=int(info["process_id"]),
-                socket=sock,
-                binary=Path(str(executable)) if executable else None,
-                version=str(info["redis_version"]),
-                data_dir=data_dir,
-            )
+    info = server_info_sync(sock) if reply is not None else None
+    if info is not None:
+        executable = info.get("executable")
+        return EmbeddedStatus(
+            running=True,
+            pid=int(info["process_id"]),
+            socket=sock,
+            binary=Path(str(executable)) if executable else None,
+            version=str(info["redis_version"]),
+            data_dir=data_dir,
+        )
     try:
         chosen: Path | None
         chosen, version = choose_binary(None)
