@@ -25,9 +25,10 @@ from bus.core.task import TaskInfo, TaskState
 from bus.demo.events import LARGE_ORDER_CENTS, plan_events
 from bus.demo.procs import worker_env
 from bus.demo.screen import Screen, summary_line, summary_table
-from bus.demo.state import AppCounts, Snapshot, clear_prefix
+from bus.demo.state import AppCounts, Snapshot
 from bus.events.schemas import SchemaRegistry
 from bus.local.embedded import embedded_status
+from bus.store.admin import clear_prefix
 from bus.store.keys import AppKeys, BusKeys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

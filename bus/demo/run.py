@@ -38,9 +38,6 @@ import sys
 from collections.abc import Mapping
 from typing import TextIO
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from bus.client import Bus
 from bus.config.settings import Settings
 from bus.core import clock
@@ -59,7 +56,6 @@ from bus.demo.options import (
 )
 from bus.demo.stage import CANCEL_TIMEOUT_S, POLL_S, Stage, cancel, together
 from bus.demo.state import (
-    clear_prefix,
     expected_tasks,
     final_checks,
     live_workers,
@@ -74,14 +70,18 @@ from bus.events.registry import load_registry
 from bus.events.router import task_id_for
 from bus.inspect.deadset import DeadTask, get_dead
 from bus.inspect.replay import replay
+from bus.store.admin import clear_prefix
 from bus.store.connection import check_server, connect
 from bus.store.keys import BusKeys
+from bus.store.types import STORE_ERRORS, AsyncClient
 
 __all__ = ["Demo", "run_demo"]
 
 # A worker beating more recently than this belongs to a running demo (the
 # demo's workers beat every lease / 3 s).
 _LIVE_BEAT_MS = 10_000
+# The read API (get_dead) raises taskbus's errors, the store's plain reads its own.
+_REDIS_FAILED: tuple[type[Exception], ...] = (*STORE_ERRORS, RedisUnavailable, RedisCommandError)
 
 
 def run_demo(
@@ -156,10 +156,10 @@ class Demo(Stage):
             self._stop_workers()
             await client.aclose()
 
-    async def _run(self, client: Redis) -> int:
+    async def _run(self, client: AsyncClient) -> int:
         try:
             await check_server(client, embedded=self.settings.redis_url is None)
-        except RedisError as exc:
+        except STORE_ERRORS as exc:
             raise RedisSetupError(
                 f"cannot reach {self._where()}: {exc}; check the setting and that the server runs"
             ) from exc
@@ -167,14 +167,13 @@ class Demo(Stage):
         self._intro()
         try:
             return await self._story(client)
-        except (RedisError, RedisUnavailable, RedisCommandError) as exc:
-            # The read API (get_dead) raises taskbus's errors, raw calls redis-py's.
+        except _REDIS_FAILED as exc:
             self.screen.freeze()
             self.screen.note(f"demo failed: Redis failed during the demo: {exc}")
             self.screen.note("verdict: FAIL - Redis failed during the demo")
             return EXIT_FAIL
 
-    async def _story(self, client: Redis) -> int:
+    async def _story(self, client: AsyncClient) -> int:
         cleared = await clear_prefix(client, self.prefix)
         self.screen.note(
             f"cleared {cleared} keys of prefix '{self.prefix}:' (SCAN + UNLINK, nothing else)"
@@ -237,7 +236,7 @@ class Demo(Stage):
         )
         self.screen.note(f"redis: {self._where()}")
 
-    async def _refuse_if_running(self, client: Redis) -> None:
+    async def _refuse_if_running(self, client: AsyncClient) -> None:
         seen = await live_workers(client, self.prefix, APPS, clock.now_ms() - _LIVE_BEAT_MS)
         # A worker of this host whose process is gone (a crash) beat recently but is
         # no demo running; it is left out.
@@ -277,7 +276,7 @@ class Demo(Stage):
                     )
         self.screen.note(f"{self._stamp()}published all {self.published} events")
 
-    async def _late_start(self, client: Redis) -> None:
+    async def _late_start(self, client: AsyncClient) -> None:
         start_at = self._stream_t0 + self.options.late_start_s
         await self._wait(
             lambda: clock.monotonic_s() >= start_at,
@@ -305,7 +304,7 @@ class Demo(Stage):
             f"{self.caught_up_s:.1f}s after it started"
         )
 
-    async def _poison_and_fix(self, client: Redis) -> None:
+    async def _poison_and_fix(self, client: AsyncClient) -> None:
         await self._wait(
             lambda: self.poison_key is not None,
             "the poison order to be published",
@@ -356,7 +355,7 @@ class Demo(Stage):
             f"{self._stamp()}the poison order was delivered by {FIX_APP} after the replay"
         )
 
-    async def _poison_task_ids(self, client: Redis, key: str) -> list[str]:
+    async def _poison_task_ids(self, client: AsyncClient, key: str) -> list[str]:
         poison = next(e for e in self.plan if e.poison)
         registry = await load_registry(client, BusKeys(self.prefix))
         specs = [s for s in registry.route(poison.type, poison.payload) if s.app == FIX_APP]
@@ -367,7 +366,7 @@ class Demo(Stage):
             )
         return [task_id_for(key, s.name) for s in specs]
 
-    async def _wait_poison_dead(self, client: Redis, ids: list[str]) -> list[DeadTask]:
+    async def _wait_poison_dead(self, client: AsyncClient, ids: list[str]) -> list[DeadTask]:
         found: list[DeadTask] = []
 
         async def settled() -> bool:
@@ -391,7 +390,7 @@ class Demo(Stage):
             )
         return found
 
-    async def _drain(self, client: Redis) -> None:
+    async def _drain(self, client: AsyncClient) -> None:
         async def drained() -> bool:
             snap = await read_snapshot(client, self.prefix, APPS)
             if snap.pending or any(c.unfinished for c in snap.apps.values()):

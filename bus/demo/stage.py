@@ -14,9 +14,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from bus.config.settings import Settings
 from bus.core import clock
 from bus.demo import APPS, DEMO_PREFIX
@@ -25,6 +22,7 @@ from bus.demo.options import FIX_ENV, DemoFailed, DemoOptions
 from bus.demo.procs import Child, Children, worker_env
 from bus.demo.screen import Screen
 from bus.demo.state import read_snapshot, worker_pids
+from bus.store.types import STORE_ERRORS, AsyncClient
 
 __all__ = ["CANCEL_TIMEOUT_S", "POLL_S", "Stage", "cancel", "together"]
 
@@ -69,7 +67,7 @@ class Stage:
         return child
 
     async def _wait_live(
-        self, client: Redis, children: list[Child], state: str = "running"
+        self, client: AsyncClient, children: list[Child], state: str = "running"
     ) -> None:
         """Wait until each child's worker has written its status record; show ``state``."""
 
@@ -123,11 +121,11 @@ class Stage:
                 return False
             await asyncio.sleep(POLL_S)
 
-    async def _refresh(self, client: Redis) -> None:
+    async def _refresh(self, client: AsyncClient) -> None:
         while True:
             try:
                 snap = await read_snapshot(client, self.prefix, APPS)
-            except RedisError:
+            except STORE_ERRORS:
                 pass  # the step that needs Redis reports it
             else:
                 self.screen.show(

@@ -1,9 +1,9 @@
-"""The demo's reads and writes in Redis: its prefix, its apps, their counts, its verdict.
+"""The demo's view of the bus: its apps, their counts, its verdict.
 
-:func:`clear_prefix` deletes the keys of the demo's prefix (``SCAN`` +
-``UNLINK``, never ``FLUSHALL``); :func:`sync_apps` stores the apps'
-subscriptions; :func:`live_workers` and :func:`worker_pids` read the workers'
-status records.
+The reads themselves are the store's (:mod:`bus.store.reads`), the clearing
+of the demo's prefix too (:func:`bus.store.admin.clear_prefix`); this module
+makes sense of them. :func:`sync_apps` stores the apps' subscriptions;
+:func:`live_workers` and :func:`worker_pids` read the workers' status records.
 
 :func:`read_snapshot` counts each app's *deliveries* (its tasks of recorded
 events; recurring and named tasks are left out) by state, from the app's state
@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 import orjson
-from redis.asyncio import Redis
 
 from bus.config.apps import load_app_config_named, subscription_specs, task_specs
 from bus.config.settings import Settings
@@ -33,14 +31,15 @@ from bus.events.registry import load_registry
 from bus.events.registry_sync import sync_subscriptions
 from bus.events.router import task_id_for
 from bus.inspect.tasks import read_tasks
+from bus.store import reads
 from bus.store.keys import AppKeys, BusKeys
+from bus.store.types import AsyncClient
 
 __all__ = [
     "AppCounts",
     "Check",
     "SeenWorker",
     "Snapshot",
-    "clear_prefix",
     "deliveries",
     "expected_tasks",
     "final_checks",
@@ -127,26 +126,7 @@ class _Tally:
         )
 
 
-async def clear_prefix(client: Redis, prefix: str, *, batch: int = 500) -> int:
-    """Delete every key of ``prefix`` (``SCAN`` + ``UNLINK``); return how many.
-
-    Every key of the layout in :mod:`bus.store.keys` starts with ``<prefix>:``, and
-    only keys that do are deleted.
-    """
-    pattern = _glob_escape(prefix) + ":*"
-    cleared = 0
-    found: list[bytes] = []
-    async for key in client.scan_iter(match=pattern, count=1000):
-        found.append(key)
-        if len(found) >= batch:
-            cleared += int(await client.unlink(*found))
-            found = []
-    if found:
-        cleared += int(await client.unlink(*found))
-    return cleared
-
-
-async def sync_apps(client: Redis, settings: Settings, apps: Sequence[str]) -> dict[str, int]:
+async def sync_apps(client: AsyncClient, settings: Settings, apps: Sequence[str]) -> dict[str, int]:
     """Store each app's subscriptions from its ``app.toml``; return how many each has.
 
     Raises:
@@ -177,71 +157,60 @@ class SeenWorker:
 
 
 async def live_workers(
-    client: Redis, prefix: str, apps: Sequence[str], since_ms: int
+    client: AsyncClient, prefix: str, apps: Sequence[str], since_ms: int
 ) -> list[SeenWorker]:
     """The workers of ``apps`` whose last heartbeat is at or after ``since_ms``."""
     alive = []
     for app in apps:
-        keys = AppKeys(prefix, app)
-        ids = cast(list[bytes], await client.zrangebyscore(keys.beats, since_ms, "+inf"))
-        if not ids:
-            continue
-        for raw in await client.hmget(keys.workers, ids):
+        for raw in await reads.beating_workers(client, AppKeys(prefix, app), since_ms):
             doc = orjson.loads(raw) if raw else {}
             pid = doc.get("pid")
             alive.append(SeenWorker(app, pid if isinstance(pid, int) else None, doc.get("host")))
     return alive
 
 
-async def worker_pids(client: Redis, prefix: str, apps: Iterable[str]) -> set[int]:
+async def worker_pids(client: AsyncClient, prefix: str, apps: Iterable[str]) -> set[int]:
     """The pids in the status records of the apps' workers."""
     pids = set()
     for app in apps:
-        for raw in await client.hvals(AppKeys(prefix, app).workers):
+        for raw in await reads.worker_records(client, AppKeys(prefix, app)):
             pid = orjson.loads(raw).get("pid")
             if isinstance(pid, int):
                 pids.add(pid)
     return pids
 
 
-async def states_of(client: Redis, prefix: str, app: str, ids: Sequence[str]) -> list[str | None]:
+async def states_of(
+    client: AsyncClient, prefix: str, app: str, ids: Sequence[str]
+) -> list[str | None]:
     """The states of some tasks of an app (None for an unknown id)."""
-    raws = await client.hmget(AppKeys(prefix, app).state, list(ids))
+    raws = await reads.task_states(client, AppKeys(prefix, app), ids)
     return [None if raw is None else str(orjson.loads(raw).get("s")) for raw in raws]
 
 
-async def read_snapshot(client: Redis, prefix: str, apps: Sequence[str]) -> Snapshot:
+async def read_snapshot(client: AsyncClient, prefix: str, apps: Sequence[str]) -> Snapshot:
     """Count every app's deliveries by state, and the events recorded and pending.
 
     Args:
-        client: Redis client.
+        client: AsyncClient client.
         prefix: The key prefix.
         apps: The apps to count.
     """
-    bus_keys = BusKeys(prefix)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hkeys(bus_keys.events)
-        pipe.zcard(bus_keys.pending)
-        for app in apps:
-            pipe.hgetall(AppKeys(prefix, app).state)
-        replies = await pipe.execute()
-    events = {_text(k) for k in replies[0]}
+    stored = await reads.delivery_states(client, prefix, apps)
+    events = {_text(k) for k in stored.event_keys}
     counts = {}
-    for app, raw in zip(apps, replies[2:], strict=True):
+    for app, raw in zip(apps, stored.states, strict=True):
         tally = _Tally()
         for state in _deliveries(raw, events).values():
             tally.add(state)
         counts[app] = tally.app_counts()
-    return Snapshot(counts, len(events), int(replies[1]))
+    return Snapshot(counts, len(events), stored.pending)
 
 
-async def deliveries(client: Redis, prefix: str, app: str) -> dict[str, str]:
+async def deliveries(client: AsyncClient, prefix: str, app: str) -> dict[str, str]:
     """Return an app's deliveries (tasks of recorded events) with their states."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hkeys(BusKeys(prefix).events)
-        pipe.hgetall(AppKeys(prefix, app).state)
-        keys, raw = await pipe.execute()
-    return _deliveries(raw, {_text(k) for k in keys})
+    stored = await reads.delivery_states(client, prefix, [app])
+    return _deliveries(stored.states[0], {_text(k) for k in stored.event_keys})
 
 
 def _deliveries(raw: Mapping[bytes, bytes], events: set[str]) -> dict[str, str]:
@@ -256,18 +225,20 @@ def _deliveries(raw: Mapping[bytes, bytes], events: set[str]) -> dict[str, str]:
     return out
 
 
-async def expected_tasks(client: Redis, prefix: str, apps: Sequence[str]) -> dict[str, set[str]]:
+async def expected_tasks(
+    client: AsyncClient, prefix: str, apps: Sequence[str]
+) -> dict[str, set[str]]:
     """The task ids each app must have: one per (recorded event, matching subscription).
 
     Args:
-        client: Redis client.
+        client: AsyncClient client.
         prefix: The key prefix.
         apps: The apps to compute (subscriptions of other apps are ignored).
     """
     keys = BusKeys(prefix)
     registry = await load_registry(client, keys)
     out: dict[str, set[str]] = {app: set() for app in apps}
-    async for _, raw in client.hscan_iter(keys.events, count=1000):
+    async for raw in reads.envelopes(client, keys):
         envelope = orjson.loads(raw)
         for spec in registry.route(envelope["type"], envelope.get("data")):
             if spec.app in out:
@@ -276,7 +247,7 @@ async def expected_tasks(client: Redis, prefix: str, apps: Sequence[str]) -> dic
 
 
 async def final_checks(
-    client: Redis,
+    client: AsyncClient,
     prefix: str,
     apps: Sequence[str],
     *,
@@ -286,7 +257,7 @@ async def final_checks(
     """Check the end state of the demo.
 
     Args:
-        client: Redis client.
+        client: AsyncClient client.
         prefix: The key prefix.
         apps: The demo's apps.
         published: How many events the demo itself published.
@@ -343,7 +314,7 @@ async def final_checks(
 
 
 async def _poison_check(
-    client: Redis, prefix: str, poison_tasks: Mapping[str, Sequence[str]]
+    client: AsyncClient, prefix: str, poison_tasks: Mapping[str, Sequence[str]]
 ) -> tuple[bool, str]:
     ids = [(app, task_id) for app, group in poison_tasks.items() for task_id in group]
     if not ids:
@@ -361,10 +332,6 @@ async def _poison_check(
         return False, "the poison order was not delivered after its replay: " + "; ".join(problems)
     where = ", ".join(sorted({app for app, _ in ids}))
     return True, f"the poison order was dead-lettered in {where}, replayed, then delivered"
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _text(value: bytes | str) -> str:
