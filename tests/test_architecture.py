@@ -27,13 +27,7 @@ MAX_LINES = 450
 # client only as a type or for plain reads; the Transport protocol of the
 # layers issue (store/transport.py, store/reads.py) replaces those imports.
 REDIS_OUTSIDE_STORE = {
-    "bus.cli.dead_cmd",
-    "bus.cli.ops",
-    "bus.cli.status_cmd",
     "bus.client",
-    "bus.demo.run",
-    "bus.demo.stage",
-    "bus.demo.state",
     "bus.enqueue",
     "bus.events.declarations",
     "bus.events.publish",
@@ -41,12 +35,6 @@ REDIS_OUTSIDE_STORE = {
     "bus.events.registry_sync",
     "bus.events.registry_watch",
     "bus.events.sweep",
-    "bus.inspect.deadset",
-    "bus.inspect.events",
-    "bus.inspect.replay",
-    "bus.inspect.status",
-    "bus.inspect.tasks",
-    "bus.local.embedded",
     "bus.nodes",
     "bus.recurring",
     "bus.worker.__main__",
