@@ -1,11 +1,12 @@
 """The state of the bus at a glance: per app, its queues, dead letters and workers.
 
 Apps are those registered in the subscription registry plus those that have
-keys (found with ``SCAN``, never ``KEYS``). Every read is a function of
-:mod:`bus.store.reads`; this module judges what they return. Per queue: ready depth, delayed,
+keys (found with ``SCAN``, never ``KEYS``). Per queue: ready depth, delayed,
 in flight, and the age of the oldest waiting task (the tail of the ready list,
 which workers pop next). Per app: the dead count and the workers' status
 records; a worker is live while its heartbeat is recent (3 leases: 45 s).
+Every read is a function of :mod:`bus.store.reads`; this module judges what
+they return.
 
 A registered app with no live worker for longer than ``stale_after_ms`` is
 flagged: events keep reaching its queues and nobody works them. "Last seen"
