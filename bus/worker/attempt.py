@@ -1,6 +1,6 @@
 """One attempt of one claimed task: decode, find the handler, run it, judge.
 
-Decides the verdict of an attempt (see :mod:`bus.worker.execute` for what an
+Decides the verdict of an attempt (see :mod:`bus.core.verdict` for what an
 error means); the worker loop turns verdicts into settle calls.
 
 Whatever the record or the handler does, an attempt ends in a verdict and
@@ -17,7 +17,7 @@ frees its slot:
   :data:`ABANDON_AFTER_MAX_S`): the attempt fails with ``TaskTimeout``, the slot
   is freed, and ``handler_ignored_cancellation`` is logged. A sync one cannot
   be cancelled at all; its thread is abandoned at once (see
-  :class:`~bus.worker.execute.HandlerThreads`).
+  :class:`~bus.core.handler_call.HandlerThreads`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import structlog
 
 from bus.core import clock
 from bus.core.context import TaskContext
+from bus.core.handler_call import call_handler
 from bus.core.task import TaskRecord
+from bus.core.verdict import OK, Verdict, error_text, judge, reason_doc
 from bus.nodes import is_node_queue
 from bus.store.engine import ClaimedTask, Outcome
-from bus.worker.execute import OK, Verdict, call_handler, error_text, judge, reason_doc
 
 if TYPE_CHECKING:
     from bus.worker.loop import Running, Worker
