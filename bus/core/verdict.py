@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import structlog
@@ -32,6 +32,8 @@ __all__ = [
     "OK",
     "TRACEBACK_CHARS",
     "Verdict",
+    "VerdictKind",
+    "dead",
     "error_doc",
     "error_text",
     "judge",
@@ -118,21 +120,39 @@ def retry_delay_s(spec: Any, attempt: int, rng: random.Random | None = None) -> 
     return policy.delay_s(max(attempt, 1), rng)
 
 
+VerdictKind = Literal["ok", "retry", "dead"]
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What an attempt's end means for the task.
 
-    ``kind`` is ``ok``, ``retry`` or ``dead``; ``value`` is the settle script's
-    value for it; ``error_type`` names the failure for the log.
+    Attributes:
+        kind: ``ok``, ``retry`` or ``dead``.
+        error: The error entry the attempt adds to the task's error list
+            (:func:`error_doc`, :func:`reason_doc`); empty for ``ok``.
+        reason: Why the task is dead (``dead`` only): ``attempts exhausted``,
+            ``no handler``, ``undecodable record`` or the handler's own
+            :class:`~bus.core.context.Fail` reason.
+        run_at_ms: When the retry is due (``retry`` only).
+        error_type: Names the failure for the log.
+        retry_in_s: The back-off before the retry (``retry`` only).
     """
 
-    kind: str
-    value: bytes = b""
+    kind: VerdictKind
+    error: bytes = b""
+    reason: str = ""
+    run_at_ms: int = 0
     error_type: str | None = None
     retry_in_s: float | None = None
 
 
 OK = Verdict("ok")
+
+
+def dead(reason: str, error: bytes, error_type: str | None = None) -> Verdict:
+    """The verdict of a task dead now for ``reason``, with its error entry."""
+    return Verdict("dead", error, reason, error_type=error_type)
 
 
 def judge(
@@ -158,15 +178,15 @@ def judge(
     """
     if isinstance(exc, Fail):
         doc = error_doc(exc, kind="Fail", attempt=attempt, at_ms=now_ms, worker=worker)
-        return Verdict("dead", exc.dead_reason.encode() + b"|" + doc, "Fail")
+        return dead(exc.dead_reason, doc, "Fail")
     kind = "TaskTimeout" if timed_out else None
     doc = error_doc(exc, kind=kind, attempt=attempt, at_ms=now_ms, worker=worker)
     error_type = kind or type(exc).__qualname__
     if attempt >= max_attempts:
-        return Verdict("dead", b"attempts exhausted|" + doc, error_type)
+        return dead("attempts exhausted", doc, error_type)
     if isinstance(exc, Retry) and exc.after_s is not None:
         delay = max(0.0, float(exc.after_s))
     else:
         delay = retry_delay_s(task_backoff, attempt)
     run_at = now_ms + int(delay * 1000)
-    return Verdict("retry", str(run_at).encode() + b"|" + doc, error_type, delay)
+    return Verdict("retry", doc, run_at_ms=run_at, error_type=error_type, retry_in_s=delay)

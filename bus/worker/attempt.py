@@ -31,9 +31,10 @@ from bus.core import clock
 from bus.core.context import TaskContext
 from bus.core.handler_call import call_handler
 from bus.core.task import TaskRecord
-from bus.core.verdict import OK, Verdict, error_text, judge, reason_doc
+from bus.core.verdict import OK, Verdict, dead, error_text, judge, reason_doc
 from bus.nodes import is_node_queue
 from bus.store.engine import ClaimedTask, Outcome
+from bus.store.outcomes import settle_value
 
 if TYPE_CHECKING:
     from bus.worker.loop import Running, Worker
@@ -63,10 +64,9 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
             reason="undecodable",
             error=message,
         )
-        return Verdict(
-            "dead",
-            b"undecodable record|"
-            + reason_doc(
+        return dead(
+            "undecodable record",
+            reason_doc(
                 "UndecodableRecord", message, attempt=claimed.attempt, at_ms=now, worker=worker.id
             ),
             "UndecodableRecord",
@@ -99,12 +99,9 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
             reason="no_handler",
             task=record.name,
         )
-        return Verdict(
-            "dead",
-            b"no handler|"
-            + reason_doc(
-                "NoHandler", message, attempt=claimed.attempt, at_ms=now, worker=worker.id
-            ),
+        return dead(
+            "no handler",
+            reason_doc("NoHandler", message, attempt=claimed.attempt, at_ms=now, worker=worker.id),
         )
     # Each task runs in its own asyncio Task, hence its own copy of the
     # context: binding here needs no unbinding.
@@ -246,7 +243,7 @@ def _give_up(worker: Worker, claimed: ClaimedTask, running: Running, verdict: Ve
     if verdict.kind == "dead":
         worker.counters.dead += 1
     worker._outcomes.append(
-        Outcome(claimed.id, claimed.token, claimed.queue, verdict.kind, verdict.value)  # type: ignore[arg-type]
+        Outcome(claimed.id, claimed.token, claimed.queue, verdict.kind, settle_value(verdict))
     )
     worker._settle_wanted.set()
 

@@ -49,6 +49,7 @@ from bus.recurring import Recurring, RecurringChains
 from bus.store import engine
 from bus.store.engine import ClaimedTask, Held, Outcome
 from bus.store.keys import AppKeys, validate_queue_name
+from bus.store.outcomes import settle_value
 from bus.worker.attempt import run_attempt
 from bus.worker.upkeep import heartbeat_loop, shutdown, status_record
 from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S, LoopWatchdog
@@ -457,8 +458,8 @@ class Worker:
                 claimed.id,
                 claimed.token,
                 claimed.queue,
-                verdict.kind,  # type: ignore[arg-type]
-                verdict.value,
+                verdict.kind,
+                settle_value(verdict),
             )
         )
         self._settle_wanted.set()
