@@ -49,7 +49,6 @@ REDIS_OUTSIDE_STORE = {
     "bus.local.embedded",
     "bus.nodes",
     "bus.recurring",
-    "bus.worker.__main__",
     "bus.worker.loop",
     "bus.worker.upkeep",
 }
