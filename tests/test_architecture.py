@@ -37,22 +37,17 @@ REDIS_OUTSIDE_STORE = {
     "bus.events.sweep",
     "bus.nodes",
     "bus.recurring",
-    "bus.worker.__main__",
     "bus.worker.loop",
     "bus.worker.upkeep",
 }
 
-# Rule 2: (core module, what it imports). App builds its executor from the
-# worker; the executor's task-model half belongs in core.
-CORE_EXCEPTIONS = {
-    ("bus.core.app", "bus.worker.execute"),
-}
+# Rule 2: (core module, what it imports).
+CORE_EXCEPTIONS: set[tuple[str, str]] = set()
 
 # Rule 3: the import cycles left, as sets of modules (the worker's owners of
-# the layers issue undo the first; the second goes with App's executor).
+# the layers issue undo it).
 KNOWN_CYCLES = [
     {"bus.worker.attempt", "bus.worker.loop", "bus.worker.upkeep"},
-    {"bus.core.app", "bus.worker.execute"},
 ]
 
 # Rule 4: modules still over MAX_LINES lines, to be split.

@@ -410,7 +410,7 @@ def test_modules_outside_the_app_directory_are_imported_when_allowed(make_app: M
     assert resolve_handler(config, "json:dumps") is json.dumps
 
 
-@pytest.mark.parametrize("ref", ["os:system", "subprocess:run", "bus.worker.execute:judge"])
+@pytest.mark.parametrize("ref", ["os:system", "subprocess:run", "bus.core.verdict:judge"])
 def test_a_handler_outside_the_app_directory_is_refused_by_default(
     make_app: MakeApp, ref: str
 ) -> None:

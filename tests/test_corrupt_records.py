@@ -25,12 +25,12 @@ from bus.config.apps import event_adapter
 from bus.config.settings import Settings
 from bus.core import clock
 from bus.core.task import TaskRecord
+from bus.core.verdict import reason_doc
 from bus.events.sweep import sweep_pending
 from bus.inspect.deadletters import get_dead, list_dead, replay
 from bus.logs import CurrentStderr
 from bus.store import engine, features
 from bus.store.keys import AppKeys, BusKeys
-from bus.worker.execute import reason_doc
 from tests.engine_helpers import eventually, running_worker
 from tests.test_cli_ops import cli_env
 

@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 from bus import App, TaskContext, TaskInfo, TaskState, Worker
 from bus.client import Bus
 from bus.config.settings import Settings
+from bus.core.verdict import MESSAGE_CHARS, TRACEBACK_CHARS
 from bus.store.keys import AppKeys
 from bus.worker.__main__ import main as worker_main
-from bus.worker.execute import MESSAGE_CHARS, TRACEBACK_CHARS
 from bus.worker.watchdog import LoopWatchdog
 from tests.engine_helpers import eventually, running_worker
 from tests.procs.runner import Proc, processes

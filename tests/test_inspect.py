@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from bus.client import Bus
 from bus.core.task import TaskRecord
+from bus.core.verdict import error_doc
 from bus.events.registry import SubscriptionSpec
 from bus.events.registry_sync import sync_subscriptions
 from bus.events.schemas import SchemaRegistry
@@ -17,7 +18,6 @@ from bus.inspect.lineage import EventNotFound, TaskNotFound, event_lineage, read
 from bus.inspect.status import app_names, bus_status
 from bus.store import engine, features
 from bus.store.keys import AppKeys, BusKeys
-from bus.worker.execute import error_doc
 from tests.conftest import REPO_ROOT
 
 T0 = 1_800_000_000_000  # a fixed "now" for every script call here

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from bus.core import clock
 from bus.core.context import TaskContext
+from bus.core.handler_call import call_handler, run_log
 from bus.core.ids import new_id
 from bus.core.names import validate_app_name, validate_queue_name
 
@@ -181,8 +182,6 @@ class App:
         Raises:
             LookupError: No task of that name is declared.
         """
-        from bus.worker.execute import call_handler, run_log
-
         task = self._tasks.get(name)
         if task is None:
             raise LookupError(

@@ -21,8 +21,6 @@ import sys
 from collections.abc import Sequence
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bus.cli import package_version
 from bus.client import Bus
@@ -48,6 +46,7 @@ from bus.recurring import recurring_from_config
 from bus.store.connection import connect
 from bus.store.keys import BusKeys
 from bus.store.redis_errors import ServerRef, redis_errors, translate
+from bus.store.types import AsyncClient, StoreError
 from bus.worker.loop import Worker
 from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S
 
@@ -150,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def connect_when_up(settings: Settings, timeout_s: float | None) -> Redis:
+async def connect_when_up(settings: Settings, timeout_s: float | None) -> AsyncClient:
     """Connect and check the server, waiting with back-off while it is unreachable.
 
     A worker is often started beside its Redis (a compose file, a reboot): it
@@ -179,7 +178,7 @@ async def connect_when_up(settings: Settings, timeout_s: float | None) -> Redis:
         attempt += 1
         try:
             return await connect(settings, check=True)
-        except RedisError as exc:
+        except StoreError as exc:
             error = translate(exc, server)
             if not isinstance(error, RedisUnavailable) or not error.transient:
                 raise error from exc

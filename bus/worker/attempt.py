@@ -1,6 +1,6 @@
 """One attempt of one claimed task: decode, find the handler, run it, judge.
 
-Decides the verdict of an attempt (see :mod:`bus.worker.execute` for what an
+Decides the verdict of an attempt (see :mod:`bus.core.verdict` for what an
 error means); the worker loop turns verdicts into settle calls.
 
 Whatever the record or the handler does, an attempt ends in a verdict and
@@ -17,7 +17,7 @@ frees its slot:
   :data:`ABANDON_AFTER_MAX_S`): the attempt fails with ``TaskTimeout``, the slot
   is freed, and ``handler_ignored_cancellation`` is logged. A sync one cannot
   be cancelled at all; its thread is abandoned at once (see
-  :class:`~bus.worker.execute.HandlerThreads`).
+  :class:`~bus.core.handler_call.HandlerThreads`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import structlog
 
 from bus.core import clock
 from bus.core.context import TaskContext
+from bus.core.handler_call import call_handler
 from bus.core.task import TaskRecord
+from bus.core.verdict import OK, Verdict, dead, error_text, judge, reason_doc
 from bus.nodes import is_node_queue
 from bus.store.engine import ClaimedTask, Outcome
-from bus.worker.execute import OK, Verdict, call_handler, error_text, judge, reason_doc
+from bus.store.outcomes import settle_value
 
 if TYPE_CHECKING:
     from bus.worker.loop import Running, Worker
@@ -62,10 +64,9 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
             reason="undecodable",
             error=message,
         )
-        return Verdict(
-            "dead",
-            b"undecodable record|"
-            + reason_doc(
+        return dead(
+            "undecodable record",
+            reason_doc(
                 "UndecodableRecord", message, attempt=claimed.attempt, at_ms=now, worker=worker.id
             ),
             "UndecodableRecord",
@@ -98,12 +99,9 @@ async def run_attempt(worker: Worker, claimed: ClaimedTask, running: Running) ->
             reason="no_handler",
             task=record.name,
         )
-        return Verdict(
-            "dead",
-            b"no handler|"
-            + reason_doc(
-                "NoHandler", message, attempt=claimed.attempt, at_ms=now, worker=worker.id
-            ),
+        return dead(
+            "no handler",
+            reason_doc("NoHandler", message, attempt=claimed.attempt, at_ms=now, worker=worker.id),
         )
     # Each task runs in its own asyncio Task, hence its own copy of the
     # context: binding here needs no unbinding.
@@ -245,7 +243,7 @@ def _give_up(worker: Worker, claimed: ClaimedTask, running: Running, verdict: Ve
     if verdict.kind == "dead":
         worker.counters.dead += 1
     worker._outcomes.append(
-        Outcome(claimed.id, claimed.token, claimed.queue, verdict.kind, verdict.value)  # type: ignore[arg-type]
+        Outcome(claimed.id, claimed.token, claimed.queue, verdict.kind, settle_value(verdict))
     )
     worker._settle_wanted.set()
 

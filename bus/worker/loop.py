@@ -39,16 +39,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bus.core import clock
 from bus.core.app import App
 from bus.core.context import TaskContext
+from bus.core.handler_call import HandlerThreads
 from bus.core.ids import new_id
 from bus.core.options import MAX_PREFETCH
 from bus.core.task import TaskRecord
+from bus.core.verdict import OK, Verdict, judge
 from bus.nodes import Node, default_node, is_node_queue
 from bus.recurring import Recurring, RecurringChains
 from bus.store import engine
 from bus.store.engine import ClaimedTask, Held, Outcome
 from bus.store.keys import AppKeys, validate_queue_name
+from bus.store.outcomes import settle_value
 from bus.worker.attempt import run_attempt
-from bus.worker.execute import OK, HandlerThreads, Verdict, judge
 from bus.worker.upkeep import heartbeat_loop, shutdown, status_record
 from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S, LoopWatchdog
 
@@ -456,8 +458,8 @@ class Worker:
                 claimed.id,
                 claimed.token,
                 claimed.queue,
-                verdict.kind,  # type: ignore[arg-type]
-                verdict.value,
+                verdict.kind,
+                settle_value(verdict),
             )
         )
         self._settle_wanted.set()

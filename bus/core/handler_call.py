@@ -1,10 +1,10 @@
-"""Running one attempt of one task: calling the handler and judging the outcome.
+"""Calling a task's handler: on the loop if async, on a handler thread if sync.
 
-This module decides what an attempt's end means: success; a retry with back-off
-(an exception, a timeout, or the handler's own :class:`~bus.core.context.Retry`);
-or death (the last attempt failed, the handler raised :class:`~bus.core.context.Fail`,
-the record could not be decoded, or no handler is declared for the task name).
-It knows nothing of Redis; the worker loop turns verdicts into settle calls.
+This module owns the execution of a handler, with no Redis and no judgement
+in it: :func:`call_handler` is what both the worker's attempts and
+:meth:`bus.core.app.App.run` call, :func:`run_log` binds a run's ids to the
+log context, and :class:`HandlerThreads` runs sync handlers. What the end of
+an attempt means is :mod:`bus.core.verdict`'s job.
 
 Sync handlers run on :class:`HandlerThreads`: daemon threads, one per running
 handler, reused when idle. A thread cannot be stopped, so a sync handler that
@@ -12,11 +12,6 @@ runs past its timeout is *abandoned*: the attempt fails with ``TaskTimeout``,
 the thread runs on (logged as ``handler_thread_abandoned``, and again when it
 ends), and the next handler gets a fresh thread instead of queueing behind it.
 Daemon threads also let the process exit while such a handler still runs.
-
-Whatever a handler raises is recorded safely: a message whose ``str()`` fails
-is replaced by a note saying so, and messages and tracebacks are clipped
-(:data:`MESSAGE_CHARS`, :data:`TRACEBACK_CHARS`) so one huge error cannot
-bloat the task's error list or the log.
 """
 
 from __future__ import annotations
@@ -24,51 +19,38 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import random
 import threading
-import traceback
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
 import structlog
 
 from bus.core import clock
-from bus.core.app import TaskDef
-from bus.core.context import Fail, Retry, TaskContext
-from bus.core.options import Backoff
-from bus.core.task import clip
+from bus.core.context import TaskContext
 
-__all__ = [
-    "MESSAGE_CHARS",
-    "TRACEBACK_CHARS",
-    "HandlerThreads",
-    "Verdict",
-    "call_handler",
-    "clip",
-    "error_doc",
-    "error_text",
-    "judge",
-    "retry_delay_s",
-    "run_log",
-    "traceback_text",
-]
+__all__ = ["Handler", "HandlerThreads", "call_handler", "run_log"]
 
 log = structlog.get_logger("bus.worker")
 
-TRACEBACK_CHARS = 4000
-MESSAGE_CHARS = 2000
-# One part of a formatted traceback (a frame, or the exception line) is cut to
-# this, so that one huge message cannot push every frame out of the kept tail.
-_TRACEBACK_PART_CHARS = 1000
+
+class Handler(Protocol):
+    """What :func:`call_handler` needs of a declared task (a :class:`~bus.core.app.TaskDef`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def fn(self) -> Callable[..., Any]: ...
+    @property
+    def is_async(self) -> bool: ...
+    @property
+    def takes_ctx(self) -> bool: ...
 
 
 async def call_handler(
-    task: TaskDef, payload: Any, ctx: TaskContext, executor: Executor | None
+    task: Handler, payload: Any, ctx: TaskContext, executor: Executor | None
 ) -> Any:
     """Call a handler: async ones on the loop, sync ones in the thread pool.
 
@@ -260,126 +242,3 @@ async def run_log(ctx: TaskContext) -> AsyncIterator[None]:
         app=ctx.app, task_id=ctx.task_id, attempt=ctx.attempt, event_id=ctx.event_id
     ):
         yield
-
-
-def error_text(exc: BaseException) -> str:
-    """Return an exception's message for records and logs: never raises, never huge.
-
-    An empty message falls back to ``repr()``; a ``__str__`` that raises is
-    replaced by a note naming what it raised.
-    """
-    try:
-        text = str(exc) or repr(exc)
-    except Exception as err:
-        text = f"<{type(exc).__qualname__}.__str__ raised {type(err).__qualname__}>"
-    return clip(text, MESSAGE_CHARS)
-
-
-def traceback_text(exc: BaseException) -> str:
-    """Return the formatted traceback, each part clipped, at most the last characters."""
-    parts = traceback.TracebackException.from_exception(exc).format()
-    text = "".join(clip(part, _TRACEBACK_PART_CHARS) for part in parts)
-    return text[-TRACEBACK_CHARS:]
-
-
-def error_doc(
-    exc: BaseException, *, kind: str | None, attempt: int, at_ms: int, worker: str
-) -> bytes:
-    """Encode one attempt's error as stored in the task's error list."""
-    return orjson.dumps(
-        {
-            "type": kind or type(exc).__qualname__,
-            "message": error_text(exc),
-            "traceback": traceback_text(exc),
-            "attempt": attempt,
-            "at": at_ms,
-            "worker": worker,
-        }
-    )
-
-
-def reason_doc(kind: str, message: str, *, attempt: int, at_ms: int, worker: str) -> bytes:
-    """Encode an error that has no exception behind it (e.g. no handler)."""
-    return orjson.dumps(
-        {
-            "type": kind,
-            "message": message,
-            "traceback": "",
-            "attempt": attempt,
-            "at": at_ms,
-            "worker": worker,
-        }
-    )
-
-
-def retry_delay_s(spec: Any, attempt: int, rng: random.Random | None = None) -> float:
-    """Return the back-off before the attempt after ``attempt``.
-
-    Args:
-        spec: The task's back-off in its stored form (see
-            :meth:`bus.core.options.Backoff.from_doc`); None is the default policy.
-            A spec that cannot be read falls back to the default policy rather
-            than losing the retry.
-        attempt: The number of the attempt that just failed, from 1.
-        rng: Random source for the jitter (tests pass a seeded one).
-    """
-    try:
-        policy = Backoff.from_doc(spec)
-    except (ValueError, TypeError):
-        log.warning("backoff_unreadable", spec=repr(spec)[:200])
-        policy = Backoff()
-    return policy.delay_s(max(attempt, 1), rng)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What an attempt's end means for the task.
-
-    ``kind`` is ``ok``, ``retry`` or ``dead``; ``value`` is the settle script's
-    value for it; ``error_type`` names the failure for the log.
-    """
-
-    kind: str
-    value: bytes = b""
-    error_type: str | None = None
-    retry_in_s: float | None = None
-
-
-OK = Verdict("ok")
-
-
-def judge(
-    exc: BaseException,
-    *,
-    task_backoff: Any,
-    attempt: int,
-    max_attempts: int,
-    now_ms: int,
-    worker: str,
-    timed_out: bool = False,
-) -> Verdict:
-    """Turn a handler's exception into a retry or a death.
-
-    Args:
-        exc: What the handler raised (or the TimeoutError of its timeout).
-        task_backoff: The task's back-off spec.
-        attempt: This attempt's number.
-        max_attempts: The task's attempt limit.
-        now_ms: The current time.
-        worker: This worker's id, recorded with the error.
-        timed_out: The handler ran past its timeout and was cancelled.
-    """
-    if isinstance(exc, Fail):
-        doc = error_doc(exc, kind="Fail", attempt=attempt, at_ms=now_ms, worker=worker)
-        return Verdict("dead", exc.dead_reason.encode() + b"|" + doc, "Fail")
-    kind = "TaskTimeout" if timed_out else None
-    doc = error_doc(exc, kind=kind, attempt=attempt, at_ms=now_ms, worker=worker)
-    error_type = kind or type(exc).__qualname__
-    if attempt >= max_attempts:
-        return Verdict("dead", b"attempts exhausted|" + doc, error_type)
-    if isinstance(exc, Retry) and exc.after_s is not None:
-        delay = max(0.0, float(exc.after_s))
-    else:
-        delay = retry_delay_s(task_backoff, attempt)
-    run_at = now_ms + int(delay * 1000)
-    return Verdict("retry", str(run_at).encode() + b"|" + doc, error_type, delay)
