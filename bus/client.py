@@ -17,19 +17,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
-
 from bus.config.settings import Settings
 from bus.core.app import App
 from bus.core.task import TaskInfo
 from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
 from bus.events.declarations import Declarations
 from bus.events.registry_specs import TaskSpec
-from bus.store import own
+from bus.store import own, reads
 from bus.store.connection import connect, connect_sync
 from bus.store.keys import BusKeys, app_keys, validate_app_name
 from bus.store.redis_errors import maps_redis_errors
+from bus.store.types import AsyncClient, SyncClient
 
 if TYPE_CHECKING:
     from bus.events.publish import EventSpec, Publisher
@@ -58,8 +56,8 @@ class Bus:
         self,
         settings: Settings | None = None,
         *,
-        redis: Redis | None = None,
-        sync_redis: SyncRedis | None = None,
+        redis: AsyncClient | None = None,
+        sync_redis: SyncClient | None = None,
         schemas: SchemaRegistry | None = None,
         source: str | None = None,
         crash_after_record: bool = False,
@@ -78,7 +76,7 @@ class Bus:
     # -- lazily built parts --------------------------------------------------
 
     @maps_redis_errors
-    async def aredis(self) -> Redis:
+    async def aredis(self) -> AsyncClient:
         """The asyncio client (connected from settings on first use).
 
         The first connection checks the server: one that evicts keys is refused
@@ -90,7 +88,7 @@ class Bus:
         return self._redis
 
     @maps_redis_errors
-    def sync_redis(self) -> SyncRedis:
+    def sync_redis(self) -> SyncClient:
         """The synchronous client (connected and checked like :meth:`aredis`)."""
         if self._sync_redis is None:
             self._sync_redis = connect_sync(self.settings, check=True)
@@ -395,11 +393,7 @@ class Bus:
     async def get_task(self, app: str, task_id: str) -> TaskInfo | None:
         """Read a task by id: record, state and errors; None if unknown or expired."""
         keys = app_keys(self.prefix, validate_app_name(app))
-        async with (await self.aredis()).pipeline(transaction=False) as pipe:
-            pipe.hget(keys.state, task_id)
-            pipe.hget(keys.tasks, task_id)
-            pipe.hget(keys.errors, task_id)
-            state, record, errors = await pipe.execute()
+        state, record, errors = await reads.task_entry(await self.aredis(), keys, task_id)
         if state is None:
             return None
         return TaskInfo.from_raw(task_id, state, record, errors)

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from bus.core import clock
 from bus.core.app import App
@@ -24,6 +22,7 @@ from bus.core.ids import new_id
 from bus.core.task import encode_record
 from bus.store import engine, scripts, transport
 from bus.store.keys import app_keys, validate_app_name, validate_queue_name
+from bus.store.types import AsyncClient, SyncClient
 
 __all__ = ["EnqueueItem", "TaskRef", "enqueue_items", "enqueue_items_sync", "prepare"]
 
@@ -227,7 +226,7 @@ def _refs(
 
 
 async def enqueue_items(
-    redis: Redis,
+    redis: AsyncClient,
     prefix: str,
     app: App | str,
     items: Sequence[EnqueueItem],
@@ -247,7 +246,7 @@ async def enqueue_items(
 
 
 def enqueue_items_sync(
-    redis: SyncRedis,
+    redis: SyncClient,
     prefix: str,
     app: App | str,
     items: Sequence[EnqueueItem],

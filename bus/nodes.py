@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import cast
 
 import structlog
-from redis.asyncio import Redis
 
 from bus.core.task import TaskRecord
-from bus.store import engine, features, transport
+from bus.store import engine, features, reads, transport
 from bus.store.keys import AppKeys
+from bus.store.types import AsyncClient
 
 __all__ = [
     "NODE_QUEUE_PREFIX",
@@ -100,7 +99,7 @@ class Node:
     """
 
     def __init__(
-        self, redis: Redis, keys: AppKeys, name: str, *, ttl_ms: int, shared: bool
+        self, redis: AsyncClient, keys: AppKeys, name: str, *, ttl_ms: int, shared: bool
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -153,10 +152,7 @@ class Node:
 
     async def live(self, *, now_ms: int, joined_by_ms: int) -> list[str]:
         """The nodes alive now that joined no later than ``joined_by_ms``."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrangebyscore(self.keys.nodes, now_ms, "+inf")
-            pipe.hgetall(self.keys.nodes_joined)
-            alive, joined = cast("tuple[list[bytes], dict[bytes, bytes]]", await pipe.execute())
+        alive, joined = await reads.live_nodes(self.redis, self.keys, now_ms=now_ms)
         return sorted(
             node.decode() for node in alive if node in joined and int(joined[node]) <= joined_by_ms
         )

@@ -41,18 +41,18 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 
 from bus.config.model import AppConfig
 from bus.core.app import App
 from bus.core.schedule import Schedule, next_slot, plan_next
 from bus.enqueue import EnqueueItem, prepare
-from bus.store import engine, features, scripts, transport
+from bus.store import engine, features, reads, scripts, transport
 from bus.store.keys import AppKeys
+from bus.store.types import AsyncClient
 
 __all__ = [
     "Recurring",
@@ -173,7 +173,7 @@ class RecurringChains:
     def __init__(
         self,
         app: App,
-        redis: Redis,
+        redis: AsyncClient,
         keys: AppKeys,
         recurring: Sequence[Recurring],
         *,
@@ -244,12 +244,12 @@ class RecurringChains:
         )
 
     async def _read(self) -> tuple[dict[str, _Entry], dict[str, dict[str, Any] | None]]:
-        raw = cast("dict[bytes, bytes]", await self.redis.hgetall(self.keys.recurring))
+        raw = await reads.recurring_entries(self.redis, self.keys)
         entries = {name.decode(): _Entry.decode(doc) for name, doc in raw.items()}
         ids = [e.id for e in entries.values()]
         states: dict[str, dict[str, Any] | None] = {}
         if ids:
-            values = cast("list[bytes | None]", await self.redis.hmget(self.keys.state, ids))
+            values = await reads.task_states(self.redis, self.keys, ids)
             states = {i: orjson.loads(v) if v else None for i, v in zip(ids, values, strict=True)}
         return entries, states
 

@@ -48,7 +48,7 @@ def test_inspect_cli_demo_and_local_send_no_redis_command_of_their_own() -> None
 
 def test_the_command_finder_sees_the_stores_own_commands() -> None:
     """The rule above would be hollow if the finder missed ``pipe.hgetall(...)``."""
-    calls = _commands_sent(REPO_ROOT / "bus" / "store" / "reads.py")
+    calls = _commands_sent(REPO_ROOT / "bus" / "store" / "reads" / "inspection.py")
     assert any(c.endswith("pipe.hgetall") for c in calls)
     assert any(c.endswith("client.scan_iter") for c in calls)
 

@@ -30,15 +30,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import redis
 import structlog
-from redis.asyncio import Redis
 
 from bus.core import clock
 from bus.errors import BusError
 from bus.events.registry import Registry, load_registry, load_registry_sync
 from bus.events.registry_specs import TaskSpec
+from bus.store import reads
 from bus.store.keys import BusKeys
+from bus.store.types import AsyncClient, SyncClient
 
 if TYPE_CHECKING:
     from bus.enqueue import EnqueueItem
@@ -169,7 +169,7 @@ class Declarations:
         return found, False
 
     async def aresolve(
-        self, client: Redis, app: str, items: Sequence[EnqueueItem]
+        self, client: AsyncClient, app: str, items: Sequence[EnqueueItem]
     ) -> Mapping[str, TaskSpec] | None:
         """The declarations ``items`` of ``app`` get; None when none are known.
 
@@ -187,16 +187,16 @@ class Declarations:
             found, _ = self._done(registry, app, items, True)
         return found
 
-    async def _acheck(self, client: Redis) -> tuple[Registry, bool]:
+    async def _acheck(self, client: AsyncClient) -> tuple[Registry, bool]:
         registry = self._registry
         if registry is not None:
-            version = await client.get(self.keys.subs_version)
+            version = await reads.registry_version(client, self.keys)
             if _text(version) == registry.version:
                 return self._keep(registry), False
         return self._keep(await load_registry(client, self.keys)), True
 
     def resolve_sync(
-        self, client: redis.Redis, app: str, items: Sequence[EnqueueItem]
+        self, client: SyncClient, app: str, items: Sequence[EnqueueItem]
     ) -> Mapping[str, TaskSpec] | None:
         """Like :meth:`aresolve`, for synchronous callers."""
         registry = self._fresh()
@@ -209,10 +209,10 @@ class Declarations:
             found, _ = self._done(registry, app, items, True)
         return found
 
-    def _check_sync(self, client: redis.Redis) -> tuple[Registry, bool]:
+    def _check_sync(self, client: SyncClient) -> tuple[Registry, bool]:
         registry = self._registry
         if registry is not None:
-            version = client.get(self.keys.subs_version)
+            version = reads.registry_version_sync(client, self.keys)
             if _text(version) == registry.version:
                 return self._keep(registry), False
         return self._keep(load_registry_sync(client, self.keys)), True

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from bus.core import clock
 from bus.core.ids import new_id
@@ -37,8 +35,9 @@ from bus.events.router import (
     routing_calls,
 )
 from bus.events.schemas import SchemaError, SchemaRegistry
-from bus.store import scripts, transport
+from bus.store import reads, scripts, transport
 from bus.store.keys import BusKeys
+from bus.store.types import AsyncClient, SyncClient
 
 __all__ = ["EventSpec", "Publisher"]
 
@@ -260,7 +259,9 @@ class Publisher:
 
     # -- executors --------------------------------------------------------------
 
-    async def _run_async(self, client: Redis, batch: Sequence[_Prepared], now_ms: int) -> _Done:
+    async def _run_async(
+        self, client: AsyncClient, batch: Sequence[_Prepared], now_ms: int
+    ) -> _Done:
         flow = self._flow(batch, now_ms)
         reply: Any = None
         try:
@@ -269,17 +270,14 @@ class Publisher:
                 if isinstance(step, _LoadRegistry):
                     reply = await load_registry(client, self.keys)
                 elif isinstance(step, _ReadEnvelopes):
-                    async with client.pipeline(transaction=False) as pipe:
-                        pipe.hmget(self.keys.events, step.keys)
-                        pipe.hmget(self.keys.confirmed, step.keys)
-                        reply = await pipe.execute()
+                    reply = await reads.event_envelopes(client, self.keys, step.keys)
                 else:
                     reply = await transport.run_calls(client, step.calls, raise_on_error=False)
         except StopIteration as done:
             result: _Done = done.value
             return result
 
-    def _run_sync(self, client: SyncRedis, batch: Sequence[_Prepared], now_ms: int) -> _Done:
+    def _run_sync(self, client: SyncClient, batch: Sequence[_Prepared], now_ms: int) -> _Done:
         flow = self._flow(batch, now_ms)
         reply: Any = None
         try:
@@ -288,10 +286,7 @@ class Publisher:
                 if isinstance(step, _LoadRegistry):
                     reply = load_registry_sync(client, self.keys)
                 elif isinstance(step, _ReadEnvelopes):
-                    with client.pipeline(transaction=False) as pipe:
-                        pipe.hmget(self.keys.events, step.keys)
-                        pipe.hmget(self.keys.confirmed, step.keys)
-                        reply = pipe.execute()
+                    reply = reads.event_envelopes_sync(client, self.keys, step.keys)
                 else:
                     reply = transport.run_calls_sync(client, step.calls, raise_on_error=False)
         except StopIteration as done:
@@ -302,7 +297,7 @@ class Publisher:
 
     async def apublish(
         self,
-        client: Redis,
+        client: AsyncClient,
         event_type: str,
         payload: Any,
         *,
@@ -319,7 +314,7 @@ class Publisher:
 
     def publish(
         self,
-        client: SyncRedis,
+        client: SyncClient,
         event_type: str,
         payload: Any,
         *,
@@ -338,7 +333,7 @@ class Publisher:
 
     def _publish_one_sync(
         self,
-        client: SyncRedis,
+        client: SyncClient,
         event_type: str,
         payload: Any,
         id: str | None,
@@ -367,14 +362,14 @@ class Publisher:
                 raise
         return prepared
 
-    async def apublish_many(self, client: Redis, events: Sequence[EventSpec]) -> list[str]:
+    async def apublish_many(self, client: AsyncClient, events: Sequence[EventSpec]) -> list[str]:
         """Publish a batch in one pipelined round trip; all are validated first."""
         now = clock.now_ms()
         if not events:
             return []
         return (await self._run_async(client, self._prepare_many(events, now), now)).keys
 
-    def publish_many(self, client: SyncRedis, events: Sequence[EventSpec]) -> list[str]:
+    def publish_many(self, client: SyncClient, events: Sequence[EventSpec]) -> list[str]:
         """Like :meth:`apublish_many`, from synchronous code."""
         now = clock.now_ms()
         if not events:
@@ -383,7 +378,7 @@ class Publisher:
 
     def publish_report(
         self,
-        client: SyncRedis,
+        client: SyncClient,
         event_type: str,
         payload: Any,
         *,

@@ -33,9 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 import structlog
-from redis.asyncio import Redis
 
 from bus.events.matching import FilterError, PatternError, compile_filter, compile_pattern
 from bus.events.registry_specs import (
@@ -46,7 +44,9 @@ from bus.events.registry_specs import (
     read_subscriptions,
     read_tasks,
 )
+from bus.store import reads
 from bus.store.keys import BusKeys, validate_app_name
+from bus.store.types import AsyncClient, SyncClient
 
 log = structlog.get_logger("bus.registry")
 
@@ -245,21 +245,11 @@ def _valid_name(app: str) -> bool:
     return True
 
 
-async def load_registry(client: Redis, keys: BusKeys) -> Registry:
+async def load_registry(client: AsyncClient, keys: BusKeys) -> Registry:
     """Read a consistent snapshot of the registry (one MULTI, one slot)."""
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.get(keys.subs_version)
-        pipe.hgetall(keys.subs)
-        pipe.hgetall(keys.task_decls)
-        version, raw, raw_tasks = await pipe.execute()
-    return Registry.parse(version, raw, raw_tasks)
+    return Registry.parse(*await reads.registry_entries(client, keys))
 
 
-def load_registry_sync(client: redis.Redis, keys: BusKeys) -> Registry:
+def load_registry_sync(client: SyncClient, keys: BusKeys) -> Registry:
     """Like :func:`load_registry`, for synchronous callers."""
-    with client.pipeline(transaction=True) as pipe:
-        pipe.get(keys.subs_version)
-        pipe.hgetall(keys.subs)
-        pipe.hgetall(keys.task_decls)
-        version, raw, raw_tasks = pipe.execute()
-    return Registry.parse(version, raw, raw_tasks)
+    return Registry.parse(*reads.registry_entries_sync(client, keys))

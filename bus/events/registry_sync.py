@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from bus.core import clock
 from bus.errors import BusError
@@ -26,7 +25,9 @@ from bus.events.registry_specs import (
     read_subscriptions,
     read_tasks,
 )
+from bus.store import reads, writes
 from bus.store.keys import BusKeys
+from bus.store.types import AsyncClient
 
 __all__ = [
     "VERSION_EPOCH",
@@ -126,7 +127,7 @@ def _stored(raw: bytes | None, read: Any, what: str, repaired: list[str]) -> dic
 
 
 async def sync_subscriptions(
-    client: Redis,
+    client: AsyncClient,
     keys: BusKeys,
     app: str,
     specs: Sequence[SubscriptionSpec],
@@ -155,10 +156,7 @@ async def sync_subscriptions(
         RemovalRefused: Subscriptions would be removed and ``allow_removal`` is
             False. Nothing is written.
     """
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.subs, app)
-        pipe.hget(keys.task_decls, app)
-        raw, raw_tasks = await pipe.execute()
+    raw, raw_tasks = await reads.app_registration(client, keys, app)
     repaired: list[str] = []
 
     def read_subs(doc: bytes) -> dict[str, SubscriptionSpec]:
@@ -189,13 +187,14 @@ async def sync_subscriptions(
     missing = raw is None or (tasks is not None and raw_tasks is None)
     if dry_run or not (missing or result.has_changes):
         return result
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.subs, app, _encode(specs))
-        if tasks is not None:
-            pipe.hset(keys.task_decls, app, _encode(tasks))
-        pipe.set(keys.subs_version, fresh_version(clock.now_ms()), nx=True)
-        pipe.incr(keys.subs_version)
-        await pipe.execute()
+    await writes.write_app(
+        client,
+        keys,
+        app,
+        _encode(specs),
+        None if tasks is None else _encode(tasks),
+        fresh_version=fresh_version(clock.now_ms()),
+    )
     return replace(result, applied=True)
 
 
@@ -221,16 +220,10 @@ def _encode(specs: Sequence[SubscriptionSpec | TaskSpec]) -> bytes:
     return orjson.dumps([s.to_doc() for s in sorted(specs, key=lambda s: s.name)])
 
 
-async def unregister_app(client: Redis, keys: BusKeys, app: str) -> bool:
+async def unregister_app(client: AsyncClient, keys: BusKeys, app: str) -> bool:
     """Remove an app, its subscriptions and task declarations; False if unknown.
 
     Events published afterwards no longer reach the app. Its queues and tasks
     are left as they are (purge them with the dead-letter and status tools).
     """
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hdel(keys.subs, app)
-        pipe.hdel(keys.task_decls, app)
-        pipe.set(keys.subs_version, fresh_version(clock.now_ms()), nx=True)
-        pipe.incr(keys.subs_version)
-        removed, removed_tasks, _, _ = await pipe.execute()
-    return bool(removed or removed_tasks)
+    return await writes.remove_app(client, keys, app, fresh_version=fresh_version(clock.now_ms()))

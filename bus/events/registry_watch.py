@@ -31,10 +31,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
-from redis.asyncio import Redis
 
 from bus.events.registry_sync import SyncResult, version_epoch
+from bus.store import reads
 from bus.store.keys import BusKeys
+from bus.store.types import AsyncClient
 
 __all__ = ["RegistryWatch"]
 
@@ -58,7 +59,7 @@ class RegistryWatch:
 
     def __init__(
         self,
-        client: Redis,
+        client: AsyncClient,
         keys: BusKeys,
         app: str,
         *,
@@ -97,11 +98,8 @@ class RegistryWatch:
             )
 
     async def _read(self) -> tuple[bool, int | None]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hexists(self.keys.subs, self.app)
-            pipe.get(self.keys.subs_version)
-            present, raw_version = await pipe.execute()
-        return bool(present), _version(raw_version)
+        present, raw_version = await reads.app_registered(self.client, self.keys, self.app)
+        return present, _version(raw_version)
 
     async def check(self) -> bool:
         """One check (a heartbeat hook); re-sync the app if Redis lost its entry.
@@ -110,7 +108,7 @@ class RegistryWatch:
             True if the app is registered (again, after a re-sync).
 
         Raises:
-            redis.exceptions.RedisError: Redis failed; the next heartbeat
+            bus.store.types.StoreError: Redis failed; the next heartbeat
                 checks again (the loss is not logged twice).
         """
         present, version = await self._read()

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 
 from bus.events.registry import Registry, load_registry
 from bus.events.router import (
@@ -27,8 +26,9 @@ from bus.events.router import (
     route_outcome,
     routing_calls,
 )
-from bus.store import transport
+from bus.store import reads, transport, writes
 from bus.store.keys import BusKeys
+from bus.store.types import AsyncClient
 
 # The sweep's events keep the logger name they had in bus.events.router.
 log = structlog.get_logger("bus.router")
@@ -66,7 +66,7 @@ class PendingSweep:
         self._skip = 0  # stale events at the head that failed last time
         self._cause: tuple[Any, ...] | None = None  # of the last error logged
 
-    async def sweep(self, client: Redis, *, now_ms: int) -> SweepReport:
+    async def sweep(self, client: AsyncClient, *, now_ms: int) -> SweepReport:
         """Route one page of stale pending events; see the class docstring."""
         keys = self.keys
         stale = await self._page(client, now_ms)
@@ -77,8 +77,7 @@ class PendingSweep:
             return SweepReport(0, 0)
         events, orphans, skip = await _load_pending(client, keys, stale)
         if orphans:
-            await client.zrem(keys.pending, *orphans)
-            await client.hdel(keys.confirmed, *orphans)
+            await writes.drop_pending(client, keys, orphans)
         outcome = None
         for _ in range(5):
             registry = await load_registry(client, keys)
@@ -121,24 +120,18 @@ class PendingSweep:
             "or the registry kept changing; they stay pending for the next sweep",
         )
 
-    async def _page(self, client: Redis, now_ms: int) -> list[bytes]:
-        return cast(
-            "list[bytes]",
-            await client.zrangebyscore(
-                self.keys.pending, "-inf", now_ms - self.grace_ms, self._skip, self.limit
-            ),
+    async def _page(self, client: AsyncClient, now_ms: int) -> list[bytes]:
+        return await reads.stale_pending(
+            client, self.keys, until_ms=now_ms - self.grace_ms, offset=self._skip, limit=self.limit
         )
 
 
 async def _load_pending(
-    client: Redis, keys: BusKeys, stale: Sequence[bytes]
+    client: AsyncClient, keys: BusKeys, stale: Sequence[bytes]
 ) -> tuple[list[RoutedEvent], list[bytes], dict[str, frozenset[str]]]:
     """The routable events among ``stale``, the pending entries to drop, and the
     apps already confirmed for each event."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.hmget(keys.events, list(stale))
-        pipe.hmget(keys.confirmed, list(stale))
-        envelopes, confirmed = await pipe.execute()
+    envelopes, confirmed = await reads.event_envelopes(client, keys, stale)
     skip = confirmed_apps([k.decode("utf-8", "replace") for k in stale], confirmed)
     events: list[RoutedEvent] = []
     orphans: list[bytes] = []
@@ -165,7 +158,7 @@ async def _load_pending(
 
 
 async def sweep_pending(
-    client: Redis, prefix: str, *, now_ms: int, grace_ms: int, limit: int = 200
+    client: AsyncClient, prefix: str, *, now_ms: int, grace_ms: int, limit: int = 200
 ) -> int:
     """Route events left pending longer than ``grace_ms`` once (see :class:`PendingSweep`).
 

@@ -1,6 +1,6 @@
 """The task lifecycle's calls: one typed wrapper per atomic operation.
 
-Enqueue, claim (also woken by ``BLPOP`` with the claim pipelined behind it),
+Enqueue, claim (also woken by ``BLPOP`` with the claim queued behind it),
 settle, renew, release, and the worker heartbeat: the calls every task and
 every worker makes, with the dataclasses of their arguments and results. The
 wrappers here only translate between Python values and the scripts' argument
@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from bus.store import scripts, transport
 from bus.store.keys import AppKeys
@@ -173,11 +171,6 @@ def _shown(value: bytes) -> str:
     return value.decode("utf-8", "backslashreplace")
 
 
-# The client waits this much longer than the server-side block before it gives
-# up on the reply (a half-open connection).
-_BLOCK_READ_MARGIN_S = 5.0
-
-
 async def claim_when_woken(
     client: Redis,
     keys: AppKeys,
@@ -193,53 +186,31 @@ async def claim_when_woken(
 ) -> tuple[bytes | None, ClaimResult | None]:
     """Block until one of ``wake_keys`` has an item (``BLPOP``), then claim.
 
-    The claim is pipelined behind the ``BLPOP`` on the same connection, so
-    the server runs it the moment the wait ends: a woken worker gets its tasks
-    with the wake-up's own reply, one round trip instead of two. The claim
-    takes its time from the server's clock when that is later than
-    ``now_ms`` (the wait may have lasted up to ``block_s``).
+    The claim is queued behind the ``BLPOP`` on the same connection
+    (:meth:`bus.store.transport.Transport.wait_then_run`), so the server runs
+    it the moment the wait ends: a woken worker gets its tasks with the
+    wake-up's own reply, one round trip instead of two. The claim takes its
+    time from the server's clock when that is later than ``now_ms`` (the wait
+    may have lasted up to ``block_s``).
 
     Returns:
         The wake key that was popped (None when ``block_s`` passed) and the
-        claim's result, or None when the server did not know the claim script
-        (claim again with :func:`claim`, which loads it).
+        claim's result, or None when the claim did not run (the server did not
+        know the claim script, or the client cannot queue it behind the wait):
+        claim again with :func:`claim`, which loads it.
 
     Raises:
         redis.exceptions.RedisError: The connection failed or the server
             refused a command; nothing was claimed that a lease will not
             recover.
     """
-    if client.connection is not None:
-        # A single-connection client: wait, and let the caller claim.
-        popped = await client.blpop(list(wake_keys), timeout=block_s)
-        return (_key_bytes(popped[0]) if popped else None), None
-    script_keys = _claim_keys(keys, queues)
-    wait: Any = ("BLPOP", *wake_keys, block_s)
-    packed = hiredis.pack_command(wait) + scripts.CLAIM.pack(
-        script_keys, (now_ms, lease_ms, max_tasks, worker_id, limit, 1)
+    call: Call = (
+        scripts.CLAIM,
+        _claim_keys(keys, queues),
+        (now_ms, lease_ms, max_tasks, worker_id, limit, 1),
     )
-    pool: Any = client.connection_pool
-    conn = await pool.get_connection()
-    try:
-        await conn.send_packed_command([packed])
-        popped = await conn.read_response(timeout=block_s + _BLOCK_READ_MARGIN_S)
-        try:
-            raw = await conn.read_response()
-        except NoScriptError:
-            raw = None
-    except BaseException:
-        # Cancelled or failed mid-exchange: replies may still be unread, and a
-        # claim still queued behind the wait must not run for nobody.
-        await conn.disconnect(nowait=True)
-        raise
-    finally:
-        await pool.release(conn)
-    key = _key_bytes(popped[0]) if isinstance(popped, list) and popped else None
+    key, raw = await transport.transport_for(client).wait_then_run(wake_keys, block_s, call)
     return key, (None if raw is None else _claim_result(raw, queues))
-
-
-def _key_bytes(key: bytes | str) -> bytes:
-    return key.encode() if isinstance(key, str) else key
 
 
 OutcomeKind = Literal["ok", "retry", "dead"]

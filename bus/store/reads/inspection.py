@@ -1,19 +1,8 @@
-"""Every read the layers above make of Redis, typed: one function per question.
+"""The inspection reads: what :mod:`bus.inspect` (so the CLI and a dashboard) and the demo ask.
 
-Nothing outside :mod:`bus.store` sends a command of its own. A read takes the
-caller's client (:data:`bus.store.types.AsyncClient`) and the keys it asks
-about (:mod:`bus.store.keys`), sends its commands in one pipeline where their
-answers do not depend on each other (never more round trips than the question
-needs), and returns what is stored as it is stored: bytes, scores, counts.
-Decoding and judging damage stay with the caller, who reports a damaged entry
-and goes on (docs/architecture.md); nothing here raises on stored content.
-Errors are redis-py's (:data:`bus.store.types.STORE_ERRORS`); the public
-calls above map them to taskbus's (:mod:`bus.store.redis_errors`).
-
-The inspection reads come first, for :mod:`bus.inspect` (which the CLI and a
-dashboard use) and the demo: the apps and their queues (status), tasks, events,
-the dead set, the demo's counts, and the embedded server's ``INFO``. The
-engine's and the bus's own reads follow in "The engine and the bus".
+The apps and their queues (status), tasks, events, the dead set, the demo's
+counts, and the embedded server's ``INFO``; the conventions are those of
+:mod:`bus.store.reads`.
 """
 
 from __future__ import annotations
