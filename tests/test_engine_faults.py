@@ -6,23 +6,14 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 import redis
 
 from bus.enqueue import EnqueueItem
-from tests.procs.runner import Proc, processes, wait_until
+from tests.procs.runner import Proc, wait_until
 
 APP = "eng"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start worker processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 def start_worker(procs: Callable[..., Proc], url: str, *extra: str) -> Proc:

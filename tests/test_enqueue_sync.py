@@ -7,7 +7,6 @@ idempotence and the same all-or-nothing refusal of bad input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -24,14 +23,6 @@ from tests.test_bad_input import assert_unchanged, dump_all
 
 APP = "shop"
 KEYS = AppKeys("bus", APP)
-
-
-@pytest.fixture
-def sync_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A blocking client on the test's private Redis."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

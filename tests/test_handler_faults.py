@@ -11,7 +11,7 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,12 @@ from bus.store.keys import AppKeys
 from bus.worker.__main__ import main as worker_main
 from bus.worker.execute import MESSAGE_CHARS, TRACEBACK_CHARS
 from bus.worker.watchdog import LoopWatchdog
+from tests.conftest import Logs, events
 from tests.engine_helpers import eventually, running_worker
-from tests.procs.runner import Proc, processes
+from tests.procs.runner import Proc
 
 APP = "faults"
 KEYS = AppKeys("bus", APP)
-
-Logs = list[dict[str, Any]]
-
-
-def events(logs: Logs, name: str) -> Logs:
-    """The captured entries of one event."""
-    return [entry for entry in list(logs) if entry["event"] == name]
 
 
 async def final_state(bus: Bus, task_id: str, state: TaskState) -> TaskInfo:
@@ -368,13 +362,6 @@ max_attempts = 1
 name = "sleepy"
 handler = "handlers:sleepy"
 """
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 @pytest.fixture

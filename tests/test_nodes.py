@@ -8,7 +8,7 @@ scope-all subscription, and a node killed with SIGKILL during a broadcast.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from bus.recurring import Recurring
 from bus.store import features
 from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
-from tests.procs.runner import Proc, processes, wait_until
+from tests.procs.runner import Proc, wait_until
 
 KEYS = AppKeys("bus", "fleet")
 
@@ -254,13 +254,6 @@ events = "cache.invalidated"
 handler = "handlers:note"
 scope = "all"
 """
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 @pytest.fixture

@@ -27,18 +27,12 @@ from bus.enqueue import EnqueueItem, prepare
 from bus.store import engine, transport
 from bus.store.keys import AppKeys
 from bus.worker import loop, upkeep
+from tests.conftest import Logs, events
 from tests.engine_helpers import eventually, running_worker
 
 APP = "prefetch"
 KEYS = AppKeys("bus", APP)
 QUEUE = KEYS.queue("default")
-
-Logs = list[dict[str, Any]]
-
-
-def events(logs: Logs, name: str) -> Logs:
-    """The captured entries of one event."""
-    return [entry for entry in list(logs) if entry["event"] == name]
 
 
 def gated_app(gate: asyncio.Event, calls: list[int]) -> App:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from bus.recurring import Recurring, RecurringChains, occurrence_id, parse_occur
 from bus.store import engine, features, transport
 from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
-from tests.procs.runner import Proc, processes, wait_until
+from tests.procs.runner import Proc, wait_until
 
 KEYS = AppKeys("bus", "clock")
 PERIOD = 200
@@ -369,13 +369,6 @@ def write_app(root: Path, schedule: str) -> Path:
         f'name = "clock"\n\n[[recurring]]\nname = "tick"\nhandler = "handlers:tick"\n{schedule}\n'
     )
     return root
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 @pytest.fixture
