@@ -1,9 +1,11 @@
-"""Fixtures shared by the whole suite and their types.
+"""Fixtures shared by the whole suite, their types, and helpers to read raw replies.
 
 Every Redis the tests use is started here (see ``tests/redis_server.py``); no
 test ever talks to a server it did not start. Here too: the captured logs
-(``logs``, typed :data:`Logs`), settings, clients (``aredis``, ``sync_client``)
-and child processes (``procs``).
+(``logs``, typed :data:`Logs`), settings, clients (``aredis``, ``sync_client``),
+child processes (``procs``), and :func:`raw`, :func:`raw_or_none`,
+:func:`text`, :func:`texts` and :func:`scored`, which narrow a redis-py reply
+to what the test expects.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -67,11 +69,11 @@ def _loggers_never_cached() -> Iterator[None]:
     """
     real = structlog.configure
 
-    def configure(*args: object, **kwargs: object) -> None:
+    def configure(*args: Any, **kwargs: Any) -> None:
         kwargs["cache_logger_on_first_use"] = False
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        real(*args, **kwargs)
 
-    structlog.configure = configure  # type: ignore[assignment]
+    structlog.configure = configure
     try:
         yield
     finally:
@@ -188,6 +190,46 @@ def sync_client(redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+# -- raw replies ----------------------------------------------------------------
+# redis-py types a reply as ``bytes | str`` (which one depends on
+# ``decode_responses``, which its types cannot see) and a sorted-set range as a
+# union of shapes. Every client the tests make replies bytes: these narrow a
+# reply once, and fail the test with what came back when it is not that.
+
+
+def raw(reply: object) -> bytes:
+    """The bytes of a reply that must be there (a string key, a hash field)."""
+    if not isinstance(reply, bytes):
+        raise AssertionError(f"expected a bytes reply, got {reply!r}")
+    return reply
+
+
+def raw_or_none(reply: object) -> bytes | None:
+    """The bytes of a reply that may be missing (``None``)."""
+    return None if reply is None else raw(reply)
+
+
+def text(reply: object) -> str:
+    """A bytes reply decoded as UTF-8."""
+    return raw(reply).decode()
+
+
+def texts(replies: Iterable[object]) -> list[str]:
+    """Every member of a list reply (``hkeys``, ``lrange``, ``zrange``, ``smembers``), decoded."""
+    return [text(reply) for reply in replies]
+
+
+def scored(replies: Iterable[object]) -> list[tuple[str, float]]:
+    """The members and scores of a ``zrange(..., withscores=True)`` reply."""
+    pairs = []
+    for reply in replies:
+        if not (isinstance(reply, (tuple, list)) and len(reply) == 2):
+            raise AssertionError(f"expected a (member, score) pair, got {reply!r}")
+        member, score = reply
+        pairs.append((text(member), float(score)))
+    return pairs
 
 
 # -- child processes --------------------------------------------------------------

@@ -10,7 +10,7 @@ marker goes with the fix.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TextIO, cast
 
 import orjson
 import pytest
@@ -168,7 +168,7 @@ async def test_dead_list_shows_corrupt_and_mistyped_records_and_replay_skips_the
     # test's captured stderr.
     monkeypatch.setattr("bus.cli.configure_logging", lambda *args, **kwargs: None)
     # Logs to standard error, as main() sends them: standard output is the JSON.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(CurrentStderr()))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(cast(TextIO, CurrentStderr())))
     request.addfinalizer(structlog.reset_defaults)
     capsys.readouterr()  # the worker's log lines
     assert await asyncio.to_thread(main, ["dead", "list", "--app", APP]) == 0
@@ -457,7 +457,7 @@ async def test_dead_list_and_status_survive_ids_and_names_that_are_not_utf8(
     ref = await bus.enqueue(APP, "job", 1)
     now = clock.now_ms()
     await aredis.hset(KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now}))
-    await aredis.zadd(KEYS.dead, {ref.id: now, b"bad-\xff": now + 1})
+    await aredis.zadd(KEYS.dead, {ref.id.encode(): now, b"bad-\xff": now + 1})
     await aredis.sadd(KEYS.queues, b"q-\xfe")
     await aredis.zadd(KEYS.beats, {b"w-\xfd": now})
     # The oldest waiting task of a queue, with a state that does not decode.

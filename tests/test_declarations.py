@@ -31,6 +31,7 @@ from bus.events.registry import SubscriptionSpec, TaskSpec, load_registry
 from bus.events.registry_sync import sync_subscriptions, unregister_app
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.__main__ import main as worker_main
+from tests.conftest import raw
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -79,7 +80,7 @@ async def declare(aredis: Redis, *tasks: TaskSpec, app: str = APP) -> None:
 
 async def record(aredis: Redis, ref: TaskRef) -> dict[str, Any]:
     """The stored record of a task (``max`` is max_attempts)."""
-    doc: dict[str, Any] = orjson.loads(await aredis.hget(KEYS.tasks, ref.id))
+    doc: dict[str, Any] = orjson.loads(raw(await aredis.hget(KEYS.tasks, ref.id)))
     return doc
 
 
@@ -279,7 +280,7 @@ def test_enqueue_and_enqueue_sync_take_every_option_an_enqueue_item_has(
 async def test_enqueue_sync_takes_scope(producer: Bus, aredis: Redis) -> None:
     """scope='all' given to enqueue_sync reaches the record."""
     ref = producer.enqueue_sync("fleet", "wipe", scope="all")
-    doc = orjson.loads(await aredis.hget(AppKeys("bus", "fleet").tasks, ref.id))
+    doc = orjson.loads(raw(await aredis.hget(AppKeys("bus", "fleet").tasks, ref.id)))
     assert doc["scope"] == "all"
 
 

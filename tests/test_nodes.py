@@ -24,6 +24,7 @@ from bus.nodes import copy_id, node_queue
 from bus.recurring import Recurring
 from bus.store import features
 from bus.store.keys import AppKeys
+from tests.conftest import text
 from tests.engine_helpers import eventually, running_worker
 from tests.procs.runner import Proc, wait_until
 
@@ -295,8 +296,8 @@ def start_nodes(procs: Callable[..., Proc], client: redis.Redis, *names: str) ->
 def runs_of(client: redis.Redis) -> list[tuple[str, str, int]]:
     """(task id, queue, pid) of every run, in order."""
     out = []
-    for raw in client.lrange("test:runs", 0, -1):
-        task_id, queue, pid = raw.decode().split("|")
+    for run in client.lrange("test:runs", 0, -1):
+        task_id, queue, pid = text(run).split("|")
         out.append((task_id, queue, int(pid)))
     return out
 

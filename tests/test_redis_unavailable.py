@@ -55,7 +55,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def locked(make_redis_server: MakeRedisServer) -> Iterator[RedisServer]:
+def locked(make_redis_server: MakeRedisServer) -> RedisServer:
     """A TCP server whose default user needs the password ``sekret``, plus an ACL
     user ``limited`` (password ``pw``) that may run every command but touch only
     keys outside taskbus's prefix."""

@@ -23,6 +23,7 @@ from bus.events.registry import Registry, SubscriptionSpec, load_registry
 from bus.events.registry_specs import app_name_of
 from bus.events.registry_sync import sync_subscriptions
 from bus.store.keys import AppKeys, BusKeys
+from tests.conftest import raw
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -98,7 +99,7 @@ async def test_a_damaged_entry_is_skipped_and_named_the_others_still_route(
 async def test_damage_is_logged_once_per_registry_version(aredis: Redis) -> None:
     """Reloading the same version does not log again; a new version does."""
     await _healthy_and(aredis, b"crm", b"\xff")
-    first = int(await aredis.get(KEYS.subs_version))
+    first = int(raw(await aredis.get(KEYS.subs_version)))
     with structlog.testing.capture_logs() as logs:
         for _ in range(3):
             await load_registry(aredis, KEYS)
