@@ -15,7 +15,6 @@ from typing import Any, TextIO, cast
 import orjson
 import pytest
 import structlog
-import structlog.testing
 from redis.asyncio import Redis
 
 from bus import App, TaskContext, TaskInfo, TaskState
@@ -31,6 +30,7 @@ from bus.logs import CurrentStderr
 from bus.store import engine, features
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.execute import reason_doc
+from tests.conftest import Logs
 from tests.engine_helpers import eventually, running_worker
 from tests.test_cli_ops import cli_env
 
@@ -432,17 +432,16 @@ async def test_claim_dead_letters_a_queued_id_that_is_not_utf8_under_a_readable_
     assert letter.task.record is not None  # the record was moved with it
 
 
-async def test_worker_logs_each_damaged_task_once(bus: Bus, aredis: Redis) -> None:
+async def test_worker_logs_each_damaged_task_once(bus: Bus, aredis: Redis, logs: Logs) -> None:
     """The worker logs task_damaged with the id and reason, once per damaged task."""
     done: list[Any] = []
     app = shop(done)
     await aredis.lpush(QUEUE.ready, "ghost")
     stale = await bus.enqueue(app, "job", "bad")
     await aredis.hset(KEYS.state, stale.id, b"{garbage")
-    with structlog.testing.capture_logs() as logs:
-        async with running_worker(app, aredis, concurrency=1):
-            good = await bus.enqueue(app, "job", "good")
-            await state_is(bus, good.id, TaskState.SUCCEEDED)
+    async with running_worker(app, aredis, concurrency=1):
+        good = await bus.enqueue(app, "job", "good")
+        await state_is(bus, good.id, TaskState.SUCCEEDED)
     damaged = [e for e in logs if e["event"] == "task_damaged"]
     assert sorted((e["task_id"], e["reason"]) for e in damaged) == sorted(
         [("ghost", "record missing"), (stale.id, "undecodable state")]

@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import structlog
 from redis.asyncio import Redis
 
 from bus import App, Bus, Settings
@@ -31,7 +30,7 @@ from bus.events.registry import SubscriptionSpec, TaskSpec, load_registry
 from bus.events.registry_sync import sync_subscriptions, unregister_app
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.__main__ import main as worker_main
-from tests.conftest import raw
+from tests.conftest import Logs, raw
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -219,7 +218,7 @@ async def test_enqueue_by_app_name_reads_no_registry_while_the_snapshot_is_fresh
 
 
 async def test_an_app_the_registry_declares_nothing_for_gets_the_defaults_with_a_warning(
-    producer: Bus, aredis: Redis
+    producer: Bus, aredis: Redis, logs: Logs
 ) -> None:
     """An entry written by the previous version (subscriptions only) still parses, and
     its tasks enqueue with the defaults as before, saying why once."""
@@ -229,9 +228,8 @@ async def test_an_app_the_registry_declares_nothing_for_gets_the_defaults_with_a
     registry = await load_registry(aredis, BUS_KEYS)
     assert [s.spec for s in registry.subscriptions] == [sub]
     assert (registry.apps, registry.damaged, dict(registry.tasks)) == ((APP,), (), {})
-    with structlog.testing.capture_logs() as logs:
-        first = await producer.enqueue(APP, "digest")
-        producer.enqueue_sync(APP, "digest")
+    first = await producer.enqueue(APP, "digest")
+    producer.enqueue_sync(APP, "digest")
     assert (await record(aredis, first))["queue"] == "default"
     warned = [e for e in logs if e["event"] == "task_declarations_unknown"]
     assert len(warned) == 1

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import redis
-import structlog
 from redis.asyncio import Redis
 
 from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings
@@ -18,7 +17,7 @@ from bus.events.router import task_id_for
 from bus.events.sweep import PendingSweep, sweep_pending
 from bus.store import engine, scripts, transport
 from bus.store.keys import AppKeys, BusKeys, app_keys
-from tests.conftest import raw, scored, text, texts
+from tests.conftest import Logs, raw, scored, text, texts
 from tests.redis_server import MakeRedisServer, RedisServer
 from tests.test_registry_watch import next_millisecond
 
@@ -355,14 +354,13 @@ async def test_a_sweep_whose_registry_keeps_changing_reports_nothing_routed(
 
 
 async def test_a_damaged_registry_version_keeps_events_pending_without_looping(
-    bus: Bus, aredis: Redis
+    bus: Bus, aredis: Redis, logs: Logs
 ) -> None:
     """A version key that is not an integer: publish works, logs it, and marks nothing."""
     await register_three(aredis)
     await aredis.set(KEYS.subs_version, b"\xff\xfe")
-    with structlog.testing.capture_logs() as logs:
-        key = await asyncio.wait_for(bus.apublish("user.signed_up", USER), 5)
-        report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
+    key = await asyncio.wait_for(bus.apublish("user.signed_up", USER), 5)
+    report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
     assert await pending(aredis) == [key]
     assert (report.routed, report.left) == (0, 1)
     for app in APPS:
