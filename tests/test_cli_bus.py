@@ -14,6 +14,7 @@ from bus.cli import main
 from bus.config.settings import Settings
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.__main__ import main as worker_main
+from tests.conftest import raw
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -127,8 +128,8 @@ def test_sync_that_drops_subscriptions_needs_the_flag(
     assert "dry run" in capsys.readouterr().out
 
     async def names(client: Redis) -> list[str]:
-        raw = await client.hget(BusKeys("bus").subs, "email")
-        return sorted(s["name"] for s in orjson.loads(raw))
+        entry = raw(await client.hget(BusKeys("bus").subs, "email"))
+        return sorted(s["name"] for s in orjson.loads(entry))
 
     assert on_redis(cli_env, names) == ["payment_problem", "welcome"]
     assert main(["subscriptions", "sync", "--app", "email", "--allow-removal"]) == 0

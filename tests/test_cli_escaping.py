@@ -142,8 +142,8 @@ def test_dead_list_show_and_task_show_escape_ids_payloads_and_errors(
     [doc] = orjson.loads(out)["tasks"]
     assert doc["id"] == task_id
     assert doc["last_error"]["message"] == f"cannot handle {EVIL}{SNEAKY}"
-    for argv in (("dead", "show"), ("task", "show")):
-        code, out, _ = run(capsys, *argv, task_id, "--app", APP, "--json")
+    for command in (("dead", "show"), ("task", "show")):
+        code, out, _ = run(capsys, *command, task_id, "--app", APP, "--json")
         doc = orjson.loads(out)
         assert doc["record"]["payload"] == {"note": EVIL + SNEAKY}
         assert doc["errors"][0]["message"] == f"cannot handle {EVIL}{SNEAKY}"

@@ -16,6 +16,7 @@ from bus.core import clock
 from bus.enqueue import EnqueueItem
 from bus.events.registry import SubscriptionSpec
 from bus.store.keys import BusKeys
+from tests.conftest import texts
 from tests.test_cli_ops import APP, cli_env, kill, on_redis, run  # noqa: F401 - cli_env: fixture
 from tests.test_inspect import beat, register
 
@@ -32,7 +33,7 @@ ORDER = {
 
 def registered(settings: Settings) -> list[str]:
     async def go(client: Redis) -> list[str]:
-        return sorted(k.decode() for k in await client.hkeys(BusKeys("bus").subs))
+        return sorted(texts(await client.hkeys(BusKeys("bus").subs)))
 
     return on_redis(settings, go)
 

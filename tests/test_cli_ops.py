@@ -6,7 +6,7 @@ import asyncio
 import io
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 import orjson
 import pytest
@@ -21,6 +21,7 @@ from bus.enqueue import EnqueueItem
 from bus.events.registry import SubscriptionSpec
 from bus.logs import CurrentStderr
 from bus.store.keys import AppKeys
+from tests.conftest import raw_or_none
 from tests.test_inspect import ORDER, publish, register
 
 T = TypeVar("T")
@@ -48,7 +49,7 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
     # Logs go to standard error, as main() would send them, so that standard
     # output holds only what the command prints (keys, JSON); not cached, and
     # structlog's defaults come back after the test.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(CurrentStderr()))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(cast(TextIO, CurrentStderr())))
     yield settings
     structlog.reset_defaults()
 
@@ -84,7 +85,7 @@ def kill(settings: Settings, items: list[EnqueueItem]) -> list[str]:
 
 def state(settings: Settings, task_id: str) -> str | None:
     async def go(client: Redis) -> bytes | None:
-        return await client.hget(KEYS.state, task_id)  # type: ignore[no-any-return]
+        return raw_or_none(await client.hget(KEYS.state, task_id))
 
     raw = on_redis(settings, go)
     return None if raw is None else str(orjson.loads(raw)["s"])

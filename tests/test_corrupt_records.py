@@ -10,15 +10,14 @@ marker goes with the fix.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TextIO, cast
 
 import orjson
 import pytest
 import structlog
-import structlog.testing
 from redis.asyncio import Redis
 
-from bus import App, TaskContext, TaskInfo, TaskState
+from bus import App, TaskContext, TaskState
 from bus.cli import main
 from bus.client import Bus
 from bus.config.apps import event_adapter
@@ -31,7 +30,8 @@ from bus.inspect.deadletters import get_dead, list_dead, replay
 from bus.logs import CurrentStderr
 from bus.store import engine, features
 from bus.store.keys import AppKeys, BusKeys
-from tests.engine_helpers import eventually, running_worker
+from tests.conftest import Logs
+from tests.engine_helpers import running_worker, task_in_state
 from tests.test_cli_ops import cli_env
 
 __all__ = ["cli_env"]  # the fixture, imported for the CLI tests below
@@ -54,17 +54,6 @@ def shop(done: list[Any]) -> App:
         done.append(event)
 
     return app
-
-
-async def state_is(bus: Bus, task_id: str, state: TaskState) -> TaskInfo:
-    """Wait until the task is in ``state``; return it."""
-
-    async def check() -> TaskInfo | None:
-        info = await bus.get_task(APP, task_id)
-        return info if info is not None and info.state is state else None
-
-    found: TaskInfo = await eventually(check, what=f"{task_id} to be {state.value}")
-    return found
 
 
 async def stored_record(aredis: Redis, task_id: str) -> dict[str, Any]:
@@ -128,9 +117,9 @@ async def test_corrupt_record_is_dead_lettered_with_why_and_the_next_task_runs(
         planted = orjson.dumps(mutate(await stored_record(aredis, bad.id)))
     await aredis.hset(KEYS.tasks, bad.id, planted)
     async with running_worker(app, aredis, concurrency=1):
-        dead = await state_is(bus, bad.id, TaskState.DEAD)
+        dead = await task_in_state(bus, APP, bad.id, TaskState.DEAD)
         good = await bus.enqueue(app, "job", "good")
-        await state_is(bus, good.id, TaskState.SUCCEEDED)
+        await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
     assert done == ["good"]
     assert dead.dead_reason == "undecodable record"
     assert dead.attempts == 1
@@ -159,8 +148,8 @@ async def test_dead_list_shows_corrupt_and_mistyped_records_and_replay_skips_the
     doc = await stored_record(aredis, mistyped.id)
     await aredis.hset(KEYS.tasks, mistyped.id, orjson.dumps({**doc, "name": ["job"], "queue": 5}))
     async with running_worker(app, aredis):
-        await state_is(bus, garbage.id, TaskState.DEAD)
-        await state_is(bus, mistyped.id, TaskState.DEAD)
+        await task_in_state(bus, APP, garbage.id, TaskState.DEAD)
+        await task_in_state(bus, APP, mistyped.id, TaskState.DEAD)
 
     monkeypatch.setenv("BUS_REDIS_URL", str(settings.redis_url))
     monkeypatch.setenv("BUS_DATA_DIR", str(settings.data_dir))
@@ -168,7 +157,7 @@ async def test_dead_list_shows_corrupt_and_mistyped_records_and_replay_skips_the
     # test's captured stderr.
     monkeypatch.setattr("bus.cli.configure_logging", lambda *args, **kwargs: None)
     # Logs to standard error, as main() sends them: standard output is the JSON.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(CurrentStderr()))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(cast(TextIO, CurrentStderr())))
     request.addfinalizer(structlog.reset_defaults)
     capsys.readouterr()  # the worker's log lines
     assert await asyncio.to_thread(main, ["dead", "list", "--app", APP]) == 0
@@ -204,7 +193,7 @@ async def test_event_task_whose_payload_is_no_envelope_is_dead_lettered(
     new = engine.NewTask(task_id, record.encode(), 3, 0)
     await engine.enqueue(aredis, KEYS, "default", clock.now_ms(), [new])
     async with running_worker(shop(done), aredis, payload_adapter=event_adapter()):
-        dead = await state_is(bus, task_id, TaskState.DEAD)
+        dead = await task_in_state(bus, APP, task_id, TaskState.DEAD)
     assert done == []
     assert dead.dead_reason == "undecodable event"
     assert "not an event envelope" in dead.errors[0].message
@@ -226,7 +215,7 @@ async def test_worker_keeps_claiming_past_a_queued_id_without_a_usable_record_or
     await _damage(aredis, bad.id, damage)
     good = await bus.enqueue(app, "job", "good")
     async with running_worker(app, aredis, concurrency=1):
-        await state_is(bus, good.id, TaskState.SUCCEEDED)
+        await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
     assert done == ["good"]
     assert await aredis.lrange(QUEUE.ready, 0, -1) == []
     assert await aredis.zrange(QUEUE.inflight, 0, -1) == []
@@ -432,17 +421,16 @@ async def test_claim_dead_letters_a_queued_id_that_is_not_utf8_under_a_readable_
     assert letter.task.record is not None  # the record was moved with it
 
 
-async def test_worker_logs_each_damaged_task_once(bus: Bus, aredis: Redis) -> None:
+async def test_worker_logs_each_damaged_task_once(bus: Bus, aredis: Redis, logs: Logs) -> None:
     """The worker logs task_damaged with the id and reason, once per damaged task."""
     done: list[Any] = []
     app = shop(done)
     await aredis.lpush(QUEUE.ready, "ghost")
     stale = await bus.enqueue(app, "job", "bad")
     await aredis.hset(KEYS.state, stale.id, b"{garbage")
-    with structlog.testing.capture_logs() as logs:
-        async with running_worker(app, aredis, concurrency=1):
-            good = await bus.enqueue(app, "job", "good")
-            await state_is(bus, good.id, TaskState.SUCCEEDED)
+    async with running_worker(app, aredis, concurrency=1):
+        good = await bus.enqueue(app, "job", "good")
+        await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
     damaged = [e for e in logs if e["event"] == "task_damaged"]
     assert sorted((e["task_id"], e["reason"]) for e in damaged) == sorted(
         [("ghost", "record missing"), (stale.id, "undecodable state")]
@@ -457,7 +445,7 @@ async def test_dead_list_and_status_survive_ids_and_names_that_are_not_utf8(
     ref = await bus.enqueue(APP, "job", 1)
     now = clock.now_ms()
     await aredis.hset(KEYS.state, ref.id, orjson.dumps({"s": "dead", "a": 1, "m": 1, "tf": now}))
-    await aredis.zadd(KEYS.dead, {ref.id: now, b"bad-\xff": now + 1})
+    await aredis.zadd(KEYS.dead, {ref.id.encode(): now, b"bad-\xff": now + 1})
     await aredis.sadd(KEYS.queues, b"q-\xfe")
     await aredis.zadd(KEYS.beats, {b"w-\xfd": now})
     # The oldest waiting task of a queue, with a state that does not decode.

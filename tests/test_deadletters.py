@@ -22,6 +22,7 @@ from bus.inspect.deadletters import get_dead, list_dead, purge, replay, select_d
 from bus.inspect.replay import batch_size
 from bus.store import engine, features
 from bus.store.keys import AppKeys
+from tests.conftest import raw, texts
 from tests.engine_helpers import eventually, running_worker
 
 APP = "shop"
@@ -54,7 +55,12 @@ async def enqueue_event_task(
 ) -> None:
     """Add a task as routing would: kind 'event', the envelope as payload."""
     key = task_id.split(".")[0]
-    doc = {"id": key, "source": "test", "type": event_type, "time": "2026-11-28T10:00:00Z"}
+    doc: dict[str, Any] = {
+        "id": key,
+        "source": "test",
+        "type": event_type,
+        "time": "2026-11-28T10:00:00Z",
+    }
     doc.update(buskey=key, data={"n": 1} if data is None else data)
     record = TaskRecord(
         id=task_id, app=APP, name="on-event", queue="default", payload=doc, kind="event"
@@ -177,7 +183,7 @@ async def test_event_whose_envelope_cannot_be_decoded_is_dead_lettered(aredis: R
     """A routed task whose payload is no event envelope dies as undecodable, never runs."""
     ran: list[Any] = []
     await enqueue_event_task(aredis, "EVT1.on-event", "order.placed")
-    record = orjson.loads(await aredis.hget(KEYS.tasks, "EVT1.on-event"))
+    record = orjson.loads(raw(await aredis.hget(KEYS.tasks, "EVT1.on-event")))
     del record["payload"]["source"]
     await aredis.hset(KEYS.tasks, "EVT1.on-event", orjson.dumps(record))
     await Worker(subscriber(ran), aredis, burst=True, payload_adapter=event_adapter()).run()
@@ -316,7 +322,7 @@ async def test_replay_by_type_and_time_range_leaves_the_rest_dead(bus: Bus, ared
     by_type = await replay(aredis, "bus", APP, type="order.placed")
     assert by_type.replayed == ["EVT1.on-event"]
     remaining = await aredis.zrange(KEYS.dead, 0, -1)
-    assert sorted(r.decode() for r in remaining) == sorted(first)
+    assert sorted(texts(remaining)) == sorted(first)
 
 
 async def test_dry_run_reports_and_changes_nothing(bus: Bus, aredis: Redis) -> None:

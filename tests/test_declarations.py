@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import structlog
 from redis.asyncio import Redis
 
 from bus import App, Bus, Settings
@@ -31,6 +30,7 @@ from bus.events.registry import SubscriptionSpec, TaskSpec, load_registry
 from bus.events.registry_sync import sync_subscriptions, unregister_app
 from bus.store.keys import AppKeys, BusKeys
 from bus.worker.__main__ import main as worker_main
+from tests.conftest import Logs, raw
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -67,14 +67,6 @@ def digest(payload):
 
 
 @pytest.fixture
-def sync_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A blocking client on the test's private Redis."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def producer(aredis: Redis, sync_client: redis.Redis) -> Bus:
     """A producer's Bus: it has the app's name, not its code."""
     return Bus(redis=aredis, sync_redis=sync_client)
@@ -87,7 +79,7 @@ async def declare(aredis: Redis, *tasks: TaskSpec, app: str = APP) -> None:
 
 async def record(aredis: Redis, ref: TaskRef) -> dict[str, Any]:
     """The stored record of a task (``max`` is max_attempts)."""
-    doc: dict[str, Any] = orjson.loads(await aredis.hget(KEYS.tasks, ref.id))
+    doc: dict[str, Any] = orjson.loads(raw(await aredis.hget(KEYS.tasks, ref.id)))
     return doc
 
 
@@ -226,7 +218,7 @@ async def test_enqueue_by_app_name_reads_no_registry_while_the_snapshot_is_fresh
 
 
 async def test_an_app_the_registry_declares_nothing_for_gets_the_defaults_with_a_warning(
-    producer: Bus, aredis: Redis
+    producer: Bus, aredis: Redis, logs: Logs
 ) -> None:
     """An entry written by the previous version (subscriptions only) still parses, and
     its tasks enqueue with the defaults as before, saying why once."""
@@ -236,9 +228,8 @@ async def test_an_app_the_registry_declares_nothing_for_gets_the_defaults_with_a
     registry = await load_registry(aredis, BUS_KEYS)
     assert [s.spec for s in registry.subscriptions] == [sub]
     assert (registry.apps, registry.damaged, dict(registry.tasks)) == ((APP,), (), {})
-    with structlog.testing.capture_logs() as logs:
-        first = await producer.enqueue(APP, "digest")
-        producer.enqueue_sync(APP, "digest")
+    first = await producer.enqueue(APP, "digest")
+    producer.enqueue_sync(APP, "digest")
     assert (await record(aredis, first))["queue"] == "default"
     warned = [e for e in logs if e["event"] == "task_declarations_unknown"]
     assert len(warned) == 1
@@ -287,7 +278,7 @@ def test_enqueue_and_enqueue_sync_take_every_option_an_enqueue_item_has(
 async def test_enqueue_sync_takes_scope(producer: Bus, aredis: Redis) -> None:
     """scope='all' given to enqueue_sync reaches the record."""
     ref = producer.enqueue_sync("fleet", "wipe", scope="all")
-    doc = orjson.loads(await aredis.hget(AppKeys("bus", "fleet").tasks, ref.id))
+    doc = orjson.loads(raw(await aredis.hget(AppKeys("bus", "fleet").tasks, ref.id)))
     assert doc["scope"] == "all"
 
 

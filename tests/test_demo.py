@@ -30,6 +30,7 @@ from bus.events.schemas import SchemaRegistry
 from bus.local.embedded import embedded_status
 from bus.store.admin import clear_prefix
 from bus.store.keys import AppKeys, BusKeys
+from tests.conftest import raw, raw_or_none, texts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_TIMEOUT_S = 90.0
@@ -110,9 +111,9 @@ def poison_task(url_or_client: redis.Redis, task_id: str) -> TaskInfo:
     assert state is not None, f"billing has no task {task_id}"
     return TaskInfo.from_raw(
         task_id,
-        state,
-        url_or_client.hget(keys.tasks, task_id),
-        url_or_client.hget(keys.errors, task_id),
+        raw(state),
+        raw_or_none(url_or_client.hget(keys.tasks, task_id)),
+        raw_or_none(url_or_client.hget(keys.errors, task_id)),
     )
 
 
@@ -474,7 +475,7 @@ def test_demo_feed_publishes_the_stream_to_the_configured_bus(
     assert result.returncode == 0, result.stdout + result.stderr
     keys = BusKeys("bus")
     apps = sorted(p.parent.name for p in (REPO_ROOT / "apps").glob("*/app.toml"))
-    assert sorted(k.decode() for k in client.hkeys(keys.subs)) == apps
+    assert sorted(texts(client.hkeys(keys.subs))) == apps
     envelopes = [orjson.loads(raw) for raw in client.hvals(keys.events)]
     assert len(envelopes) == 30
     assert sum(1 for e in envelopes if e["data"].get("poison")) == 1

@@ -6,23 +6,16 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 import redis
 
 from bus.enqueue import EnqueueItem
-from tests.procs.runner import Proc, processes, wait_until
+from tests.conftest import text, texts
+from tests.procs.runner import Proc, wait_until
+from tests.redis_server import MakeRedisServer
 
 APP = "eng"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start worker processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 def start_worker(procs: Callable[..., Proc], url: str, *extra: str) -> Proc:
@@ -51,7 +44,7 @@ def enqueue(url: str, items: list[EnqueueItem]) -> list[str]:
 
 
 def runs(client: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(f"test:{APP}:runs").items()}
+    return {text(k): int(v) for k, v in client.hgetall(f"test:{APP}:runs").items()}
 
 
 def state_of(client: redis.Redis, task_id: str) -> dict[str, object]:
@@ -124,20 +117,20 @@ def test_paused_worker_loses_its_lease_and_its_late_ack_is_rejected(
 
 
 def test_redis_restart_with_aof_always_loses_nothing(
-    procs: Callable[..., Proc], make_redis_server: Callable[..., object]
+    procs: Callable[..., Proc], make_redis_server: MakeRedisServer
 ) -> None:
     """Kill -9 Redis with work queued, delayed and running; after restart all of it runs."""
     server = make_redis_server(appendonly=True, appendfsync="always")
-    url = server.url  # type: ignore[attr-defined]
+    url = server.url
     client = redis.Redis.from_url(url)
     now_ids = enqueue(url, [EnqueueItem("slow", {"s": 0.01}) for _ in range(300)])
     later_ids = enqueue(url, [EnqueueItem("noted", {}, delay_s=1.0) for _ in range(50)])
     worker = start_worker(procs, url, "--concurrency", "4", "--lease-s", "1")
     wait_until(lambda: client.hlen(f"test:{APP}:runs") >= 20, 10, "work to start")
     client.close()
-    server.kill()  # type: ignore[attr-defined]
+    server.kill()
     time.sleep(0.3)
-    server.restart()  # type: ignore[attr-defined]
+    server.restart()
     client = redis.Redis.from_url(url)
     expected = set(now_ids) | set(later_ids)
     wait_until(lambda: expected <= set(runs(client)), 30, "every task to run after restart")
@@ -178,7 +171,7 @@ def test_sigterm_hands_running_tasks_back_for_another_worker(
     assert first.wait(10) == 0
     second = start_worker(procs, redis_url, "--lease-s", "60")
     wait_until(lambda: client.llen(f"test:{APP}:started") == 2, 5, "the task to restart")
-    starts = [s.decode() for s in client.lrange(f"test:{APP}:started", 0, -1)]
+    starts = texts(client.lrange(f"test:{APP}:started", 0, -1))
     assert starts == [f"{task_id}:{first.pid}", f"{task_id}:{second.pid}"]
     assert state_of(client, task_id)["a"] == 1  # the interrupted attempt is not counted
     client.close()

@@ -7,7 +7,6 @@ idempotence and the same all-or-nothing refusal of bad input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -19,19 +18,12 @@ from bus import App, TaskState
 from bus.client import Bus
 from bus.enqueue import EnqueueItem
 from bus.store.keys import AppKeys
+from tests.conftest import raw
 from tests.engine_helpers import eventually, running_worker
 from tests.test_bad_input import assert_unchanged, dump_all
 
 APP = "shop"
 KEYS = AppKeys("bus", APP)
-
-
-@pytest.fixture
-def sync_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A blocking client on the test's private Redis."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -79,9 +71,9 @@ async def test_sync_and_async_write_the_same_record_and_state(
     async_ref = await sync_bus.enqueue(app, "ship", {"order": 7}, **options)
     assert sync_ref.added
     assert sync_ref.app == APP
-    records = [await aredis.hget(KEYS.tasks, ref.id) for ref in (sync_ref, async_ref)]
+    records = [raw(await aredis.hget(KEYS.tasks, ref.id)) for ref in (sync_ref, async_ref)]
     assert _record(records[0]) == _record(records[1])
-    states = [orjson.loads(await aredis.hget(KEYS.state, r.id)) for r in (sync_ref, async_ref)]
+    states = [orjson.loads(raw(await aredis.hget(KEYS.state, r.id))) for r in (sync_ref, async_ref)]
     assert [{k: v for k, v in st.items() if k != "tc"} for st in states] == [
         {"s": "queued", "a": 0, "m": 3}
     ] * 2

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import redis
-import structlog
 from redis.asyncio import Redis
 
 from bus import Bus, EventNotRecorded, EventSpec, RoutingIncomplete, Settings
@@ -18,7 +17,8 @@ from bus.events.router import task_id_for
 from bus.events.sweep import PendingSweep, sweep_pending
 from bus.store import engine, scripts, transport
 from bus.store.keys import AppKeys, BusKeys, app_keys
-from tests.redis_server import RedisServer
+from tests.conftest import Logs, raw, scored, text, texts
+from tests.redis_server import MakeRedisServer, RedisServer
 from tests.test_registry_watch import next_millisecond
 
 USER = {"user_id": "u1", "email": "ada@example.com", "plan": "pro", "country": "DE"}
@@ -43,13 +43,12 @@ async def register_three(client: Redis) -> None:
 
 async def tasks_of(client: Redis, app: str) -> set[str]:
     """The ids in an app's state hash (a task exists iff its state does)."""
-    raw = await client.hkeys(app_keys(PREFIX, app).state)
-    return {k.decode() for k in raw}
+    return set(texts(await client.hkeys(app_keys(PREFIX, app).state)))
 
 
 async def pending(client: Redis) -> list[str]:
     """The event keys still pending."""
-    return [k.decode() for k in await client.zrange(KEYS.pending, 0, -1)]
+    return texts(await client.zrange(KEYS.pending, 0, -1))
 
 
 async def publish_with_analytics_broken(bus: Bus, aredis: Redis, **kwargs: Any) -> str:
@@ -206,9 +205,9 @@ async def test_enqueue_writes_nothing_when_a_later_write_fails(aredis: Redis, da
 
 
 @pytest.fixture
-def acl_server(make_redis_server: Any) -> RedisServer:
+def acl_server(make_redis_server: MakeRedisServer) -> RedisServer:
     """A private server with a user that may write every app's keys but analytics'."""
-    server: RedisServer = make_redis_server(appendonly=False)
+    server = make_redis_server(appendonly=False)
     with server.client() as admin:
         admin.execute_command(
             "ACL",
@@ -263,7 +262,9 @@ async def test_the_sweep_moves_past_events_that_keep_failing(bus: Bus, aredis: R
         stuck += caught.value.event_keys
     # Two events behind them whose publisher died before marking them routed.
     behind = [await bus.apublish("order.placed", ORDER) for _ in range(2)]
-    last = max(score for _, score in await aredis.zrange(KEYS.pending, 0, -1, withscores=True))
+    last = max(
+        score for _, score in scored(await aredis.zrange(KEYS.pending, 0, -1, withscores=True))
+    )
     await aredis.zadd(KEYS.pending, {key: last + 1 + i for i, key in enumerate(behind)})
     sweep = PendingSweep(PREFIX, grace_ms=0, limit=2)
     first = await sweep.sweep(aredis, now_ms=10**15)
@@ -305,13 +306,13 @@ async def test_a_damaged_registry_entry_keeps_events_pending_until_repaired(
 async def test_a_registry_made_afresh_never_reuses_a_version(aredis: Redis) -> None:
     """After Redis lost the registry, the new versions differ from every old one."""
     await register_three(aredis)
-    old = int(await aredis.get(KEYS.subs_version))
+    old = int(raw(await aredis.get(KEYS.subs_version)))
     await aredis.flushall()
     seen = set()
     for _ in range(4):
         await next_millisecond()
         await register_three(aredis)
-        seen.add(int(await aredis.get(KEYS.subs_version)))
+        seen.add(int(raw(await aredis.get(KEYS.subs_version))))
         await aredis.delete(KEYS.subs)
     assert old not in seen
     assert all(v > old for v in seen)
@@ -353,14 +354,13 @@ async def test_a_sweep_whose_registry_keeps_changing_reports_nothing_routed(
 
 
 async def test_a_damaged_registry_version_keeps_events_pending_without_looping(
-    bus: Bus, aredis: Redis
+    bus: Bus, aredis: Redis, logs: Logs
 ) -> None:
     """A version key that is not an integer: publish works, logs it, and marks nothing."""
     await register_three(aredis)
     await aredis.set(KEYS.subs_version, b"\xff\xfe")
-    with structlog.testing.capture_logs() as logs:
-        key = await asyncio.wait_for(bus.apublish("user.signed_up", USER), 5)
-        report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
+    key = await asyncio.wait_for(bus.apublish("user.signed_up", USER), 5)
+    report = await PendingSweep(PREFIX, grace_ms=0).sweep(aredis, now_ms=10**15)
     assert await pending(aredis) == [key]
     assert (report.routed, report.left) == (0, 1)
     for app in APPS:
@@ -382,7 +382,7 @@ async def test_a_re_route_never_gives_a_second_task_to_an_app_confirmed_before(
     """Billing's task ran and was pruned while the event waited: sweep and retry skip billing."""
     key = await publish_with_analytics_broken(bus, aredis, id="signup-9")
     confirmed = await aredis.hget(KEYS.confirmed, key)
-    assert sorted(confirmed.decode().split()) == ["billing", "email"]
+    assert sorted(text(confirmed).split()) == ["billing", "email"]
     await prune(aredis, "billing", task_id_for(key, "on_billing"))
     # The sweep while still broken, a retry with the same id, then the repair.
     await sweep_pending(aredis, PREFIX, now_ms=10**15, grace_ms=0)

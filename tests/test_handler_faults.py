@@ -11,7 +11,7 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +19,19 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from bus import App, TaskContext, TaskInfo, TaskState, Worker
+from bus import App, TaskContext, TaskState, Worker
 from bus.client import Bus
 from bus.config.settings import Settings
 from bus.core.verdict import MESSAGE_CHARS, TRACEBACK_CHARS
 from bus.store.keys import AppKeys
 from bus.worker.__main__ import main as worker_main
 from bus.worker.watchdog import LoopWatchdog
-from tests.engine_helpers import eventually, running_worker
-from tests.procs.runner import Proc, processes
+from tests.conftest import Logs, events
+from tests.engine_helpers import eventually, running_worker, task_in_state
+from tests.procs.runner import Proc
 
 APP = "faults"
 KEYS = AppKeys("bus", APP)
-
-Logs = list[dict[str, Any]]
-
-
-def events(logs: Logs, name: str) -> Logs:
-    """The captured entries of one event."""
-    return [entry for entry in list(logs) if entry["event"] == name]
-
-
-async def final_state(bus: Bus, task_id: str, state: TaskState) -> TaskInfo:
-    """Wait until the task is in ``state``; return it."""
-
-    async def check() -> TaskInfo | None:
-        info = await bus.get_task(APP, task_id)
-        return info if info is not None and info.state is state else None
-
-    found: TaskInfo = await eventually(check, what=f"{task_id} to be {state.value}")
-    return found
 
 
 # -- handlers that hang past their timeout ----------------------------------------
@@ -75,8 +58,8 @@ async def test_sync_handler_that_never_returns_costs_a_thread_not_the_worker(
     good = await bus.enqueue(app, "fine", 2)
     try:
         async with running_worker(app, aredis, concurrency=1) as worker:
-            dead = await final_state(bus, hung.id, TaskState.DEAD)
-            await final_state(bus, good.id, TaskState.SUCCEEDED)
+            dead = await task_in_state(bus, APP, hung.id, TaskState.DEAD)
+            await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
             assert worker._executor.abandoned == 2
             release.set()
             await eventually(lambda: _true(worker._executor.abandoned == 0), what="threads to end")
@@ -148,11 +131,11 @@ async def test_async_handler_that_ignores_cancellation_is_abandoned_and_its_slot
     hung = await bus.enqueue(app, "deaf", 1)
     good = await bus.enqueue(app, "fine", 2)
     async with running_worker(app, aredis, concurrency=1) as worker:
-        dead = await final_state(bus, hung.id, TaskState.DEAD)
-        await final_state(bus, good.id, TaskState.SUCCEEDED)
+        dead = await task_in_state(bus, APP, hung.id, TaskState.DEAD)
+        await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
         release.set()
         await eventually(lambda: _true(len(ended) == 2), what="the abandoned handlers to end")
-        await final_state(bus, good.id, TaskState.SUCCEEDED)
+        await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
     after = await bus.get_task(APP, hung.id)
     assert after is not None
     assert after.state is TaskState.DEAD  # the late return changed nothing
@@ -229,9 +212,9 @@ async def test_handler_raising_an_odd_exception_is_retried_then_dead_with_it_rec
 
     bad = await bus.enqueue(app, "odd", 1)
     async with running_worker(app, aredis, concurrency=1) as worker:
-        dead = await final_state(bus, bad.id, TaskState.DEAD)
+        dead = await task_in_state(bus, APP, bad.id, TaskState.DEAD)
         good = await bus.enqueue(app, "fine", 2)
-        await final_state(bus, good.id, TaskState.SUCCEEDED)
+        await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
     assert dead.dead_reason == "attempts exhausted"
     assert [(e.type, e.message) for e in dead.errors] == [(expected_type, expected_message)] * 2
     assert all(expected_type in e.traceback for e in dead.errors)
@@ -252,7 +235,7 @@ async def test_huge_exception_message_is_clipped_in_the_record_and_the_log(
 
     ref = await bus.enqueue(app, "shout", 1)
     async with running_worker(app, aredis):
-        dead = await final_state(bus, ref.id, TaskState.DEAD)
+        dead = await task_in_state(bus, APP, ref.id, TaskState.DEAD)
     stored = await aredis.hget(KEYS.errors, ref.id)
     assert stored is not None
     assert len(stored) < MESSAGE_CHARS + TRACEBACK_CHARS + 1000
@@ -322,9 +305,9 @@ async def test_async_handler_blocking_the_loop_past_its_lease_is_reported_and_wo
 
     slow = await bus.enqueue(app, "sleepy", 1)
     async with running_worker(app, aredis, lease_s=0.2, block_warn_s=0.1):
-        await final_state(bus, slow.id, TaskState.SUCCEEDED)
+        await task_in_state(bus, APP, slow.id, TaskState.SUCCEEDED)
         good = await bus.enqueue(app, "fine", 2)
-        await final_state(bus, good.id, TaskState.SUCCEEDED)
+        await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
         await eventually(lambda: _true(bool(events(logs, "event_loop_unblocked"))))
     blocked = events(logs, "event_loop_blocked")
     assert blocked
@@ -371,13 +354,6 @@ handler = "handlers:sleepy"
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
 def worker_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Environment for a worker process of the app ``faults`` on the private server."""
     app_dir = tmp_path / "apps" / APP
@@ -413,7 +389,7 @@ async def test_worker_process_with_a_hung_sync_handler_still_stops_on_sigterm(
     """The hung handler's task dies on its timeout; SIGTERM then ends the process promptly."""
     proc = await start_worker(procs, "--grace-s", "0.2")
     ref = await bus.enqueue(APP, "stuck", 1, max_attempts=1, timeout_s=0.1)
-    dead = await final_state(bus, ref.id, TaskState.DEAD)
+    dead = await task_in_state(bus, APP, ref.id, TaskState.DEAD)
     assert dead.errors[0].type == "TaskTimeout"
     await eventually(lambda: _true("handler_thread_abandoned" in proc.output()))
     proc.signal(signal.SIGTERM)
@@ -427,7 +403,7 @@ async def test_worker_process_logs_a_blocked_loop_with_the_handler_line(
     """--block-warn-s sets the watchdog's threshold; the log names the blocking handler line."""
     proc = await start_worker(procs, "--block-warn-s", "0.1")
     ref = await bus.enqueue(APP, "sleepy", 0.5)
-    await final_state(bus, ref.id, TaskState.SUCCEEDED)
+    await task_in_state(bus, APP, ref.id, TaskState.SUCCEEDED)
     await eventually(lambda: _true("event_loop_unblocked" in proc.output()))
     lines = [orjson.loads(line) for line in proc.output().splitlines() if "event_loop_" in line]
     blocked = [line for line in lines if line["event"] == "event_loop_blocked"]

@@ -620,7 +620,7 @@ def test_filter_that_is_not_a_table_is_refused(where: Any) -> None:
 def test_non_string_path_is_refused() -> None:
     """Field paths must be strings."""
     with pytest.raises(FilterError, match="invalid filter path 1: it must be a string"):
-        compile_filter({1: "x"})
+        compile_filter({1: "x"})  # type: ignore[dict-item]
 
 
 @RECURSIVE

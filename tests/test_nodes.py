@@ -8,7 +8,7 @@ scope-all subscription, and a node killed with SIGKILL during a broadcast.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ from bus.nodes import copy_id, node_queue
 from bus.recurring import Recurring
 from bus.store import features
 from bus.store.keys import AppKeys
+from tests.conftest import text
 from tests.engine_helpers import eventually, running_worker
-from tests.procs.runner import Proc, processes, wait_until
+from tests.procs.runner import Proc, wait_until
 
 KEYS = AppKeys("bus", "fleet")
 
@@ -257,13 +258,6 @@ scope = "all"
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
 def env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Environment for worker processes: the private server and the app 'fleet'."""
     apps = tmp_path / "apps"
@@ -302,8 +296,8 @@ def start_nodes(procs: Callable[..., Proc], client: redis.Redis, *names: str) ->
 def runs_of(client: redis.Redis) -> list[tuple[str, str, int]]:
     """(task id, queue, pid) of every run, in order."""
     out = []
-    for raw in client.lrange("test:runs", 0, -1):
-        task_id, queue, pid = raw.decode().split("|")
+    for run in client.lrange("test:runs", 0, -1):
+        task_id, queue, pid = text(run).split("|")
         out.append((task_id, queue, int(pid)))
     return out
 

@@ -27,18 +27,12 @@ from bus.enqueue import EnqueueItem, prepare
 from bus.store import engine, transport
 from bus.store.keys import AppKeys
 from bus.worker import loop, upkeep
+from tests.conftest import Logs, events, raw, scored, texts
 from tests.engine_helpers import eventually, running_worker
 
 APP = "prefetch"
 KEYS = AppKeys("bus", APP)
 QUEUE = KEYS.queue("default")
-
-Logs = list[dict[str, Any]]
-
-
-def events(logs: Logs, name: str) -> Logs:
-    """The captured entries of one event."""
-    return [entry for entry in list(logs) if entry["event"] == name]
 
 
 def gated_app(gate: asyncio.Event, calls: list[int]) -> App:
@@ -66,12 +60,12 @@ async def held(worker: Worker, running: int, ready: int) -> bool:
 
 async def inflight(aredis: Redis) -> set[str]:
     """Ids in the default queue's in-flight zset."""
-    return {m.decode() for m in await aredis.zrange(QUEUE.inflight, 0, -1)}
+    return set(texts(await aredis.zrange(QUEUE.inflight, 0, -1)))
 
 
 async def queued(aredis: Redis) -> list[str]:
     """Ids in the default queue's ready list, next to be claimed first."""
-    return [m.decode() for m in reversed(await aredis.lrange(QUEUE.ready, 0, -1))]
+    return texts(reversed(await aredis.lrange(QUEUE.ready, 0, -1)))
 
 
 async def queued_count(aredis: Redis, count: int) -> bool:
@@ -130,7 +124,7 @@ async def test_holds_concurrency_running_plus_prefetch_ready_then_runs_all_in_or
         assert await inflight(aredis) == set(ids[:5])
         assert await queued(aredis) == ids[5:]
         await upkeep.beat(worker)
-        status = orjson.loads(await aredis.hget(KEYS.workers, worker.id))
+        status = orjson.loads(raw(await aredis.hget(KEYS.workers, worker.id)))
         assert (status["running_count"], status["prefetched"]) == (2, 3)
         gate.set()
         await eventually(lambda: all_in_state(bus, ids, TaskState.SUCCEEDED), what="all done")
@@ -293,7 +287,8 @@ async def test_heartbeat_renews_the_leases_of_ready_tasks(bus: Bus, aredis: Redi
     async with running_worker(app, aredis, concurrency=1, prefetch=2, lease_s=1.0) as worker:
         await eventually(lambda: held(worker, 1, 2), what="1 running and 2 ready")
         first_deadline = max(
-            int(score) for _, score in await aredis.zrange(QUEUE.inflight, 0, -1, withscores=True)
+            int(score)
+            for _, score in scored(await aredis.zrange(QUEUE.inflight, 0, -1, withscores=True))
         )
         await eventually(
             lambda: _true(clock.now_ms() > first_deadline + 300),

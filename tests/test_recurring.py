@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ from bus.core.schedule import Schedule, cron, every
 from bus.recurring import Recurring, RecurringChains, occurrence_id, parse_occurrence_id
 from bus.store import engine, features, transport
 from bus.store.keys import AppKeys
+from tests.conftest import raw, text
 from tests.engine_helpers import eventually, running_worker
-from tests.procs.runner import Proc, processes, wait_until
+from tests.procs.runner import Proc, wait_until
 
 KEYS = AppKeys("bus", "clock")
 PERIOD = 200
@@ -54,17 +55,24 @@ def chains(aredis: Redis, *recurring: Recurring, app: App | None = None) -> Recu
 async def entries(aredis: Redis) -> dict[str, dict[str, Any]]:
     """The recurring hash, decoded."""
     raw = await aredis.hgetall(KEYS.recurring)
-    return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+    return {text(k): orjson.loads(v) for k, v in raw.items()}
 
 
 async def occurrences(aredis: Redis) -> dict[str, str]:
     """Every occurrence task of the app -> its state."""
     raw = await aredis.hgetall(KEYS.state)
     return {
-        k.decode(): orjson.loads(v)["s"]
+        text(k): orjson.loads(v)["s"]
         for k, v in raw.items()
-        if parse_occurrence_id(k.decode()) is not None
+        if parse_occurrence_id(text(k)) is not None
     }
+
+
+def slot_of(task_id: str) -> int:
+    """The slot of an occurrence id; fails the test for any other id."""
+    parsed = parse_occurrence_id(task_id)
+    assert parsed is not None, f"{task_id!r} is not an occurrence id"
+    return parsed[1]
 
 
 async def pending(aredis: Redis) -> list[str]:
@@ -322,7 +330,7 @@ async def test_catch_up_runs_stop_at_the_present(aredis: Redis) -> None:
     slots = []
     for _ in range(4):
         (current,) = await pending(aredis)
-        slots.append(parse_occurrence_id(current)[1])  # type: ignore[index]
+        slots.append(slot_of(current))
         await chain.after_settled([engine.Outcome(current, "", "reports", "ok")], now)
     assert slots == [now - 400, now - 200, now, now + 200]
 
@@ -372,13 +380,6 @@ def write_app(root: Path, schedule: str) -> Path:
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
 def env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Environment for worker processes: the private server and a temp apps dir."""
     apps = tmp_path / "apps"
@@ -406,8 +407,8 @@ def started(proc: Proc) -> bool:
 def ticks(client: redis.Redis) -> list[tuple[str, int, int]]:
     """(task id, attempt, pid) of every run of 'tick', in order."""
     out = []
-    for raw in client.lrange("test:ticks", 0, -1):
-        task_id, attempt, pid = raw.decode().split("|")
+    for run in client.lrange("test:ticks", 0, -1):
+        task_id, attempt, pid = text(run).split("|")
         out.append((task_id, int(attempt), int(pid)))
     return out
 
@@ -422,12 +423,12 @@ def test_five_worker_processes_starting_at_once_leave_one_occurrence(
     wait_until(lambda: all(started(w) for w in workers), 30, "five workers to start")
     wait_until(lambda: client.zcard("bus:app:{clock}:nodes") == 5, 10, "five nodes")
     states = {
-        k.decode(): orjson.loads(v)["s"] for k, v in client.hgetall("bus:app:{clock}:state").items()
+        text(k): orjson.loads(v)["s"] for k, v in client.hgetall("bus:app:{clock}:state").items()
     }
     assert list(states.values()) == ["scheduled"]
     (occurrence,) = states
-    assert orjson.loads(client.hget("bus:app:{clock}:recurring", "tick"))["id"] == occurrence
-    assert parse_occurrence_id(occurrence)[1] % 3_600_000 == 0  # type: ignore[index]
+    assert orjson.loads(raw(client.hget("bus:app:{clock}:recurring", "tick")))["id"] == occurrence
+    assert slot_of(occurrence) % 3_600_000 == 0
     client.close()
 
 
@@ -449,10 +450,10 @@ def test_worker_killed_during_a_recurring_run_retries_it_and_the_chain_continues
     retried = [(a, p) for i, a, p in runs if i == held_id]
     assert [a for a, _ in retried] == [1, 2]
     assert retried[1][1] != victim.pid
-    state = orjson.loads(client.hget("bus:app:{clock}:state", held_id))
+    state = orjson.loads(raw(client.hget("bus:app:{clock}:state", held_id)))
     assert state["s"] == "succeeded"
-    later = [parse_occurrence_id(i)[1] for i, _, _ in runs if i != held_id]  # type: ignore[index]
-    held_slot = parse_occurrence_id(held_id)[1]  # type: ignore[index]
+    later = [slot_of(i) for i, _, _ in runs if i != held_id]
+    held_slot = slot_of(held_id)
     assert later == sorted(set(later))
     assert all(slot > held_slot and slot % PERIOD == 0 for slot in later)
     client.close()

@@ -13,7 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -40,7 +40,7 @@ from bus.inspect.deadletters import list_dead, purge
 from bus.inspect.lineage import read_task
 from bus.inspect.status import bus_status
 from bus.store.keys import AppKeys, BusKeys
-from tests.procs.runner import Proc, processes
+from tests.procs.runner import Proc
 from tests.redis_server import MakeRedisServer, RedisServer, find_tls_binary, wait_for
 from tests.test_cli_ops import cli_env, run  # noqa: F401 - cli_env is a fixture
 
@@ -55,7 +55,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def locked(make_redis_server: MakeRedisServer) -> Iterator[RedisServer]:
+def locked(make_redis_server: MakeRedisServer) -> RedisServer:
     """A TCP server whose default user needs the password ``sekret``, plus an ACL
     user ``limited`` (password ``pw``) that may run every command but touch only
     keys outside taskbus's prefix."""
@@ -359,8 +359,8 @@ def test_cli_login_acl_and_tls_failures_are_one_clear_line(
 
 @pytest.fixture
 def start_worker(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Proc]]:
+    settings: Settings, procs: Callable[..., Proc], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Proc]:
     """Start ``python -m bus.worker --app billing ARGS`` on a given Redis URL (ended by pid)."""
     for name in list(os.environ):
         if name.startswith(ENV_PREFIX) and not name.startswith(TEST_ENV_PREFIX):
@@ -368,15 +368,14 @@ def start_worker(
     monkeypatch.setenv("BUS_SCHEMAS_DIR", str(settings.schemas_dir))
     monkeypatch.setenv("BUS_APPS_DIR", str(settings.apps_dir))
     monkeypatch.setenv("BUS_DATA_DIR", str(settings.data_dir))
-    with processes(tmp_path) as procs:
 
-        def start(url: str, *extra: str) -> Proc:
-            monkeypatch.setenv("BUS_REDIS_URL", url)
-            return procs(
-                "-m", "bus.worker", "--app", "billing", "--log-level", "info", *extra, name="w"
-            )
+    def start(url: str, *extra: str) -> Proc:
+        monkeypatch.setenv("BUS_REDIS_URL", url)
+        return procs(
+            "-m", "bus.worker", "--app", "billing", "--log-level", "info", *extra, name="w"
+        )
 
-        yield start
+    return start
 
 
 def test_a_worker_started_before_redis_waits_for_it_then_starts(

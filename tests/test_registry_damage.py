@@ -13,7 +13,6 @@ from typing import Any
 import hypothesis
 import orjson
 import pytest
-import structlog
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
@@ -23,6 +22,7 @@ from bus.events.registry import Registry, SubscriptionSpec, load_registry
 from bus.events.registry_specs import app_name_of
 from bus.events.registry_sync import sync_subscriptions
 from bus.store.keys import AppKeys, BusKeys
+from tests.conftest import Logs, raw
 from tests.test_cli_ops import cli_env, on_redis
 
 __all__ = ["cli_env"]
@@ -78,12 +78,11 @@ async def _healthy_and(aredis: Redis, app: bytes, entry: bytes) -> None:
     ("app", "entry", "reason"), [c[1:] for c in DAMAGE], ids=[c[0] for c in DAMAGE]
 )
 async def test_a_damaged_entry_is_skipped_and_named_the_others_still_route(
-    aredis: Redis, app: bytes, entry: bytes, reason: str
+    aredis: Redis, logs: Logs, app: bytes, entry: bytes, reason: str
 ) -> None:
     """parse never raises: the damaged app is listed with its reason, the others route."""
     await _healthy_and(aredis, app, entry)
-    with structlog.testing.capture_logs() as logs:
-        registry = await load_registry(aredis, KEYS)
+    registry = await load_registry(aredis, KEYS)
     shown = app.decode("utf-8", "backslashreplace")
     assert registry.damaged == (shown,)
     assert reason in registry.damage[shown]
@@ -95,15 +94,14 @@ async def test_a_damaged_entry_is_skipped_and_named_the_others_still_route(
     ]
 
 
-async def test_damage_is_logged_once_per_registry_version(aredis: Redis) -> None:
+async def test_damage_is_logged_once_per_registry_version(aredis: Redis, logs: Logs) -> None:
     """Reloading the same version does not log again; a new version does."""
     await _healthy_and(aredis, b"crm", b"\xff")
-    first = int(await aredis.get(KEYS.subs_version))
-    with structlog.testing.capture_logs() as logs:
-        for _ in range(3):
-            await load_registry(aredis, KEYS)
-        await aredis.incr(KEYS.subs_version)
+    first = int(raw(await aredis.get(KEYS.subs_version)))
+    for _ in range(3):
         await load_registry(aredis, KEYS)
+    await aredis.incr(KEYS.subs_version)
+    await load_registry(aredis, KEYS)
     assert [e["registry_version"] for e in logs if e["event"] == "registry_entry_damaged"] == [
         str(first),
         str(first + 1),

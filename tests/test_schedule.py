@@ -15,14 +15,24 @@ from bus.core.schedule import Schedule, cron, every, next_slot, plan_next, prev_
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def utc(*fields: int) -> int:
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
     """Epoch ms of a UTC date and time."""
-    return int(datetime(*fields, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp() * 1000)
 
 
-def local(zone: ZoneInfo, *fields: int, fold: int = 0) -> int:
+def local(
+    zone: ZoneInfo,
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    *,
+    fold: int = 0,
+) -> int:
     """Epoch ms of a wall-clock time in ``zone``."""
-    moment = datetime(*fields, tzinfo=zone).replace(fold=fold)  # type: ignore[misc]
+    moment = datetime(year, month, day, hour, minute, second, tzinfo=zone, fold=fold)
     return int(moment.timestamp() * 1000)
 
 

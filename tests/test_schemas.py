@@ -305,7 +305,7 @@ def test_nested_violations_have_array_indexes_in_numeric_order(tmp_path: Path) -
     """Paths into arrays show indexes, ordered as numbers (2 before 10)."""
     items = {"type": "array", "items": {"type": "object", "required": ["sku"]}}
     registry = load_one(tmp_path, schema(type="object", properties={"items": items}))
-    payload = {"items": [{"sku": "x"}] * 11}
+    payload: dict[str, list[dict[str, Any]]] = {"items": [{"sku": "x"}] * 11}
     payload["items"] = [*payload["items"][:2], {}, *payload["items"][3:10], {"n": 1}]
     with pytest.raises(PayloadInvalid) as info:
         registry.validate("thing.happened", payload)

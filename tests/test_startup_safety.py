@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,7 +19,8 @@ from bus.client import Bus
 from bus.config.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
 from bus.errors import RedisSetupError
 from bus.store.connection import connect, connect_sync
-from tests.procs.runner import Proc, processes
+from tests.conftest import Logs
+from tests.procs.runner import Proc
 from tests.redis_server import MakeRedisServer, RedisServer
 
 EVICTS = "maxmemory-policy allkeys-lru"
@@ -33,13 +32,6 @@ ORDER = {
     "currency": "EUR",
     "items": [{"sku": "book", "quantity": 1}],
 }
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start processes that are all ended (by pid) after the test."""
-    with processes(tmp_path) as start:
-        yield start
 
 
 def on(settings: Settings, server: RedisServer) -> Settings:
@@ -122,7 +114,7 @@ async def test_connect_with_check_refuses_a_server_that_evicts_keys(
 
 
 async def test_connect_with_check_logs_the_persistence_warning_once_per_client(
-    settings: Settings, make_redis_server: MakeRedisServer, logs: list[dict[str, Any]]
+    settings: Settings, make_redis_server: MakeRedisServer, logs: Logs
 ) -> None:
     """Each checked client of a server that keeps nothing logs redis_not_persistent."""
     volatile = on(settings, make_redis_server(appendonly=False, save='""'))
@@ -176,7 +168,7 @@ def test_sync_publisher_refuses_a_server_that_evicts_keys(
 
 
 async def test_publisher_warns_when_the_server_keeps_nothing(
-    settings: Settings, make_redis_server: MakeRedisServer, logs: list[dict[str, Any]]
+    settings: Settings, make_redis_server: MakeRedisServer, logs: Logs
 ) -> None:
     """The first publish to a server without AOF or snapshots logs redis_not_persistent."""
     publisher = Bus(on(settings, make_redis_server(appendonly=False, save='""')))

@@ -35,6 +35,7 @@ from bus.core.task import TaskInfo, TaskState
 from bus.store.keys import AppKeys, BusKeys
 from tests.chaos.history import Report, check, read_handled, read_published
 from tests.chaos.world import APPS, MAX_ATTEMPTS, write_world
+from tests.conftest import raw, raw_or_none, texts
 from tests.procs.runner import Proc
 from tests.redis_server import RedisServer
 
@@ -197,8 +198,8 @@ def _quiescent(client: redis.Redis, prefix: str) -> list[str]:
     busy: list[str] = []
     for app in APPS:
         keys = AppKeys(prefix, app)
-        for raw in client.smembers(keys.queues):
-            q = keys.queue(raw.decode())
+        for queue in texts(client.smembers(keys.queues)):
+            q = keys.queue(queue)
             for key, size in (
                 (q.ready, client.llen(q.ready)),
                 (q.delayed, client.zcard(q.delayed)),
@@ -225,7 +226,7 @@ def _audit(client: redis.Redis, prefix: str, history: Path) -> tuple[list[str], 
     dead_total = 0
     for app in APPS:
         keys = AppKeys(prefix, app)
-        dead = [raw.decode() for raw in client.zrange(keys.dead, 0, -1)]
+        dead = texts(client.zrange(keys.dead, 0, -1))
         dead_total += len(dead)
         for task_id in dead:
             event_key = task_id.rsplit(".", 1)[0]
@@ -236,7 +237,8 @@ def _audit(client: redis.Redis, prefix: str, history: Path) -> tuple[list[str], 
             if raw_state is None:
                 problems.append(f"{app}: dead task {task_id} has no state")
                 continue
-            info = TaskInfo.from_raw(task_id, raw_state, client.hget(keys.tasks, task_id), None)
+            record = raw_or_none(client.hget(keys.tasks, task_id))
+            info = TaskInfo.from_raw(task_id, raw(raw_state), record, None)
             if info.state is not TaskState.DEAD or info.attempts != MAX_ATTEMPTS:
                 problems.append(
                     f"{app}: {task_id} state {info.state.value} after {info.attempts} attempts "
