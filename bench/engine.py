@@ -45,8 +45,8 @@ from engine_worker import APP_NAME, EARLY_MARK, MARK_EVERY, build_app
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from bus import EnqueueItem
 from bus.client import Bus
-from bus.enqueue import EnqueueItem
 from bus.store.keys import AppKeys
 
 SCENARIOS = (

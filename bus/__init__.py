@@ -4,10 +4,10 @@ from bus.client import Bus
 from bus.config.settings import Settings
 from bus.core.app import App, TaskDef
 from bus.core.context import Fail, Retry, TaskContext
+from bus.core.enqueue import EnqueueItem, TaskRef
 from bus.core.schedule import Schedule, cron, every
 from bus.core.task import TaskInfo, TaskRecord, TaskState
 from bus.default import apublish, publish, reset
-from bus.enqueue import EnqueueItem, TaskRef
 from bus.errors import (
     BusError,
     ConfigError,

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from bus.config.settings import Settings
 from bus.core.app import App
+from bus.core.enqueue import EnqueueItem, TaskRef
 from bus.core.task import TaskInfo
-from bus.enqueue import EnqueueItem, TaskRef, enqueue_items, enqueue_items_sync
+from bus.enqueue import enqueue_items, enqueue_items_sync
 from bus.events.declarations import Declarations
 from bus.events.registry_specs import TaskSpec
 from bus.store import own, reads

@@ -48,8 +48,8 @@ import structlog
 
 from bus.config.model import AppConfig
 from bus.core.app import App
+from bus.core.enqueue import EnqueueItem, prepare
 from bus.core.schedule import Schedule, next_slot, plan_next
-from bus.enqueue import EnqueueItem, prepare
 from bus.store import engine, features, reads, scripts, transport
 from bus.store.keys import AppKeys
 from bus.store.types import AsyncClient

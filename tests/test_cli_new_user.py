@@ -13,7 +13,7 @@ from bus import Bus
 from bus.cli import main
 from bus.config.settings import Settings
 from bus.core import clock
-from bus.enqueue import EnqueueItem
+from bus.core.enqueue import EnqueueItem
 from bus.events.registry import SubscriptionSpec
 from bus.store.keys import BusKeys
 from tests.conftest import texts

@@ -17,7 +17,7 @@ from bus import App, Fail, Worker
 from bus.cli import main
 from bus.client import Bus
 from bus.config.settings import ENV_PREFIX, TEST_ENV_PREFIX, Settings
-from bus.enqueue import EnqueueItem
+from bus.core.enqueue import EnqueueItem
 from bus.events.registry import SubscriptionSpec
 from bus.logs import CurrentStderr
 from bus.store.keys import AppKeys

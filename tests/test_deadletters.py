@@ -15,8 +15,8 @@ from bus import App, Fail, TaskState, Worker
 from bus.client import Bus
 from bus.config.apps import event_adapter
 from bus.core import clock
+from bus.core.enqueue import EnqueueItem
 from bus.core.task import TaskRecord
-from bus.enqueue import EnqueueItem
 from bus.events.schemas import SchemaRegistry
 from bus.inspect.deadletters import get_dead, list_dead, purge, replay, select_dead
 from bus.inspect.replay import batch_size

@@ -24,7 +24,7 @@ from bus.cli import main
 from bus.config.apps import task_specs
 from bus.config.apptoml import load_app_config
 from bus.core import clock
-from bus.enqueue import EnqueueItem, TaskRef
+from bus.core.enqueue import EnqueueItem, TaskRef
 from bus.events.declarations import CHECK_EVERY_S, TaskNotDeclared
 from bus.events.registry import SubscriptionSpec, TaskSpec, load_registry
 from bus.events.registry_sync import sync_subscriptions, unregister_app

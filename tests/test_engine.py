@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from bus import App, Fail, Retry, TaskContext, TaskState, Worker
 from bus.client import Bus
-from bus.enqueue import EnqueueItem
+from bus.core.enqueue import EnqueueItem
 from bus.store.keys import AppKeys
 from tests.engine_helpers import eventually, running_worker
 

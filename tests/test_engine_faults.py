@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import redis
 
-from bus.enqueue import EnqueueItem
+from bus.core.enqueue import EnqueueItem
 from tests.conftest import text, texts
 from tests.procs.runner import Proc, wait_until
 from tests.redis_server import MakeRedisServer

@@ -1,8 +1,8 @@
 """Enqueueing from synchronous code: ``Bus.enqueue_sync`` and ``Bus.enqueue_many_sync``.
 
 The sync front ends share validation, encoding and grouping with the async ones
-(bus/enqueue.py ``_plan``); these tests hold them to the same records, the same
-idempotence and the same all-or-nothing refusal of bad input.
+(bus/enqueue.py ``_plan``, planning in bus/core/enqueue.py); these tests hold
+them to the same records, the same idempotence and the same all-or-nothing refusal of bad input.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from bus import App, TaskState
 from bus.client import Bus
-from bus.enqueue import EnqueueItem
+from bus.core.enqueue import EnqueueItem
 from bus.store.keys import AppKeys
 from tests.conftest import raw
 from tests.engine_helpers import eventually, running_worker

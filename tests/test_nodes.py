@@ -18,8 +18,8 @@ import redis
 from redis.asyncio import Redis
 
 from bus import App, Bus, Settings, TaskContext
+from bus.core.enqueue import EnqueueItem
 from bus.core.schedule import every
-from bus.enqueue import EnqueueItem
 from bus.nodes import copy_id, node_queue
 from bus.recurring import Recurring
 from bus.store import features

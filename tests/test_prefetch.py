@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 from bus import App, TaskState, Worker
 from bus.client import Bus
 from bus.core import clock
+from bus.core.enqueue import EnqueueItem, prepare
 from bus.core.options import MAX_PREFETCH
-from bus.enqueue import EnqueueItem, prepare
 from bus.store import engine, transport
 from bus.store.keys import AppKeys
 from bus.worker import loop, upkeep

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["AttemptError", "TaskInfo", "TaskRecord", "TaskState", "encode_record"]
+__all__ = ["AttemptError", "NewTask", "TaskInfo", "TaskRecord", "TaskState", "encode_record"]
 
 
 class TaskState(StrEnum):
@@ -332,3 +332,13 @@ def _decode_errors(raw: bytes) -> list[AttemptError]:
                 ),
             )
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task to add, as planning hands it to the store: id, record, attempt limit, due time."""
+
+    id: str
+    record: bytes
+    max_attempts: int
+    run_at_ms: int

@@ -41,7 +41,7 @@ from bus.store.keys import BusKeys
 from bus.store.types import AsyncClient, SyncClient
 
 if TYPE_CHECKING:
-    from bus.enqueue import EnqueueItem
+    from bus.core.enqueue import EnqueueItem
 
 log = structlog.get_logger("bus.declarations")
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from bus.core.task import NewTask
 from bus.store import scripts, transport
 from bus.store.keys import AppKeys
 from bus.store.scripts import Call
@@ -36,16 +37,6 @@ __all__ = [
     "renew",
     "settle",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A task to add: its id, encoded record, attempt limit and due time."""
-
-    id: str
-    record: bytes
-    max_attempts: int
-    run_at_ms: int
 
 
 async def enqueue(

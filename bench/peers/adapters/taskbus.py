@@ -36,9 +36,8 @@ from bench.peers.adapters.base import (
     noop_async,
     variants_by_row,
 )
-from bus import App, Worker
+from bus import App, EnqueueItem, Worker
 from bus.client import Bus
-from bus.enqueue import EnqueueItem
 from bus.eventloop import run
 from bus.logs import configure_logging
 
