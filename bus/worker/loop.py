@@ -31,10 +31,6 @@ from types import TracebackType
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.core import clock
 from bus.core.app import App
@@ -50,6 +46,7 @@ from bus.store import engine
 from bus.store.engine import ClaimedTask, Held, Outcome
 from bus.store.keys import AppKeys, validate_queue_name
 from bus.store.outcomes import settle_value
+from bus.store.types import AsyncClient, StoreError, is_connection_trouble
 from bus.worker.attempt import run_attempt
 from bus.worker.upkeep import heartbeat_loop, shutdown, status_record
 from bus.worker.watchdog import DEFAULT_BLOCK_WARN_S, LoopWatchdog
@@ -124,7 +121,7 @@ class Worker:
     def __init__(
         self,
         app: App,
-        redis: Redis,
+        redis: AsyncClient,
         *,
         queues: Sequence[str] = ("*",),
         concurrency: int = 10,
@@ -291,7 +288,7 @@ class Worker:
                         max_tasks=room,
                         worker_id=self.id,
                     )
-                except RedisError as exc:
+                except StoreError as exc:
                     await self._trouble(exc)
                     continue
                 self._recovered()
@@ -361,7 +358,7 @@ class Worker:
         if "*" in self.queues:
             try:
                 members = await self.redis.smembers(self.keys.queues)
-            except RedisError as exc:
+            except StoreError as exc:
                 await self._trouble(exc)
                 return
             self._known_queues = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
@@ -395,7 +392,7 @@ class Worker:
                 max_tasks=room,
                 worker_id=self.id,
             )
-        except RedisError as exc:
+        except StoreError as exc:
             await self._trouble(exc)
             return None
         finally:
@@ -424,7 +421,7 @@ class Worker:
                 pipe.ltrim(self._own_wake, 0, 0)
                 pipe.pexpire(self._own_wake, 60_000)
                 await pipe.execute()
-        except RedisError:
+        except StoreError:
             pass  # the claim loop meets the same error and reports it
 
     # -- running one task --------------------------------------------------
@@ -490,7 +487,7 @@ class Worker:
                     retention_ms=self.retention_ms,
                 )
                 break
-            except RedisError as exc:
+            except StoreError as exc:
                 await self._trouble(exc)
         self._recovered()
         self._settles += 1
@@ -548,7 +545,7 @@ class Worker:
         # Before the first claim: broadcasts reach nodes that joined before them.
         try:
             await self._keep_node_and_chains()
-        except RedisError as exc:
+        except StoreError as exc:
             log.warning("join_failed", app=self.app.name, worker=self.id, error=str(exc))
 
     async def _keep_node_and_chains(self) -> None:
@@ -563,7 +560,7 @@ class Worker:
     async def _broadcast(self, record: TaskRecord, claimed: ClaimedTask) -> Verdict:
         try:
             nodes = await self.node.fan_out(record, now_ms=clock.now_ms())
-        except RedisError as exc:
+        except StoreError as exc:
             return judge(
                 exc,
                 task_backoff=record.backoff,
@@ -619,7 +616,7 @@ class Worker:
 
     # -- connection trouble -------------------------------------------------
 
-    async def _trouble(self, exc: RedisError) -> None:
+    async def _trouble(self, exc: StoreError) -> None:
         if self._trouble_since is None:
             self._trouble_since = clock.monotonic_s()
             log.warning(
@@ -628,7 +625,7 @@ class Worker:
                 worker=self.id,
                 error=f"{type(exc).__name__}: {exc}",
             )
-        elif not isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        elif not is_connection_trouble(exc):
             log.warning("redis_error", app=self.app.name, error=f"{type(exc).__name__}: {exc}")
         delay = self._trouble_delay * (0.5 + random.random())
         self._trouble_delay = min(self._trouble_delay * 2, 2.0)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 import structlog
-from redis.exceptions import RedisError
 
 from bus.core import clock
 from bus.store import engine
 from bus.store.engine import Held
+from bus.store.types import StoreError
 
 if TYPE_CHECKING:
     from bus.worker.loop import Worker
@@ -66,7 +66,7 @@ async def heartbeat_loop(worker: Worker) -> None:
         worker._beat_soon.clear()
         try:
             await beat(worker)
-        except RedisError as exc:
+        except StoreError as exc:
             log.warning("heartbeat_failed", app=worker.app.name, worker=worker.id, error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(worker._beat_soon.wait(), interval)
@@ -153,7 +153,7 @@ async def shutdown(worker: Worker, settler: asyncio.Task[None], beater: asyncio.
             reap_after_ms=max(3 * worker.lease_ms, 30_000),
         )
         await worker.redis.delete(worker._own_wake)
-    except RedisError as exc:
+    except StoreError as exc:
         log.warning("status_not_removed", app=worker.app.name, error=str(exc))
     worker._executor.shutdown(wait=False, cancel_futures=True)
     log.info(
@@ -174,7 +174,7 @@ async def hand_back(worker: Worker, held: list[Held]) -> None:
             count = await engine.release(worker.redis, worker.keys, held, now_ms=clock.now_ms())
             log.info("tasks_handed_back", app=worker.app.name, count=count)
             return
-        except RedisError as exc:
+        except StoreError as exc:
             await asyncio.sleep(0.1)
             last = exc
     log.error(
