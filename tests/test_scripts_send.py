@@ -164,6 +164,35 @@ def test_the_idle_connections_go_with_their_pool(redis_url: str, protocol: int) 
     assert pool_ref() is None
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_dropped_sync_client_closes_its_sockets_at_once(redis_url: str, protocol: int) -> None:
+    """No reference cycle holds a dropped blocking client: its pool goes without the cyclic GC."""
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    _enqueue_one(client, "a")
+    transport.sync_transport_for(client).commands([("PING",)])
+    pool_ref = weakref.ref(client.connection_pool)
+    gc.disable()
+    try:
+        del client
+        assert pool_ref() is None
+    finally:
+        gc.enable()
+
+
+async def test_clients_sharing_a_pool_keep_two_spare_connections_in_all(redis_url: str) -> None:
+    """The spare connections belong to the pool: clients made and dropped on it hold none."""
+    pool = redis.asyncio.ConnectionPool.from_url(redis_url, max_connections=100)
+    try:
+        for i in range(60):
+            client = redis.asyncio.Redis(connection_pool=pool)
+            call = engine.enqueue_call(KEYS, "default", T0, [_task(f"t{i}")])
+            assert await transport.run_calls(client, [call]) == [[1]]
+            del client
+        assert len(pool._in_use_connections) <= 2
+    finally:
+        await pool.disconnect()
+
+
 def test_close_ends_the_idle_connections_and_later_calls_connect_again(redis_url: str) -> None:
     """Bus.close_sync closes the idle connections even of a client it was given."""
     client = redis.Redis.from_url(redis_url, client_name=NAME)

@@ -192,7 +192,7 @@ async def read_snapshot(client: AsyncClient, prefix: str, apps: Sequence[str]) -
     """Count every app's deliveries by state, and the events recorded and pending.
 
     Args:
-        client: AsyncClient client.
+        client: The asyncio Redis client.
         prefix: The key prefix.
         apps: The apps to count.
     """
@@ -231,7 +231,7 @@ async def expected_tasks(
     """The task ids each app must have: one per (recorded event, matching subscription).
 
     Args:
-        client: AsyncClient client.
+        client: The asyncio Redis client.
         prefix: The key prefix.
         apps: The apps to compute (subscriptions of other apps are ignored).
     """
@@ -257,7 +257,7 @@ async def final_checks(
     """Check the end state of the demo.
 
     Args:
-        client: AsyncClient client.
+        client: The asyncio Redis client.
         prefix: The key prefix.
         apps: The demo's apps.
         published: How many events the demo itself published.

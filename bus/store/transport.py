@@ -14,10 +14,12 @@ bus need:
 * ``commands``: plain commands pipelined (the reads of :mod:`bus.store.reads`
   and the few writes that are not scripts), optionally as one ``MULTI``.
 
-Callers get a client's transport from :func:`transport_for` /
-:func:`sync_transport_for`, built once and kept on the client; the one place
-that picks a class for a client is :func:`_build` (the cluster issue adds a
-``ClusterTransport`` there: slot-grouped pipelines per node). The module-level
+Callers get a client's transport from :func:`transport_for` (built once and
+kept on the asyncio client) or :func:`sync_transport_for` (built per call: it
+holds nothing but the client); the one place that picks a class for an
+asyncio client is :func:`_build` (the cluster issue adds a ``ClusterTransport``
+there, and its blocking twin in :func:`sync_transport_for`: slot-grouped
+pipelines per node). The module-level
 :func:`run_calls`, :func:`run_calls_sync` and :func:`run_script` are what the
 typed wrappers of :mod:`bus.store.engine` and :mod:`bus.store.features` and
 the publisher call; they look the transport up and return its coroutine (no
@@ -31,8 +33,8 @@ client encodes every argument in Python (about 70 ``Encoder.encode`` calls for
 one published event) and adds a retry wrapper and metrics per call, which cost
 more than the script itself (docs/benchmarks.md, issue 7). A connection or
 timeout error on that path falls back to redis-py's pipeline, whose retry
-policy then applies as before. Two idle connections of the client's pool are
-kept by its transport between calls, because taking one from redis-py's pool
+policy then applies as before. Two idle connections of a pool are kept beside
+it between calls (shared by every client of that pool), because taking one from redis-py's pool
 and giving it back (a lock and metrics hooks each way) cost about 15% of a
 one-task enqueue. Synchronous calls take connections from a free list of
 their own beside the pool for the same reason (:mod:`bus.store.own`). A
@@ -151,12 +153,14 @@ def transport_for(client: Redis) -> Transport:
 
 
 def sync_transport_for(client: SyncRedis) -> SyncTransport:
-    """The transport of a blocking client, built on first use and kept on it."""
-    found: SyncTransport | None = getattr(client, _ATTR, None)
-    if found is None:
-        found = SyncRedisTransport(client)
-        setattr(client, _ATTR, found)
-    return found
+    """The transport of a blocking client.
+
+    Built per call, not kept on the client: it holds nothing but the client,
+    and kept there it would make a reference cycle, so a blocking client that
+    is dropped without ``close()`` would keep its sockets open until Python's
+    cyclic collector ran instead of closing them at once.
+    """
+    return SyncRedisTransport(client)
 
 
 def _build(client: Redis) -> Transport:
@@ -175,7 +179,7 @@ def run_calls_sync(
     client: SyncRedis, calls: Sequence[Call], *, raise_on_error: bool = True
 ) -> list[Any]:
     """Like :func:`run_calls`, for synchronous callers."""
-    return sync_transport_for(client).run_calls(calls, raise_on_error=raise_on_error)
+    return SyncRedisTransport(client).run_calls(calls, raise_on_error=raise_on_error)
 
 
 async def run_script(
@@ -192,11 +196,14 @@ async def run_script(
     return (await run_calls(client, [(script, keys, args)]))[0]
 
 
-# Idle connections a transport keeps from its client's pool for the next
-# script calls (two: a worker's claim and settle calls overlap). The pool still
-# counts them as in use, so closing the client disconnects them too (they are
-# then handed back on their next turn). Never kept from a blocking pool or a
-# small one, where holding connections could starve other callers.
+# Idle connections kept from a pool for the next script calls (two: a
+# worker's claim and settle calls overlap), in a list on the pool itself, so
+# that every client and transport of one pool shares them and a dropped client
+# leaves none behind. The pool still counts them as in use: its disconnect()
+# closes them, and a closed one is handed back and replaced on its next turn.
+# Never kept from a blocking pool or a small one, where holding connections
+# could starve other callers.
+_SPARE_ATTR = "_taskbus_spare"
 _SPARE_PER_POOL = 2
 _SPARE_MIN_POOL = 64
 # Larger batches go through send_packed_command, which waits for the socket.
@@ -213,16 +220,28 @@ class RedisTransport:
         client: The client whose pool it takes connections from.
     """
 
-    __slots__ = ("_client", "_may_keep", "_spare")
+    __slots__ = ("_client", "_may_keep", "_pool", "_spare")
 
     def __init__(self, client: Redis) -> None:
+        # The client is held (a cycle through its _taskbus_transport attribute):
+        # an asyncio client is closed with aclose(), not by being dropped, and a
+        # coroutine from run_calls(Redis(...), ...) must not outlive its client.
         self._client = client
-        self._spare: list[Any] = []
         pool = getattr(client, "connection_pool", None)
+        self._pool: Any = pool
         self._may_keep = (
-            not isinstance(pool, BlockingConnectionPool)
+            pool is not None
+            and not isinstance(pool, BlockingConnectionPool)
             and getattr(pool, "max_connections", 0) >= _SPARE_MIN_POOL
         )
+        spare: list[Any] = []
+        if self._may_keep:
+            found = getattr(pool, _SPARE_ATTR, None)
+            if found is None:
+                setattr(pool, _SPARE_ATTR, spare)
+            else:
+                spare = found
+        self._spare = spare
 
     async def run_calls(self, calls: Sequence[Call], *, raise_on_error: bool = True) -> list[Any]:
         """See :meth:`Transport.run_calls`."""
@@ -238,9 +257,8 @@ class RedisTransport:
         return results
 
     async def _send(self, packed: bytes, calls: Sequence[Call]) -> list[Any]:
-        client = self._client
-        pool = getattr(client, "connection_pool", None)
-        if pool is None or client.connection is not None:
+        pool = self._pool
+        if pool is None or self._client.connection is not None:
             return await self._send_pipeline(calls)  # a single-connection client
         spare = self._spare
         conn = spare.pop() if spare else None
