@@ -12,6 +12,10 @@ from redis.asyncio import Redis
 
 from bus import App, TaskInfo, TaskState, Worker
 from bus.client import Bus
+from bus.core import clock
+from bus.store import engine
+from bus.store.engine import ClaimedTask
+from bus.store.keys import AppKeys
 
 
 async def eventually(
@@ -51,3 +55,25 @@ async def running_worker(app: App, redis: Redis, **options: Any) -> AsyncIterato
     finally:
         worker.stop()
         await asyncio.wait_for(task, 15)
+
+
+async def steal_lease(
+    redis: Redis, keys: AppKeys, task_id: str, queue: str = "default"
+) -> ClaimedTask:
+    """Let a held task's lease "expire" and have another worker's claim recover it.
+
+    Returns the thief's claim of it: the holder's next renew finds its lease lost.
+    """
+    changed = await redis.zadd(keys.queue(queue).inflight, {task_id: 1}, xx=True, ch=True)
+    assert changed == 1, f"{task_id} is not in flight"
+    result = await engine.claim(
+        redis,
+        keys,
+        [queue],
+        now_ms=clock.now_ms(),
+        lease_ms=30_000,
+        max_tasks=1,
+        worker_id="thief",
+    )
+    assert [t.id for t in result.tasks] == [task_id]
+    return result.tasks[0]

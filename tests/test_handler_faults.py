@@ -60,9 +60,9 @@ async def test_sync_handler_that_never_returns_costs_a_thread_not_the_worker(
         async with running_worker(app, aredis, concurrency=1) as worker:
             dead = await task_in_state(bus, APP, hung.id, TaskState.DEAD)
             await task_in_state(bus, APP, good.id, TaskState.SUCCEEDED)
-            assert worker._executor.abandoned == 2
+            assert worker.executor.abandoned == 2
             release.set()
-            await eventually(lambda: _true(worker._executor.abandoned == 0), what="threads to end")
+            await eventually(lambda: _true(worker.executor.abandoned == 0), what="threads to end")
     finally:
         release.set()
     assert starts == [1, 2]  # the retry ran; it did not queue behind the hung thread
@@ -78,7 +78,7 @@ async def test_worker_stops_although_a_handler_ignores_cancellation_at_shutdown(
     bus: Bus, aredis: Redis, logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Shutdown waits a bounded time for a deaf handler, hands its task back and leaves."""
-    monkeypatch.setattr("bus.worker.upkeep.SHUTDOWN_CANCEL_WAIT_S", 0.2)
+    monkeypatch.setattr("bus.worker.loop.SHUTDOWN_CANCEL_WAIT_S", 0.2)
     app = App(APP)
     started = asyncio.Event()
     release = asyncio.Event()

@@ -26,9 +26,9 @@ from bus.core.enqueue import EnqueueItem, prepare
 from bus.core.options import MAX_PREFETCH
 from bus.store import engine, transport
 from bus.store.keys import AppKeys
-from bus.worker import loop, upkeep
+from bus.worker import claimer
 from tests.conftest import Logs, events, raw, scored, texts
-from tests.engine_helpers import eventually, running_worker
+from tests.engine_helpers import eventually, running_worker, steal_lease
 
 APP = "prefetch"
 KEYS = AppKeys("bus", APP)
@@ -55,7 +55,7 @@ async def enqueue_jobs(bus: Bus, app: App, count: int) -> list[str]:
 
 async def held(worker: Worker, running: int, ready: int) -> bool:
     """True once the worker runs ``running`` tasks and holds ``ready`` more."""
-    return len(worker._running) == running and len(worker._ready) == ready
+    return len(worker.slots.running) == running and len(worker.slots.ready) == ready
 
 
 async def inflight(aredis: Redis) -> set[str]:
@@ -112,8 +112,8 @@ async def test_holds_concurrency_running_plus_prefetch_ready_then_runs_all_in_or
     ids = await enqueue_jobs(bus, app, 8)
     async with running_worker(app, aredis, concurrency=2, prefetch=3, lease_s=30) as worker:
         await eventually(lambda: held(worker, 2, 3), what="2 running and 3 ready")
-        assert list(worker._running) == ids[:2]
-        assert list(worker._ready) == ids[2:5]
+        assert list(worker.slots.running) == ids[:2]
+        assert list(worker.slots.ready) == ids[2:5]
         assert await inflight(aredis) == set(ids[:5])
         for task_id in ids[:5]:
             st = await state(aredis, task_id)
@@ -123,7 +123,7 @@ async def test_holds_concurrency_running_plus_prefetch_ready_then_runs_all_in_or
         assert await held(worker, 2, 3)
         assert await inflight(aredis) == set(ids[:5])
         assert await queued(aredis) == ids[5:]
-        await upkeep.beat(worker)
+        await worker.heartbeat.beat()
         status = orjson.loads(raw(await aredis.hget(KEYS.workers, worker.id)))
         assert (status["running_count"], status["prefetched"]) == (2, 3)
         gate.set()
@@ -245,22 +245,12 @@ async def test_ready_task_whose_lease_was_lost_never_runs_here(
     async with running_worker(app, aredis, concurrency=1, prefetch=1, lease_s=30) as worker:
         await eventually(lambda: held(worker, 1, 1), what="1 running and 1 ready")
         stolen = ids[1]
-        assert list(worker._ready) == [stolen]
+        assert list(worker.slots.ready) == [stolen]
         # Its lease "expires"; another worker's claim recovers and takes it.
-        assert await aredis.zadd(QUEUE.inflight, {stolen: 1}, xx=True, ch=True) == 1
-        result = await engine.claim(
-            aredis,
-            KEYS,
-            ["default"],
-            now_ms=clock.now_ms(),
-            lease_ms=30_000,
-            max_tasks=1,
-            worker_id="thief",
-        )
-        assert [(t.id, t.attempt) for t in result.tasks] == [(stolen, 2)]
-        await upkeep.beat(worker)
-        assert worker._ready == {}
-        assert stolen not in worker._unsettled
+        assert (await steal_lease(aredis, KEYS, stolen)).attempt == 2
+        await worker.heartbeat.beat()
+        assert worker.slots.ready == {}
+        assert stolen not in worker.slots.unsettled
         lost = events(logs, "lease_lost")
         assert [e["task_id"] for e in lost] == [stolen]
         # The slot frees: the first worker must not start the stolen task; a
@@ -334,7 +324,7 @@ async def test_idle_worker_with_short_socket_timeout_logs_no_trouble(
     bus: Bus, aredis: Redis, redis_url: str, logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Waiting past the client's socket timeout is not a Redis failure; work still wakes it."""
-    monkeypatch.setattr(loop, "WAIT_BLOCK_S", 1)
+    monkeypatch.setattr(claimer, "WAIT_BLOCK_S", 1)
     client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=0.5)
     started: list[float] = []
     app = App(APP)

@@ -2,7 +2,8 @@
 
 The subscription registry (publish, the declarations of enqueue by app name,
 the registry watch, subscriptions sync), the pending-event sweep, one task
-(``Bus.get_task``), recurring tasks and live nodes. Their batches go through
+(``Bus.get_task``), an app's queue names (a worker serving ``*``), recurring
+tasks and live nodes. Their batches go through
 the client's transport (:meth:`bus.store.transport.Transport.commands`), the
 seam a cluster deployment replaces; a single command goes to the client's own
 method, which every deployment's client has.
@@ -151,6 +152,12 @@ async def task_entry(
         ]
     )
     return state, record, errors
+
+
+async def queue_names(client: AsyncClient, keys: AppKeys) -> list[str]:
+    """The names of an app's queues (those any enqueue created), sorted."""
+    members = await client.smembers(keys.queues)
+    return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
 
 async def recurring_entries(client: AsyncClient, keys: AppKeys) -> dict[bytes, bytes]:
