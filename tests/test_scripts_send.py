@@ -268,3 +268,26 @@ def test_clients_whose_connections_redis_py_manages_keep_the_pool(
         assert transport.run_calls_sync(client, [call]) == [[0]]
     finally:
         client.close()
+
+
+def test_included_helpers_are_expanded_into_each_script() -> None:
+    """No include line reaches the server; the SHA1 is that of the text the server runs."""
+    import hashlib
+
+    every = [v for v in vars(scripts).values() if isinstance(v, scripts.Script)]
+    assert len(every) == 13
+    users = {s.name for s in every if "local function state_or_nil" in s.source}
+    assert users == {"purge", "release", "renew", "replay", "settle"}
+    assert {s.name for s in every if "local function add_error" in s.source} == {
+        "claim",
+        "settle",
+    }
+    for script in every:
+        assert not any(line.startswith("--! include") for line in script.source.splitlines())
+        assert script.sha == hashlib.sha1(script.source.encode()).hexdigest()
+
+
+def test_an_include_that_does_not_exist_is_named() -> None:
+    """A typo in an include line fails at import with the script and the file, not on the server."""
+    with pytest.raises(FileNotFoundError, match=r"claim\.lua includes nope\.lua"):
+        scripts._expand("--! include nope.lua\nreturn 1\n", "claim")

@@ -1,7 +1,11 @@
 """The engine's atomic operations as Lua files: loading them, naming them by SHA1.
 
 Each ``*.lua`` file beside this module is one atomic state change of an app's
-keys; its header lists its KEYS and ARGV. Every key a script touches is passed
+keys; its header lists its KEYS and ARGV. Helpers several scripts share live
+in ``include/`` (the error list, a state entry read without trusting it); a
+line ``--! include NAME.lua`` is replaced by that file when the script is
+loaded, so the server sees one self-contained script, and its SHA1 is that
+of the expanded text. Every key a script touches is passed
 in ``KEYS`` and built by :mod:`bus.store.keys`; the caller passes the time in. Scripts
 are called by EVALSHA and loaded on a NOSCRIPT reply (a restarted server or a
 fresh replica has an empty script cache).
@@ -17,6 +21,7 @@ know); the typed wrappers that build calls and read their replies are
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -43,12 +48,29 @@ __all__ = [
 ]
 
 
+_INCLUDE = re.compile(r"^--! include ([a-z_]+\.lua)[ \t]*$", re.MULTILINE)
+
+
+def _expand(text: str, name: str) -> str:
+    """Replace each include line by the included file (includes do not nest)."""
+    folder = resources.files(__package__).joinpath("include")
+
+    def included(match: re.Match[str]) -> str:
+        found = folder.joinpath(match.group(1))
+        if not found.is_file():
+            raise FileNotFoundError(f"{name}.lua includes {match.group(1)}, not in include/")
+        return found.read_text("utf-8").rstrip("\n")
+
+    return _INCLUDE.sub(included, text)
+
+
 class Script:
     """A Lua script loaded from this package, called by its SHA1."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8")
+        text = resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8")
+        self.source = _expand(text, name)
         self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
         self._head = (b"EVALSHA", self.sha.encode())
 

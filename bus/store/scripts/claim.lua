@@ -42,22 +42,7 @@ local backlog = false
 
 local damaged = {}
 
--- Damaged bytes copied into an error message must not make the error list
--- invalid JSON for its readers (cjson copies bytes as they are): anything but
--- printable ASCII is shown as \xNN.
-local function printable(s)
-  return (string.gsub(s, '[^ -~]', function(c) return string.format('\\x%02x', string.byte(c)) end))
-end
-
-local function add_error(id, err)
-  local raw = redis.call('HGET', KEYS[3], id)
-  local ok, list = pcall(cjson.decode, raw or '[]')
-  if not ok or type(list) ~= 'table' then
-    list = {{type = 'CorruptErrorList', message = printable(string.sub(raw, 1, 2000))}}
-  end
-  list[#list + 1] = err
-  redis.call('HSET', KEYS[3], id, cjson.encode(list))
-end
+--! include errors.lua
 
 -- A state entry that does not decode (damage in Redis, not ours) would fail
 -- the whole call, and Lua does not roll back what the call already did.
@@ -71,7 +56,7 @@ end
 
 -- Dead-letter a damaged task with the reason: it costs that task, never the call.
 local function bury(id, why, detail)
-  add_error(id, {type = 'CorruptTask', at = now, message = why .. ': ' .. printable(string.sub(detail, 1, 500))})
+  add_error(KEYS[3], id, {type = 'CorruptTask', at = now, message = why .. ': ' .. printable(string.sub(detail, 1, 500))})
   redis.call('HSET', KEYS[1], id, cjson.encode({s = 'dead', a = 0, m = 1, tf = now, why = why}))
   redis.call('ZADD', KEYS[4], now, id)
   damaged[#damaged + 1] = id
@@ -143,7 +128,7 @@ for q = 0, nq - 1 do
     redis.call('ZREM', inflight, id)
     local st = usable_state(id, 'the in-flight set')
     if st then
-      add_error(id, {type = 'LeaseExpired', attempt = st.a, at = now, worker = st.w,
+      add_error(KEYS[3], id, {type = 'LeaseExpired', attempt = st.a, at = now, worker = st.w,
         message = 'lease expired while the task ran: the worker was killed, paused or cut off'})
       st.k = nil
       st.w = nil

@@ -10,6 +10,7 @@ ARGV     the task ids
 
 Returns one integer per id: 1 purged, 0 skipped (not dead).
 ]]
+--! include state.lua
 local live = {scheduled = true, queued = true, running = true, retrying = true, succeeded = true}
 local out = {}
 for i = 1, #ARGV do
@@ -17,9 +18,7 @@ for i = 1, #ARGV do
   local purged = 0
   if redis.call('ZSCORE', KEYS[4], id) then
     local raw = redis.call('HGET', KEYS[1], id)
-    -- A damaged state (not ours) counts as none: it costs that task, not the batch.
-    local ok, st = pcall(cjson.decode, raw or 'null')
-    if not ok or type(st) ~= 'table' then st = nil end
+    local st = state_or_nil(raw)  -- damaged: none, costing that task only
     -- Not dead means a known live state (replayed, or running again); a state
     -- that names none is damage, and a dead letter with it is purged too.
     if not st or not live[st.s] then

@@ -10,15 +10,14 @@ then 3 ARGV per task: id, token, queue_index
 
 Returns the number of tasks handed back.
 ]]
+--! include state.lua
 local released = 0
 local woken = {}
 for i = 2, #ARGV, 3 do
   local id, token, q = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local ready, inflight, wake = KEYS[2 + q * 3], KEYS[3 + q * 3], KEYS[4 + q * 3]
   local raw = redis.call('HGET', KEYS[1], id)
-  -- A damaged state (not ours) counts as none: it costs that task, not the batch.
-  local ok, st = pcall(cjson.decode, raw or 'null')
-  if not ok or type(st) ~= 'table' then st = nil end
+  local st = state_or_nil(raw)  -- damaged: none, costing that task only
   if st and st.s == 'running' and st.k == token then
     st.s = 'queued'
     st.a = st.a - 1

@@ -9,14 +9,13 @@ Returns the ids whose lease is lost (token no longer matches: the lease
 expired and the task was recovered, or it was settled elsewhere). The worker
 should stop working on those; its ack would be rejected anyway.
 ]]
+--! include state.lua
 local deadline = tonumber(ARGV[1]) + tonumber(ARGV[2])
 local lost = {}
 for i = 3, #ARGV, 3 do
   local id, token, q = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local raw = redis.call('HGET', KEYS[1], id)
-  -- A damaged state (not ours) counts as none: it costs that task, not the batch.
-  local ok, st = pcall(cjson.decode, raw or 'null')
-  if not ok or type(st) ~= 'table' then st = nil end
+  local st = state_or_nil(raw)  -- damaged: none, costing that task only
   if st and st.s == 'running' and st.k == token then
     redis.call('ZADD', KEYS[2 + q], 'XX', deadline, id)
   else

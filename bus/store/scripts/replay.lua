@@ -18,6 +18,7 @@ then the task ids, oldest dead first
 
 Returns one integer per id: 1 replayed, 0 skipped (not dead any more).
 ]]
+--! include state.lua
 local now = tonumber(ARGV[1])
 local keep = 20
 local out = {}
@@ -25,9 +26,7 @@ local ready = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local raw = redis.call('HGET', KEYS[1], id)
-  -- A damaged state (not ours) counts as none: it costs that task, not the batch.
-  local ok, st = pcall(cjson.decode, raw or 'null')
-  if not ok or type(st) ~= 'table' then st = nil end
+  local st = state_or_nil(raw)  -- damaged: none, costing that task only
   if st and st.s == 'dead' and redis.call('ZSCORE', KEYS[2], id) then
     local hist = st.rh or {}
     hist[#hist + 1] = {at = now, died = st.tf, why = st.why}

@@ -23,23 +23,8 @@ local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local rejected = {}
 
-local function add_error(id, err)
-  local raw = redis.call('HGET', KEYS[3], id)
-  -- A damaged list must not fail the batch: a Lua error here would leave the
-  -- outcomes before it applied and the worker retrying the rest for ever. It
-  -- is kept as one entry, so nothing of it is thrown away.
-  local ok, list = pcall(cjson.decode, raw or '[]')
-  if not ok or type(list) ~= 'table' then
-    -- Its bytes as printable ASCII (\xNN), as claim.lua copies damage: raw
-    -- bytes that are not UTF-8 would make the new list unreadable in turn.
-    local kept = string.gsub(string.sub(raw, 1, 2000), '[^ -~]', function(c)
-      return string.format('\\x%02x', string.byte(c))
-    end)
-    list = {{type = 'CorruptErrorList', message = kept}}
-  end
-  list[#list + 1] = cjson.decode(err)
-  redis.call('HSET', KEYS[3], id, cjson.encode(list))
-end
+--! include errors.lua
+--! include state.lua
 
 local function split(value)
   local sep = string.find(value, '|', 1, true)
@@ -51,9 +36,7 @@ for i = 4, #ARGV do
   q = tonumber(q)
   local inflight, delayed, wake = KEYS[6 + q * 3], KEYS[7 + q * 3], KEYS[8 + q * 3]
   local raw = redis.call('HGET', KEYS[1], id)
-  -- A damaged state (not ours) counts as none: it costs that task, not the batch.
-  local ok, st = pcall(cjson.decode, raw or 'null')
-  if not ok or type(st) ~= 'table' then st = nil end
+  local st = state_or_nil(raw)  -- damaged: none, costing that task only
   if not st or st.s ~= 'running' or st.k ~= token then
     rejected[#rejected + 1] = id
   else
@@ -72,7 +55,7 @@ for i = 4, #ARGV do
       end
     elseif kind == 'retry' then
       local run_at, err = split(value)
-      add_error(id, err)
+      add_error(KEYS[3], id, cjson.decode(err))
       st.s = 'retrying'
       st.ra = tonumber(run_at)
       redis.call('ZADD', delayed, st.ra, id)
@@ -82,7 +65,7 @@ for i = 4, #ARGV do
       end
     else
       local why, err = split(value)
-      add_error(id, err)
+      add_error(KEYS[3], id, cjson.decode(err))
       st.s = 'dead'
       st.tf = now
       st.why = why
